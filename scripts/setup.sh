@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Creates (or reuses) the virtual environment .venv inside the repo and installs zerokv into it.
+# torch is installed first and pinned: any looser requirement could pull a multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+stamp=.venv/.zerokv-installed
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q torch==2.13.0
+  .venv/bin/pip install -q -e ".[test]"
+  echo "$want" > "$stamp"
+fi

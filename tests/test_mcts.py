@@ -1,0 +1,367 @@
+"""Tests of the batched MuZero search on hand-sized problems with exact answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zerokv.search import (
+    ROOT_INDEX,
+    RecurrentFnOutput,
+    RootFnOutput,
+    SearchOutput,
+    muzero_search,
+)
+
+# ---------------------------------------------------------------------------------------------
+# Tiny models
+
+
+def make_root(batch: int, num_actions: int, logits=None, value=None, latent=None) -> RootFnOutput:
+    logits = np.zeros((batch, num_actions), np.float32) if logits is None else logits
+    value = np.zeros(batch, np.float32) if value is None else value
+    latent = torch.zeros(batch, 1) if latent is None else latent
+    return RootFnOutput(
+        value=np.asarray(value, np.float32),
+        policy_logits=np.asarray(logits, np.float32),
+        latent=latent,
+    )
+
+
+def bandit_fn(rewards: np.ndarray):
+    """Depth-1 bandit: action a at the root pays rewards[b, a]; everything else pays 0, values 0.
+
+    rewards: [B, A]. Uses parent_id to know whether the parent is the root.
+    """
+
+    def fn(latent, action, parent_id, child_id):
+        batch, num_actions = rewards.shape
+        at_root = parent_id == ROOT_INDEX
+        reward = np.where(at_root, rewards[np.arange(batch), action], 0.0)
+        return RecurrentFnOutput(
+            reward=reward.astype(np.float32),
+            value=np.zeros(batch, np.float32),
+            policy_logits=np.zeros((batch, num_actions), np.float32),
+            latent=latent.clone(),
+        )
+
+    return fn
+
+
+# 3-state deterministic MDP, 2 actions. State 0 = start, 1 = absorbing sink, 2 = detour.
+# From 0: action 0 pays 1 and falls into the sink (the lure); action 1 pays 0 and goes to the
+# detour, from which any action pays 10 and goes to the sink. The sink pays 0 forever.
+MDP_NEXT = np.array([[1, 2], [1, 1], [1, 1]])  # [state, action] -> next state
+MDP_REWARD = np.array([[1.0, 0.0], [0.0, 0.0], [10.0, 10.0]])  # [state, action] -> reward
+
+
+def mdp_fn(latent, action, parent_id, child_id):
+    """Latent [B, 1] holds the state id; values 0, the prior prefers action 0 everywhere."""
+    state = latent[:, 0].long().numpy()
+    batch = state.shape[0]
+    return RecurrentFnOutput(
+        reward=MDP_REWARD[state, action].astype(np.float32),
+        value=np.zeros(batch, np.float32),
+        policy_logits=np.tile(np.array([2.0, 0.0], np.float32), (batch, 1)),
+        latent=torch.from_numpy(MDP_NEXT[state, action]).float()[:, None],
+    )
+
+
+def hashed_fn(num_actions: int, calls: list | None = None):
+    """Deterministic pseudo-random model; the child latent is its node id, so the test can check
+    that parent latents are gathered from the right slot. Optionally records every call."""
+
+    def fn(latent, action, parent_id, child_id):
+        batch = action.shape[0]
+        if calls is not None:
+            calls.append((latent.clone(), action.copy(), parent_id.copy(), child_id.copy()))
+        seed = (parent_id * 1000003 + action * 7919 + np.arange(batch) * 104729) % 2**32
+        gens = [np.random.default_rng(int(s)) for s in seed]
+        return RecurrentFnOutput(
+            reward=np.array([g.normal() for g in gens], np.float32),
+            value=np.array([g.normal() for g in gens], np.float32),
+            policy_logits=np.stack([g.normal(size=num_actions) for g in gens]).astype(np.float32),
+            latent=torch.from_numpy(child_id.astype(np.float32))[:, None],
+        )
+
+    return fn
+
+
+def run(root, fn, sims, **kwargs) -> SearchOutput:
+    kwargs.setdefault("rng", np.random.default_rng(0))
+    return muzero_search(root, fn, num_simulations=sims, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact answers
+
+
+def test_bandit_three_simulations_exact():
+    """Hand-computed: uniform prior, rewards [0.1, 0.9, 0.5].
+
+    sim 1: all children unexpanded, equal prior scores -> action 0 (lowest index); Q0 = 0.1.
+    sim 2: stats min == max, so Q0 stays raw 0.1; 0.1 + p*sqrt(2)/2*c < p*sqrt(2)*c -> action 1.
+    sim 3: Q normalised to [0, 1]: action 1 scores 1 + p*sqrt(3)/2*c > action 2 p*sqrt(3)*c,
+           so the search goes below action 1 and expands its child (reward 0, value 0).
+    Root value = mean(root value 0, returns 0.1, 0.9, 0.9 + 0.997 * 0) = 0.475.
+    """
+    rewards = np.array([[0.1, 0.9, 0.5]])
+    out = run(make_root(1, 3), bandit_fn(rewards), 3, add_noise=False, temperature=0.0)
+    np.testing.assert_array_equal(out.visit_counts, [[1, 2, 0]])
+    np.testing.assert_allclose(out.search_policy, [[1 / 3, 2 / 3, 0.0]], rtol=1e-6)
+    np.testing.assert_allclose(out.root_value, [0.475], rtol=1e-6)
+    assert out.action.tolist() == [1]
+    assert out.max_depth == 2
+    assert out.action.dtype == np.int64 and out.visit_counts.dtype == np.int64
+    assert out.root_value.dtype == np.float32 and out.search_policy.dtype == np.float32
+
+
+def test_bandit_best_action_wins():
+    rewards = np.array([[0.2, 0.5, 1.0, 0.1]])
+    out = run(make_root(1, 4), bandit_fn(rewards), 60, add_noise=False, temperature=0.0)
+    assert out.action.tolist() == [2]
+    assert out.visit_counts[0].argmax() == 2
+    assert out.visit_counts[0, 2] > out.visit_counts[0].sum() / 2
+
+
+def test_mdp_needs_lookahead():
+    root = make_root(1, 2, logits=np.array([[0.3, 0.0]]))  # latent 0 = start state
+    # One simulation sees only the immediate reward and the prior: it takes the lure.
+    greedy = run(root, mdp_fn, 1, add_noise=False, temperature=0.0)
+    assert greedy.action.tolist() == [0]
+    np.testing.assert_array_equal(greedy.visit_counts, [[1, 0]])
+    # With lookahead the detour's 10 shows up: action 1 is worth 0 + 0.997 * 10 > 1.
+    out = run(root, mdp_fn, 60, add_noise=False, temperature=0.0)
+    assert out.action.tolist() == [1]
+    assert out.visit_counts[0, 1] > out.visit_counts[0, 0]
+    assert out.max_depth >= 2
+    assert 1.0 < out.root_value[0] < 0.997 * 10
+
+
+def test_ties_break_to_lowest_index():
+    # All rewards equal and the prior uniform: two sims visit actions 0 and 1 once each.
+    out = run(make_root(1, 3), bandit_fn(np.zeros((1, 3))), 2, add_noise=False, temperature=0.0)
+    np.testing.assert_array_equal(out.visit_counts, [[1, 1, 0]])
+    assert out.action.tolist() == [0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch independence and invariants
+
+
+def test_rows_are_independent():
+    rewards = np.array([[0.1, 0.9, 0.5, 0.3], [0.1, 0.9, 0.5, 0.3], [1.0, 0.0, 0.2, 0.4]])
+    legal = np.array(
+        [
+            [True, True, True, True],
+            [True, False, True, True],  # best arm illegal -> next best (2)
+            [False, True, True, True],
+        ]
+    )  # best arm illegal -> next best (3)
+    logits = np.array([[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.1, 0.0], [0.0, 0.0, 0.0, 0.1]])
+    kwargs = dict(add_noise=False, temperature=0.0)
+    batched = run(
+        make_root(3, 4, logits=logits), bandit_fn(rewards), 40, legal_actions_mask=legal, **kwargs
+    )
+    assert batched.action.tolist() == [1, 2, 3]
+    assert (batched.visit_counts[~legal] == 0).all()
+    assert (batched.search_policy[~legal] == 0).all()
+    for b in range(3):
+        alone = run(
+            make_root(1, 4, logits=logits[b : b + 1]),
+            bandit_fn(rewards[b : b + 1]),
+            40,
+            legal_actions_mask=legal[b : b + 1],
+            **kwargs,
+        )
+        np.testing.assert_array_equal(batched.visit_counts[b], alone.visit_counts[0])
+        np.testing.assert_array_equal(batched.search_policy[b], alone.search_policy[0])
+        np.testing.assert_array_equal(batched.root_value[b], alone.root_value[0])
+        assert batched.action[b] == alone.action[0]
+
+
+def test_illegal_actions_never_visited_with_noise():
+    legal = np.array([[False, True, False, True, True], [True, False, False, False, False]])
+    for seed in range(5):
+        out = run(
+            make_root(2, 5),
+            hashed_fn(5),
+            25,
+            legal_actions_mask=legal,
+            rng=np.random.default_rng(seed),
+            add_noise=True,
+            temperature=1.0,
+        )
+        assert (out.visit_counts[~legal] == 0).all()
+        assert legal[np.arange(2), out.action].all()
+        np.testing.assert_array_equal(out.visit_counts[1], [25, 0, 0, 0, 0])
+
+
+def test_node_ids_and_latent_gather():
+    calls: list = []
+    batch, num_actions, sims = 4, 3, 30
+    out = run(make_root(batch, num_actions), hashed_fn(num_actions, calls), sims)
+    assert len(calls) == sims
+    for k, (latent, action, parent_id, child_id) in enumerate(calls, start=1):
+        assert child_id.dtype == np.int64 and parent_id.dtype == np.int64
+        assert action.dtype == np.int64
+        assert child_id.shape == parent_id.shape == action.shape == (batch,)
+        np.testing.assert_array_equal(child_id, np.full(batch, k))
+        assert ((parent_id >= ROOT_INDEX) & (parent_id < k)).all()  # an existing node
+        assert ((action >= 0) & (action < num_actions)).all()
+        # The model wrote latent = node id, so the gathered parent latent must be parent_id.
+        np.testing.assert_array_equal(latent[:, 0].numpy(), parent_id.astype(np.float32))
+    # Each (parent, action) edge is expanded at most once per tree.
+    for b in range(batch):
+        edges = [(int(c[2][b]), int(c[1][b])) for c in calls]
+        assert len(set(edges)) == len(edges)
+    np.testing.assert_array_equal(out.visit_counts.sum(axis=1), np.full(batch, sims))
+    np.testing.assert_allclose(out.search_policy.sum(axis=1), 1.0, rtol=1e-6)
+    assert out.model_seconds >= 0 and out.bookkeeping_seconds >= 0
+    assert 1 <= out.max_depth <= sims
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    batch=st.integers(1, 4),
+    num_actions=st.integers(1, 5),
+    sims=st.integers(1, 12),
+    seed=st.integers(0, 2**16),
+    temperature=st.sampled_from([0.0, 0.5, 1.0, 3.0]),
+)
+def test_invariants_property(batch, num_actions, sims, seed, temperature):
+    rng = np.random.default_rng(seed)
+    legal = rng.random((batch, num_actions)) < 0.6
+    legal[np.arange(batch), rng.integers(0, num_actions, batch)] = True
+    out = run(
+        make_root(batch, num_actions, logits=rng.normal(size=(batch, num_actions))),
+        hashed_fn(num_actions),
+        sims,
+        rng=rng,
+        legal_actions_mask=legal,
+        temperature=temperature,
+    )
+    assert out.visit_counts.shape == out.search_policy.shape == (batch, num_actions)
+    np.testing.assert_array_equal(out.visit_counts.sum(axis=1), np.full(batch, sims))
+    np.testing.assert_allclose(out.search_policy.sum(axis=1), 1.0, rtol=1e-6)
+    assert (out.visit_counts[~legal] == 0).all()
+    assert (out.visit_counts[np.arange(batch), out.action] > 0).all()
+    assert np.isfinite(out.root_value).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# Determinism and sampling
+
+
+def test_deterministic_for_seed_and_seeds_differ():
+    root = make_root(8, 6)
+
+    def search(seed):
+        return run(
+            root, hashed_fn(6), 20, rng=np.random.default_rng(seed), add_noise=True, temperature=1.0
+        )
+
+    first, second = search(123), search(123)
+    for name in ("action", "visit_counts", "root_value", "search_policy"):
+        np.testing.assert_array_equal(getattr(first, name), getattr(second, name))
+    assert first.max_depth == second.max_depth
+    others = [search(seed) for seed in (1, 2, 3)]
+    assert any(not np.array_equal(o.visit_counts, first.visit_counts) for o in others)
+    assert any(not np.array_equal(o.action, first.action) for o in others)
+
+
+def test_temperature_sampling_follows_counts():
+    # A small temperature behaves like argmax without overflowing.
+    rewards = np.array([[0.2, 0.5, 1.0, 0.1]])
+    out = run(make_root(1, 4), bandit_fn(rewards), 40, add_noise=False, temperature=1e-3)
+    assert out.action.tolist() == [2]
+    # At temperature 1 the empirical action frequency tracks the visit distribution.
+    root = make_root(1, 4)
+    rng = np.random.default_rng(7)
+    draws = [
+        run(root, bandit_fn(rewards), 8, add_noise=False, rng=rng).action[0] for _ in range(400)
+    ]
+    expected = run(root, bandit_fn(rewards), 8, add_noise=False).search_policy[0]
+    freq = np.bincount(draws, minlength=4) / len(draws)
+    np.testing.assert_allclose(freq, expected, atol=0.08)
+    assert (freq[expected == 0] == 0).all()
+
+
+def test_latent_storage_keeps_dtype():
+    root = make_root(2, 2, latent=torch.zeros(2, 1, dtype=torch.float64))
+    seen = []
+
+    def fn(latent, action, parent_id, child_id):
+        seen.append(latent.dtype)
+        return mdp_fn(latent, action, parent_id, child_id)
+
+    run(root, fn, 3)
+    assert seen == [torch.float64] * 3
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad inputs
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(num_simulations=0), "num_simulations must be >= 1, got 0"),
+        (dict(num_simulations=-3), "got -3"),
+        (dict(num_simulations=2.5), "got 2.5"),
+        (dict(temperature=-0.5), "temperature .* got -0.5"),
+        (dict(temperature=math.nan), "temperature .* got nan"),
+        (dict(legal_actions_mask=np.ones((2, 2), bool)), r"shape .*\(2, 3\), got \(2, 2\)"),
+        (
+            dict(legal_actions_mask=np.array([[True, False, True], [False, False, False]])),
+            r"rows \[1\] have none",
+        ),
+        (dict(legal_actions_mask=np.ones((2, 3), np.int64)), "dtype bool, got int64"),
+        (dict(discount=1.5), "discount must be in \\[0, 1\\], got 1.5"),
+        (dict(dirichlet_alpha=0.0), "dirichlet_alpha .* got 0.0"),
+        (dict(exploration_fraction=2.0), "exploration_fraction .* got 2.0"),
+        (dict(rng=0), "rng must be a numpy.random.Generator, got int"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    args = dict(num_simulations=4, rng=np.random.default_rng(0)) | kwargs
+    with pytest.raises(ValueError, match=match):
+        muzero_search(make_root(2, 3), hashed_fn(3), **args)
+
+
+@pytest.mark.parametrize(
+    ("root", "match"),
+    [
+        (
+            RootFnOutput(np.zeros(3, np.float32), np.zeros((2, 3), np.float32), torch.zeros(2, 1)),
+            r"root.value must have shape \[B\] = \(2,\), got \(3,\)",
+        ),
+        (
+            RootFnOutput(np.zeros(2, np.float32), np.zeros(3, np.float32), torch.zeros(2, 1)),
+            r"policy_logits must have shape \[B, A\].*got shape \(3,\)",
+        ),
+        (
+            RootFnOutput(np.zeros(2, np.float32), np.zeros((2, 3), np.float32), torch.zeros(5, 1)),
+            r"root.latent .* B = 2, got \(5, 1\)",
+        ),
+    ],
+)
+def test_bad_root(root, match):
+    with pytest.raises(ValueError, match=match):
+        muzero_search(root, hashed_fn(3), num_simulations=2, rng=np.random.default_rng(0))
+
+
+def test_bad_recurrent_output():
+    def wrong_logits(latent, action, parent_id, child_id):
+        out = hashed_fn(3)(latent, action, parent_id, child_id)
+        return RecurrentFnOutput(out.reward, out.value, out.policy_logits[:, :2], out.latent)
+
+    with pytest.raises(ValueError, match=r"simulation 1: policy_logits .* \(2, 3\), got \(2, 2\)"):
+        muzero_search(
+            make_root(2, 3), wrong_logits, num_simulations=2, rng=np.random.default_rng(0)
+        )

@@ -1,0 +1,3 @@
+"""zerokv: an exact, fast KV cache for transformer world models inside MCTS."""
+
+__all__: list[str] = []

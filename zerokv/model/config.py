@@ -1,0 +1,134 @@
+"""``WorldModelConfig``: every knob of the world model and its cache, validated once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from zerokv.cache.pool import EvictionStrategy
+
+CacheBackendName = Literal["none", "legacy", "manager", "paged"]
+CACHE_BACKENDS: tuple[str, ...] = ("none", "legacy", "manager")
+
+
+@dataclass
+class WorldModelConfig:
+    """Configuration of :class:`zerokv.WorldModel`.
+
+    Window semantics: every attention layer is a *sliding window* of ``context_length`` tokens
+    (a query at position p attends to positions p-context_length+1 … p) with rotary positions,
+    in training and inference alike. A token's keys and values therefore depend only on its own
+    past and never change once computed, so a cache that keeps each node's last
+    ``context_length - 1`` tokens is exact by construction — no positional shift, no correction,
+    no rebuild. Through the layers a node's outputs depend on its last
+    ``num_layers * (context_length - 1)`` tokens (:attr:`receptive_field`).
+    """
+
+    observation_shape: tuple[int, ...] = (4,)
+    """Observation shape: a vector ``(D,)`` or an image ``(C, 64, 64)``."""
+    action_space_size: int = 2
+    """Number of discrete actions."""
+    embed_dim: int = 64
+    """Width of every token (the latent state size)."""
+    num_layers: int = 2
+    """Transformer blocks."""
+    num_heads: int = 4
+    """Attention heads; must divide embed_dim."""
+    context_length: int = 8
+    """Sliding attention window in tokens (even: one observation and one action token per step)."""
+    max_tokens: int = 20
+    """Longest training sequence in tokens; also the per-slot capacity of the legacy/manager pools."""
+    env_num: int = 8
+    """Environments searched together (one init pool each)."""
+    num_simulations: int = 50
+    """Simulations per search; sizes the pools so one search never evicts what it still needs."""
+    support_size: int = 300
+    """Categorical value/reward support [-S, S] (2S+1 bins, MuZero's h-transform)."""
+    latent_group_size: int = 8
+    """SimNorm group size of the latent state (UniZero)."""
+    positional_encoding: Literal["rope"] = "rope"
+    """Rotary positions (relative by construction: what sliding-window exactness needs)."""
+    rope_theta: float = 10_000.0
+    """Rotary base frequency."""
+    device: str = "cpu"
+    """Torch device of the model and its caches."""
+    cache_backend: str | None = None
+    """How a node gets its past: "none" (recompute from tokens: the reference), "legacy" (the
+    seeds' hand-managed pools) or "manager" (KVCacheManager). None: from use_new_cache_manager,
+    else "manager"."""
+    use_new_cache_manager: bool | None = None
+    """The seeds' switch: True → "manager", False → "legacy"; a contradicting cache_backend raises."""
+    cache_validation_mode: bool = False
+    """Run the chosen backend and "none" side by side and raise on any disagreement."""
+    validation_atol: float = 1e-5
+    """Largest tolerated difference in validation mode."""
+    enable_cache_logging: bool = False
+    """Log throttled cache statistics (never a line per call)."""
+    max_cache_size: int = 10_000
+    """Upper bound on any pool's size."""
+    eviction_strategy: str = "fifo"
+    """Pool eviction: "fifo", "lru" or "priority"."""
+    init_pool_size: int | None = None
+    """Override of the derived init-pool size (e.g. a deliberately tiny pool)."""
+    recur_pool_size: int | None = None
+    """Override of the derived recurrent-pool size."""
+    mlp_ratio: int = 4
+    """Hidden width of each block's MLP, as a multiple of embed_dim."""
+
+    def __post_init__(self) -> None:
+        self.observation_shape = tuple(int(d) for d in self.observation_shape)
+        if len(self.observation_shape) not in (1, 3) or min(self.observation_shape) <= 0:
+            raise ValueError(
+                f"observation_shape={self.observation_shape}; expected a vector (D,) or an image (C, H, W)"
+            )
+        if len(self.observation_shape) == 3 and self.observation_shape[1:] != (64, 64):
+            raise ValueError(f"image observation_shape={self.observation_shape}; the conv encoder expects (C, 64, 64)")
+        for name in ("action_space_size", "embed_dim", "num_layers", "num_heads", "context_length",
+                     "max_tokens", "env_num", "num_simulations", "support_size", "latent_group_size",
+                     "max_cache_size", "mlp_ratio"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name}={value!r}; must be a positive int")
+        if self.embed_dim % self.num_heads or (self.embed_dim // self.num_heads) % 2:
+            raise ValueError(
+                f"embed_dim={self.embed_dim} must be divisible by num_heads={self.num_heads} "
+                "into an even head size (rotary positions rotate pairs)"
+            )
+        if self.embed_dim % self.latent_group_size:
+            raise ValueError(f"embed_dim={self.embed_dim} is not divisible by latent_group_size={self.latent_group_size}")
+        if self.context_length < 2 or self.context_length % 2:
+            raise ValueError(f"context_length={self.context_length}; must be an even number of tokens >= 2")
+        if self.max_tokens < self.context_length:
+            raise ValueError(f"max_tokens={self.max_tokens} must be >= context_length={self.context_length}")
+        if self.positional_encoding != "rope":
+            raise ValueError(f"positional_encoding={self.positional_encoding!r}; allowed: 'rope'")
+        if self.use_new_cache_manager is not None:
+            implied = "manager" if self.use_new_cache_manager else "legacy"
+            if self.cache_backend is not None and self.cache_backend != implied:
+                raise ValueError(
+                    f"use_new_cache_manager={self.use_new_cache_manager} contradicts "
+                    f"cache_backend={self.cache_backend!r} (True means 'manager', False means 'legacy')"
+                )
+            self.cache_backend = implied
+        elif self.cache_backend is None:
+            self.cache_backend = "manager"
+        if self.cache_backend not in CACHE_BACKENDS:
+            raise ValueError(f"cache_backend={self.cache_backend!r}; allowed: {', '.join(CACHE_BACKENDS)}")
+        self.eviction_strategy = EvictionStrategy.parse(self.eviction_strategy).value
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+    @property
+    def obs_is_image(self) -> bool:
+        return len(self.observation_shape) == 3
+
+    @property
+    def support_bins(self) -> int:
+        return 2 * self.support_size + 1
+
+    @property
+    def receptive_field(self) -> int:
+        """Past tokens that can influence a new token's outputs: num_layers × (context_length − 1)."""
+        return self.num_layers * (self.context_length - 1)

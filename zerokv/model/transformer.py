@@ -1,0 +1,153 @@
+"""A causal, sliding-window transformer with rotary positions and a batch KV context.
+
+Every layer attends to the last ``window`` tokens (itself included), using absolute token
+positions for the window and rotary phases. Keys and values of a token therefore depend only on
+its past, and a cached token never needs a positional shift: the property zerokv's exactness
+rests on (DESIGN.md §5).
+
+:class:`BatchContext` is the *WM cache*: the keys/values of B rows' pasts plus the tokens being
+added, in preallocated buffers ``(B, H, S, hd)``. Rows are right-aligned (padding, if any, sits on
+the left and is masked out through ``valid``). The same forward serves the "none" reference (a
+fresh context over a node's whole token sequence), the cached backends (a context assembled from
+stored caches), and training (``context=None``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zerokv.model.config import WorldModelConfig
+
+
+@dataclass(slots=True)
+class BatchContext:
+    """Past and new keys/values of B rows.
+
+    k, v:      per layer ``(B, H, S, hd)`` buffers, slots ``[:fill]`` in use
+    positions: ``(B, S)`` absolute token position of each slot (rotary phase and window)
+    valid:     ``(B, S)`` True where a slot holds a real token (False: left padding)
+    fill:      slots in use, equal for all rows
+    """
+
+    k: list[torch.Tensor]
+    v: list[torch.Tensor]
+    positions: torch.Tensor
+    valid: torch.Tensor
+    fill: int
+
+    @classmethod
+    def empty(cls, cfg: WorldModelConfig, batch: int, slots: int, device, dtype=torch.float32) -> BatchContext:
+        shape = (batch, cfg.num_heads, slots, cfg.head_dim)
+        return cls(
+            k=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.num_layers)],
+            v=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.num_layers)],
+            positions=torch.zeros(batch, slots, dtype=torch.long, device=device),
+            valid=torch.zeros(batch, slots, dtype=torch.bool, device=device),
+            fill=0,
+        )
+
+    @property
+    def capacity(self) -> int:
+        return self.positions.shape[1]
+
+    def next_positions(self) -> torch.Tensor:
+        """``(B,)`` the position the next token of each row takes (last real position + 1)."""
+        last = torch.where(self.valid[:, : self.fill], self.positions[:, : self.fill], -1)
+        return last.max(dim=1).values + 1 if self.fill else torch.zeros_like(self.positions[:, 0])
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.k, *self.v))
+
+
+def rope_tables(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin of shape ``(B, 1, T, hd/2)`` for absolute ``positions (B, T)``."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
+    angles = positions.to(torch.float32).unsqueeze(-1) * inv_freq  # (B, T, hd/2)
+    return angles.cos().unsqueeze(1), angles.sin().unsqueeze(1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (x[2i], x[2i+1]) of ``x (B, H, T, hd)`` by the position's angle."""
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return out.flatten(-2)
+
+
+def window_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, k_valid: torch.Tensor, window: int) -> torch.Tensor:
+    """``(B, 1, T, S)`` bool: query i sees key j iff valid and ``q - window < k <= q``."""
+    diff = q_pos.unsqueeze(-1) - k_pos.unsqueeze(-2)  # (B, T, S)
+    return ((diff >= 0) & (diff < window) & k_valid.unsqueeze(-2)).unsqueeze(1)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: WorldModelConfig) -> None:
+        super().__init__()
+        e = cfg.embed_dim
+        self.num_heads, self.head_dim = cfg.num_heads, cfg.head_dim
+        self.ln1 = nn.LayerNorm(e)
+        self.qkv = nn.Linear(e, 3 * e)  # fused projection: one matmul for q, k and v
+        self.proj = nn.Linear(e, e)
+        self.ln2 = nn.LayerNorm(e)
+        self.mlp = nn.Sequential(nn.Linear(e, cfg.mlp_ratio * e), nn.GELU(), nn.Linear(cfg.mlp_ratio * e, e))
+
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
+        past: tuple[torch.Tensor, torch.Tensor, int] | None,
+    ) -> torch.Tensor:
+        b, t, e = x.shape
+        qkv = self.qkv(self.ln1(x)).view(b, t, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, T, hd)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if past is not None:  # write the new keys/values into the context, attend over all of it
+            k_buf, v_buf, start = past
+            k_buf[:, :, start : start + t] = k
+            v_buf[:, :, start : start + t] = v
+            k, v = k_buf[:, :, : start + t], v_buf[:, :, : start + t]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, hd)
+        x = x + self.proj(y.transpose(1, 2).reshape(b, t, e))
+        return x + self.mlp(self.ln2(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: WorldModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.ln_f = nn.LayerNorm(cfg.embed_dim)
+
+    def forward(
+        self, x: torch.Tensor, positions: torch.Tensor, context: BatchContext | None = None,
+        valid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Run tokens ``x (B, T, E)`` at absolute ``positions (B, T)``; returns ``(B, T, E)``.
+
+        With a ``context`` the new tokens' keys/values are appended to it (slots
+        ``fill … fill+T``) and attention covers the context's past. Without one (training, the
+        "none" reference) the tokens attend among themselves; ``valid (B, T)`` marks real tokens
+        (padding is invisible to them and attends only to itself, so every row stays finite).
+        """
+        cfg = self.cfg
+        b, t, _ = x.shape
+        cos, sin = rope_tables(positions, cfg.head_dim, cfg.rope_theta)
+        if context is None:
+            valid = torch.ones(b, t, dtype=torch.bool, device=x.device) if valid is None else valid
+            mask = window_mask(positions, positions, valid, cfg.context_length)
+            mask = mask | torch.eye(t, dtype=torch.bool, device=x.device)
+            for block in self.blocks:
+                x = block(x, cos, sin, mask, None)
+            return self.ln_f(x)
+        start = context.fill
+        if start + t > context.capacity:
+            raise ValueError(f"batch context overflow: {start} slots used + {t} new > capacity {context.capacity}")
+        context.positions[:, start : start + t] = positions
+        context.valid[:, start : start + t] = True
+        mask = window_mask(positions, context.positions[:, : start + t], context.valid[:, : start + t], cfg.context_length)
+        for block, k_buf, v_buf in zip(self.blocks, context.k, context.v, strict=True):
+            x = block(x, cos, sin, mask, (k_buf, v_buf, start))
+        context.fill = start + t
+        return self.ln_f(x)

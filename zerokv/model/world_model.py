@@ -1,0 +1,339 @@
+"""``WorldModel``: a UniZero-style transformer world model with the KV cache built in.
+
+Tokens: every environment step contributes an observation token (the latent state) and an action
+token. Heads read the token that carries what they predict — only that token computes them:
+
+    observation token o_t → value_t, policy_t
+    action token a_t      → reward_t, next latent ô_{t+1}
+
+Search uses two entry points. ``initial_inference`` encodes each env's observation, extends that
+env's real-history context (the previous root, found in the env's init pool) with
+``[last action, observation]`` and stores the root. ``recurrent_inference`` expands one leaf per
+env: it finds each parent's past (init pool, then recurrent pool), assembles the batch, runs the
+action token then the predicted-latent token, and stores each child.
+
+The context backend (``config.cache_backend``) is chosen once, here; no method branches on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from zerokv.cache import CacheConfig, KVCacheManager, LegacyKVStore
+from zerokv.model.config import WorldModelConfig
+from zerokv.model.context import (
+    KeyHash,
+    CacheWork,
+    KVStoreBackend,
+    NodeKey,
+    RecomputeBackend,
+    ValidatingBackend,
+    default_key_hash,
+    make_keys,
+)
+from zerokv.model.encoders import SimNorm, make_encoder, mlp_head
+from zerokv.model.support import support_to_scalar
+from zerokv.model.transformer import Transformer
+
+logger = logging.getLogger(__name__)
+NO_ACTION = -1  # last_actions entry of an env whose episode just started
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceOutput:
+    """One batched inference (B rows).
+
+    value:         [B] float32, expected value (categorical support → scalar)
+    reward:        [B] float32, predicted reward of the transition into this node (0 at roots)
+    policy_logits: [B, A] float32
+    latent_state:  [B, E] float32, the node's latent (root: encoded observation; else ô)
+    """
+
+    value: torch.Tensor
+    reward: torch.Tensor
+    policy_logits: torch.Tensor
+    latent_state: torch.Tensor
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceOutput:
+    """Training forward over ``[o_0, a_0, …, o_K, a_K]`` (B rows, K+1 steps).
+
+    value_logits [B, K+1, 2S+1] and policy_logits [B, K+1, A] read at observation tokens;
+    reward_logits [B, K+1, 2S+1] and next_latent [B, K+1, E] at action tokens;
+    latents [B, K+1, E] the encoded observations.
+    """
+
+    value_logits: torch.Tensor
+    policy_logits: torch.Tensor
+    reward_logits: torch.Tensor
+    next_latent: torch.Tensor
+    latents: torch.Tensor
+
+
+def make_backend(cfg: WorldModelConfig, transformer: Transformer, work: CacheWork):
+    """Build the context backend named by the config — the only place the choice is made."""
+    if cfg.cache_backend == "none":
+        return RecomputeBackend(cfg, transformer, work)
+    cache_cfg = CacheConfig(
+        num_simulations=cfg.num_simulations, max_cache_size=cfg.max_cache_size,
+        eviction_strategy=cfg.eviction_strategy, init_pool_size=cfg.init_pool_size,
+        recur_pool_size=cfg.recur_pool_size,
+    )
+    store_cls = KVCacheManager if cfg.cache_backend == "manager" else LegacyKVStore
+    backend = KVStoreBackend(cfg, transformer, store_cls(cache_cfg, cfg.env_num), cfg.cache_backend, work)
+    if cfg.cache_validation_mode:
+        return ValidatingBackend(backend, RecomputeBackend(cfg, transformer, CacheWork()), cfg.validation_atol)
+    return backend
+
+
+class WorldModel(nn.Module):
+    def __init__(self, config: WorldModelConfig, *, key_hash: KeyHash = default_key_hash) -> None:
+        super().__init__()
+        cfg = self.config = config
+        e = cfg.embed_dim
+        self.encoder = make_encoder(cfg)
+        self.action_embedding = nn.Embedding(cfg.action_space_size, e)
+        self.transformer = Transformer(cfg)
+        self.head_value = mlp_head(e, cfg.support_bins)
+        self.head_policy = mlp_head(e, cfg.action_space_size)
+        self.head_reward = mlp_head(e, cfg.support_bins)
+        self.head_latent = nn.Sequential(mlp_head(e, e), SimNorm(cfg.latent_group_size))
+        self.to(cfg.device)
+        self.work = CacheWork()
+        self._backend = make_backend(cfg, self.transformer, self.work)
+        self._key_hash = key_hash
+        self._epoch = 0  # one per initial_inference: keys of different searches never meet
+        self._root_keys: list[NodeKey | None] = [None] * cfg.env_num
+        self._search_env_ids: list[int] = list(range(cfg.env_num))
+        self._fallbacks = 0
+        self._node_hits = self._node_misses = 0  # per node lookup (a pool-level hierarchical miss is not one)
+        self._last_log = time.monotonic()
+
+    # ----------------------------------------------------------------- the seeds' names
+    @property
+    def kv_cache_manager(self):
+        """The backend's store (a KVCacheManager, a LegacyKVStore, or the reference's TokenStore)."""
+        return self._backend.store
+
+    @property
+    def keys_values_wm_list(self) -> list:
+        return self._backend.store.keys_values_wm_list
+
+    @property
+    def keys_values_wm_size_list(self) -> list[int]:
+        return self._backend.store.keys_values_wm_size_list
+
+    def retrieve_or_generate_kvcache(
+        self, latent_state: torch.Tensor, env_ids: Sequence[int], keys: Sequence[NodeKey]
+    ) -> list[int]:
+        """Find each row's past (init pool, then recurrent pool) into ``keys_values_wm_list``.
+
+        A miss rebuilds the node's past from its latent alone — a context-free guess the
+        reference made silently; here it is counted in ``cache_stats()["fallbacks"]``.
+        Returns the sizes (tokens) of the pasts.
+        """
+        pasts = self._backend.lookup(env_ids, keys)
+        missing = [i for i, p in enumerate(pasts) if p is None]
+        self._node_hits += len(pasts) - len(missing)
+        self._node_misses += len(missing)
+        if missing:
+            self._fallbacks += len(missing)
+            for i, past in zip(missing, self._backend.generate(latent_state[missing]), strict=True):
+                pasts[i] = past
+        self.keys_values_wm_list[:] = pasts
+        self.keys_values_wm_size_list[:] = [_size(p) for p in pasts]
+        return list(self.keys_values_wm_size_list)
+
+    def trim_and_pad_kv_cache(self, new_tokens: int = 2):
+        """Assemble ``keys_values_wm_list`` into one batch context with room for ``new_tokens``."""
+        return self._backend.assemble(list(self.keys_values_wm_list), new_tokens)
+
+    def update_cache_context(self, batch, env_ids: Sequence[int], keys: Sequence[NodeKey], *, is_init_infer: bool) -> None:
+        """Store each row's new past (roots in the env's init pool, other nodes in the recurrent pool)."""
+        self._backend.store_batch(batch, env_ids, keys, is_init_infer)
+
+    def clear_caches(self) -> None:
+        """Empty every pool (e.g. after a weight update: stale caches would mix old and new weights)."""
+        if self.config.enable_cache_logging:
+            logger.info("cache stats before clear: %s", self.cache_stats())
+        self._backend.clear()
+
+    def cache_stats(self) -> dict:
+        """Node lookups (hits, misses, hit_rate), evictions, fallbacks, live entries, bytes, summary.
+
+        A hit or miss here is one node's lookup (a root's previous context, or a parent inside a
+        search); the per-pool counters in ``summary`` count each pool probed.
+        """
+        store = self._backend.store
+        totals = store.totals()
+        queries = self._node_hits + self._node_misses
+        return {
+            "backend": self._backend.name,
+            "hits": self._node_hits, "misses": self._node_misses, "evictions": totals.evictions,
+            "fallbacks": self._fallbacks, "size": totals.size,
+            "hit_rate": self._node_hits / queries if queries else 0.0,
+            "nbytes": store.nbytes, "summary": store.get_stats_summary(),
+        }
+
+    def reset_cache_stats(self) -> None:
+        self._backend.store.reset_stats()
+        self._fallbacks = self._node_hits = self._node_misses = 0
+
+    # ----------------------------------------------------------------------- inference
+    @torch.no_grad()
+    def initial_inference(
+        self, obs, env_ids: Sequence[int] | None = None, last_actions: Sequence[int] | None = None
+    ) -> InferenceOutput:
+        """Roots for a batch of envs: ``obs [B, *observation_shape]``.
+
+        ``last_actions[i]`` is the action taken in env ``env_ids[i]`` since its previous root
+        (``NO_ACTION`` or ``None`` for all: the episode starts). An env whose previous root is in
+        its init pool extends that context with ``[last action, observation]``; otherwise it
+        starts from the observation alone — the only place a context-free start is allowed, and
+        a counted fallback when the env had a history.
+        """
+        obs = self._as_obs(obs)
+        env_ids = self._check_env_ids(env_ids, obs.shape[0])
+        actions = self._check_actions(last_actions, obs.shape[0], allow_none=True)
+        latents = self.encoder(obs)  # (B, E)
+        self._epoch += 1
+        prev = [self._root_keys[e] if a != NO_ACTION else None for e, a in zip(env_ids, actions, strict=True)]
+        pasts = self._backend.lookup(env_ids, prev)
+        lost = sum(k is not None and p is None for k, p in zip(prev, pasts, strict=True))
+        self._fallbacks += lost
+        self._node_misses += lost
+        self._node_hits += sum(p is not None for p in pasts)
+        keys = make_keys(latents, env_ids, self._epoch, self._key_hash, self.work)
+        b = obs.shape[0]
+        value_logits = latents.new_zeros(b, self.config.support_bins)
+        policy_logits = latents.new_zeros(b, self.config.action_space_size)
+        extend = [i for i in range(b) if pasts[i] is not None]
+        fresh = [i for i in range(b) if pasts[i] is None]
+        for rows, with_action in ((extend, True), (fresh, False)):
+            if not rows:
+                continue
+            tokens = latents[rows].unsqueeze(1)  # (n, 1, E)
+            if with_action:
+                act = self.action_embedding(torch.as_tensor([actions[i] for i in rows], device=latents.device))
+                tokens = torch.cat([act.unsqueeze(1), tokens], dim=1)  # (n, 2, E): [a_{t-1}, o_t]
+            batch = self._backend.assemble(
+                [pasts[i] if with_action else self._backend.empty() for i in rows], tokens.shape[1]
+            )
+            h = batch.forward(tokens)[:, -1]
+            value_logits[rows], policy_logits[rows] = self.head_value(h), self.head_policy(h)
+            row_envs, row_keys = [env_ids[i] for i in rows], [keys[i] for i in rows]
+            self.update_cache_context(batch, row_envs, row_keys, is_init_infer=True)
+        for e, k in zip(env_ids, keys, strict=True):
+            self._root_keys[e] = k
+        self._search_env_ids = list(env_ids)
+        self._maybe_log()
+        return InferenceOutput(
+            value=support_to_scalar(value_logits, self.config.support_size),
+            reward=latents.new_zeros(b), policy_logits=policy_logits, latent_state=latents,
+        )
+
+    @torch.no_grad()
+    def recurrent_inference(
+        self, latent_state: torch.Tensor, action, env_ids: Sequence[int] | None = None
+    ) -> InferenceOutput:
+        """Expand one node per row: ``latent_state [B, E]`` of the parents, ``action [B]``.
+
+        Rows belong to the envs of the last ``initial_inference`` unless ``env_ids`` says
+        otherwise. Runs the action token (→ reward, next latent), then the predicted latent's
+        token (→ value, policy), and stores each child's past.
+        """
+        env_ids = self._search_env_ids if env_ids is None else self._check_env_ids(env_ids, latent_state.shape[0])
+        if latent_state.dim() != 2 or latent_state.shape != (len(env_ids), self.config.embed_dim):
+            raise ValueError(
+                f"latent_state of shape {tuple(latent_state.shape)}; expected ({len(env_ids)}, {self.config.embed_dim})"
+            )
+        actions = self._check_actions(action, latent_state.shape[0], allow_none=False)
+        latent_state = latent_state.to(self.config.device, torch.float32)
+        work, t0 = self.work, time.perf_counter()
+        parent_keys = make_keys(latent_state, env_ids, self._epoch, self._key_hash, work)
+        self.retrieve_or_generate_kvcache(latent_state, env_ids, parent_keys)
+        batch = self.trim_and_pad_kv_cache(new_tokens=2)
+        t1 = time.perf_counter()
+        act = self.action_embedding(torch.as_tensor(actions, device=latent_state.device))
+        h_act = batch.forward(act.unsqueeze(1))[:, 0]  # (B, E)
+        next_latent = self.head_latent(h_act)
+        h_obs = batch.forward(next_latent.unsqueeze(1))[:, 0]
+        value_logits, policy_logits = self.head_value(h_obs), self.head_policy(h_obs)
+        reward_logits = self.head_reward(h_act)
+        t2 = time.perf_counter()
+        child_keys = make_keys(next_latent, env_ids, self._epoch, self._key_hash, work)
+        self.update_cache_context(batch, env_ids, child_keys, is_init_infer=False)
+        t3 = time.perf_counter()
+        work.cache_seconds += (t1 - t0) + (t3 - t2)
+        work.forward_seconds += t2 - t1
+        s = self.config.support_size
+        return InferenceOutput(
+            value=support_to_scalar(value_logits, s), reward=support_to_scalar(reward_logits, s),
+            policy_logits=policy_logits, latent_state=next_latent,
+        )
+
+    # ------------------------------------------------------------------------ training
+    def forward_sequence(self, obs: torch.Tensor, actions: torch.Tensor) -> SequenceOutput:
+        """Teacher-forced pass over ``obs [B, K+1, *obs_shape]`` and ``actions [B, K+1]``."""
+        b, steps = actions.shape
+        if 2 * steps > self.config.max_tokens:
+            raise ValueError(f"{steps} steps need {2 * steps} tokens > max_tokens={self.config.max_tokens}")
+        latents = self.encoder(obs.flatten(0, 1)).view(b, steps, -1)
+        tokens = torch.stack([latents, self.action_embedding(actions)], dim=2).flatten(1, 2)  # (B, 2(K+1), E)
+        pos = torch.arange(2 * steps, device=obs.device).expand(b, -1)
+        h = self.transformer(tokens, pos)
+        h_obs, h_act = h[:, 0::2], h[:, 1::2]
+        return SequenceOutput(
+            value_logits=self.head_value(h_obs), policy_logits=self.head_policy(h_obs),
+            reward_logits=self.head_reward(h_act), next_latent=self.head_latent(h_act), latents=latents,
+        )
+
+    # ------------------------------------------------------------------------- helpers
+    def _as_obs(self, obs) -> torch.Tensor:
+        obs = torch.as_tensor(np.asarray(obs) if not torch.is_tensor(obs) else obs, dtype=torch.float32)
+        shape = self.config.observation_shape
+        if obs.dim() != len(shape) + 1 or tuple(obs.shape[1:]) != shape:
+            raise ValueError(f"obs of shape {tuple(obs.shape)}; expected (B, {', '.join(map(str, shape))})")
+        return obs.to(self.config.device)
+
+    def _check_env_ids(self, env_ids, batch: int) -> list[int]:
+        ids = list(range(batch)) if env_ids is None else [int(e) for e in env_ids]
+        n = self.config.env_num
+        if len(ids) != batch:
+            raise ValueError(f"{len(ids)} env_ids for a batch of {batch}")
+        bad = [e for e in ids if not 0 <= e < n]
+        if bad:
+            raise ValueError(f"env_id {bad[0]} outside [0, {n}) (env_num={n})")
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"env_ids {ids} repeat an env; one row per env")
+        return ids
+
+    def _check_actions(self, actions, batch: int, *, allow_none: bool) -> list[int]:
+        if actions is None and allow_none:
+            return [NO_ACTION] * batch
+        acts = [NO_ACTION if a is None else int(a) for a in (actions.tolist() if hasattr(actions, "tolist") else actions)]
+        a_max = self.config.action_space_size
+        if len(acts) != batch:
+            raise ValueError(f"{len(acts)} actions for a batch of {batch}")
+        for a in acts:
+            if not (0 <= a < a_max or (allow_none and a == NO_ACTION)):
+                raise ValueError(f"action {a} outside [0, {a_max})")
+        return acts
+
+    def _maybe_log(self) -> None:
+        # Throttled: at most one line every 30 s, and only when asked for.
+        if self.config.enable_cache_logging and time.monotonic() - self._last_log > 30:
+            self._last_log = time.monotonic()
+            logger.info("cache stats: %s", self.cache_stats())
+
+
+def _size(past) -> int:
+    return past[0].size if isinstance(past, tuple) else past.size

@@ -1,0 +1,56 @@
+"""The search with a world model: ``initial_inference`` at the roots, then ``muzero_search``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from zerokv.search.mcts import RecurrentFnOutput, RootFnOutput, SearchOutput, muzero_search
+
+
+@dataclass
+class SearchConfig:
+    """Knobs of one MCTS search (MuZero's defaults)."""
+
+    num_simulations: int = 50
+    """Simulations per search (one batched recurrent_inference each)."""
+    discount: float = 0.997
+    """Per-step discount of backed-up returns."""
+    pb_c_base: float = 19652.0
+    """pUCT base."""
+    pb_c_init: float = 1.25
+    """pUCT initial exploration weight."""
+    dirichlet_alpha: float = 0.3
+    """Root Dirichlet noise concentration."""
+    exploration_fraction: float = 0.25
+    """Share of the root prior replaced by noise (collection only)."""
+
+
+def plan(
+    world_model, obs, *, config: SearchConfig, rng: np.random.Generator,
+    env_ids: Sequence[int] | None = None, last_actions: Sequence[int] | None = None,
+    legal_actions_mask: np.ndarray | None = None, add_noise: bool = True, temperature: float = 1.0,
+) -> SearchOutput:
+    """Search from the current observations of a batch of envs with the world model's caches."""
+    root_out = world_model.initial_inference(obs, env_ids=env_ids, last_actions=last_actions)
+    root = RootFnOutput(
+        value=root_out.value.cpu().numpy(), policy_logits=root_out.policy_logits.cpu().numpy(),
+        latent=root_out.latent_state,
+    )
+    rows = None if env_ids is None else list(env_ids)
+
+    def recurrent_fn(latent, action, parent_id, child_id) -> RecurrentFnOutput:
+        out = world_model.recurrent_inference(latent, action, env_ids=rows)
+        return RecurrentFnOutput(
+            reward=out.reward.cpu().numpy(), value=out.value.cpu().numpy(),
+            policy_logits=out.policy_logits.cpu().numpy(), latent=out.latent_state,
+        )
+
+    return muzero_search(
+        root, recurrent_fn, num_simulations=config.num_simulations, rng=rng,
+        legal_actions_mask=legal_actions_mask, discount=config.discount, pb_c_base=config.pb_c_base,
+        pb_c_init=config.pb_c_init, dirichlet_alpha=config.dirichlet_alpha,
+        exploration_fraction=config.exploration_fraction, add_noise=add_noise, temperature=temperature,
+    )
