@@ -1,3 +1,51 @@
-"""zerokv: an exact, fast KV cache for transformer world models inside MCTS."""
+"""zerokv: an exact, fast KV cache for transformer world models inside Monte Carlo Tree Search.
 
-__all__: list[str] = []
+Public names live here; tests and the CLI import only these.
+"""
+
+from zerokv.cache import (
+    CacheConfig,
+    CacheStats,
+    EvictionStrategy,
+    KeysValues,
+    KVCache,
+    KVCacheManager,
+    KVCachePool,
+    KVStore,
+    LegacyKVStore,
+)
+from zerokv.model.config import WorldModelConfig
+from zerokv.model.context import CacheValidationError, NodeKey
+from zerokv.model.world_model import InferenceOutput, SequenceOutput, WorldModel
+from zerokv.search import (
+    RecurrentFnOutput,
+    RootFnOutput,
+    SearchConfig,
+    SearchOutput,
+    muzero_search,
+    plan,
+)
+
+__all__ = [
+    "CacheConfig",
+    "CacheStats",
+    "CacheValidationError",
+    "EvictionStrategy",
+    "InferenceOutput",
+    "KVCache",
+    "KVCacheManager",
+    "KVCachePool",
+    "KVStore",
+    "KeysValues",
+    "LegacyKVStore",
+    "NodeKey",
+    "RecurrentFnOutput",
+    "RootFnOutput",
+    "SearchConfig",
+    "SearchOutput",
+    "SequenceOutput",
+    "WorldModel",
+    "WorldModelConfig",
+    "muzero_search",
+    "plan",
+]

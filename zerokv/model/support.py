@@ -39,7 +39,11 @@ def scalar_to_support(x: torch.Tensor, support_size: int) -> torch.Tensor:
 
 
 def support_to_scalar(logits: torch.Tensor, support_size: int) -> torch.Tensor:
-    """``logits [..., 2S+1]`` → expected scalar ``[...]`` (softmax, mean over support, h⁻¹)."""
-    support = torch.arange(-support_size, support_size + 1, dtype=logits.dtype, device=logits.device)
-    y = (torch.softmax(logits, dim=-1) * support).sum(-1)
-    return h_inverse(y)
+    """``logits [..., 2S+1]`` → expected scalar ``[...]`` (softmax, mean over support, h⁻¹).
+
+    Computed in float64: h⁻¹'s closed form subtracts nearly equal numbers and divides by 2·eps,
+    which in float32 turns a 1e-7 rounding difference into 1e-4.
+    """
+    support = torch.arange(-support_size, support_size + 1, dtype=torch.float64, device=logits.device)
+    y = (torch.softmax(logits.double(), dim=-1) * support).sum(-1)
+    return h_inverse(y).to(logits.dtype)

@@ -29,8 +29,8 @@ from torch import nn
 from zerokv.cache import CacheConfig, KVCacheManager, LegacyKVStore
 from zerokv.model.config import WorldModelConfig
 from zerokv.model.context import (
-    KeyHash,
     CacheWork,
+    KeyHash,
     KVStoreBackend,
     NodeKey,
     RecomputeBackend,

@@ -1,0 +1,140 @@
+"""Env construction: shapes and dtypes, seeding, SAME_STEP autoreset, and clear errors."""
+
+import sys
+
+import gymnasium
+import numpy as np
+import pytest
+from gymnasium import spaces
+
+from zerokv.rl.envs import EnvSpec, env_spec, is_atari, make_env, make_vector_env
+
+
+class _BoxObsEnv(gymnasium.Env):
+    """A tiny env whose observation space is a Box of any shape (to test rank checks)."""
+
+    def __init__(self, shape: tuple[int, ...] = (2, 2)) -> None:
+        self.observation_space = spaces.Box(0, 255, shape, np.uint8)
+        self.action_space = spaces.Discrete(3)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        return self.observation_space.sample(), 0.0, False, False, {}
+
+
+gymnasium.register("ZerokvTest/Rank2-v0", entry_point=_BoxObsEnv, kwargs={"shape": (2, 2)})
+gymnasium.register("ZerokvTest/Rank3-v0", entry_point=_BoxObsEnv, kwargs={"shape": (3, 4, 5)})
+
+
+def test_cartpole_spec_and_float32_obs():
+    assert env_spec("CartPole-v1") == EnvSpec("CartPole-v1", (4,), 2)
+    env = make_env("CartPole-v1", seed=0)
+    obs, _ = env.reset()
+    assert obs.shape == (4,) and obs.dtype == np.float32
+    assert env.observation_space.dtype == np.float32
+    obs, *_ = env.step(0)
+    assert obs.dtype == np.float32
+
+
+def test_seed_makes_runs_reproducible():
+    def rollout(seed: int) -> np.ndarray:
+        env = make_env("CartPole-v1", seed=seed)
+        obs = [env.reset()[0]]
+        for _ in range(5):
+            obs.append(env.step(env.action_space.sample())[0])
+        return np.stack(obs)
+
+    np.testing.assert_array_equal(rollout(3), rollout(3))
+    assert not np.array_equal(rollout(3), rollout(4))
+
+
+def test_rank3_non_atari_box_is_cast_unchanged():
+    assert env_spec("ZerokvTest/Rank3-v0").observation_shape == (3, 4, 5)
+    obs, _ = make_env("ZerokvTest/Rank3-v0", seed=0).reset()
+    assert obs.shape == (3, 4, 5) and obs.dtype == np.float32
+
+
+def test_unknown_env_id_names_the_id_and_a_known_one():
+    with pytest.raises(ValueError, match=r"'NoSuchEnv-v0'.*CartPole-v1"):
+        make_env("NoSuchEnv-v0")
+    with pytest.raises(ValueError, match="'CartPole-v99'"):
+        env_spec("CartPole-v99")
+
+
+def test_non_discrete_actions_rejected_naming_the_space():
+    with pytest.raises(ValueError, match=r"'Pendulum-v1' has action space Box\(.*Discrete"):
+        make_env("Pendulum-v1")
+
+
+def test_non_box_observation_rejected_naming_the_space():
+    with pytest.raises(ValueError, match=r"observation space Discrete\(16\).*Box"):
+        make_env("FrozenLake-v1")
+
+
+def test_box_of_rank_2_rejected():
+    with pytest.raises(ValueError, match=r"observation shape \(2, 2\) \(rank 2\)"):
+        make_env("ZerokvTest/Rank2-v0")
+
+
+def test_bad_atari_knobs_rejected():
+    with pytest.raises(ValueError, match="atari_sticky_prob=1.5"):
+        make_env("CartPole-v1", atari_sticky_prob=1.5)
+    with pytest.raises(ValueError, match="atari_frame_skip=0"):
+        make_env("CartPole-v1", atari_frame_skip=0)
+
+
+def test_is_atari():
+    assert is_atari("ALE/Pong-v5") and is_atari("BreakoutNoFrameskip-v4")
+    assert not is_atari("CartPole-v1")
+
+
+def test_missing_ale_py_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ale_py", None)  # makes `import ale_py` fail
+    with pytest.raises(ImportError, match=r"pip install zerokv\[atari\]"):
+        make_env("ALE/Pong-v5")
+
+
+def test_atari_preprocessing():
+    pytest.importorskip("ale_py")
+    pytest.importorskip("cv2")
+    assert env_spec("ALE/Pong-v5") == EnvSpec("ALE/Pong-v5", (3, 64, 64), 6)
+    env = make_env("ALE/Pong-v5", seed=0, atari_sticky_prob=0.1, atari_frame_skip=3)
+    obs, _ = env.reset()
+    assert obs.shape == (3, 64, 64) and obs.dtype == np.float32
+    assert obs.min() >= 0.0 and obs.max() <= 1.0 and obs.max() > 0.0
+    ale_env = env.unwrapped
+    assert ale_env.spec.kwargs["frameskip"] == 1  # skipping happens in AtariPreprocessing
+    assert ale_env.ale.getFloat("repeat_action_probability") == pytest.approx(0.1)
+    assert env.env.frame_skip == 3 and env.env.noop_max == 30
+    obs, *_ = env.step(1)
+    assert obs.shape == (3, 64, 64)
+
+
+def test_vector_env_same_step_autoreset_and_seeds():
+    envs = make_vector_env("CartPole-v1", num_envs=3, seed=10)
+    assert envs.metadata["autoreset_mode"] == gymnasium.vector.AutoresetMode.SAME_STEP
+    obs, _ = envs.reset()
+    assert obs.shape == (3, 4) and obs.dtype == np.float32
+    # Sub-env i is make_env(env_id, seed + i).
+    for i in range(3):
+        np.testing.assert_array_equal(obs[i], make_env("CartPole-v1", seed=10 + i).reset()[0])
+
+    ended = 0
+    for _ in range(500):
+        obs, _, terminated, truncated, info = envs.step(np.zeros(3, np.int64))  # always push left
+        done = terminated | truncated
+        if done.any():
+            assert info["_final_obs"].tolist() == done.tolist()
+            for i in np.flatnonzero(done):
+                final = info["final_obs"][i]
+                assert final.shape == (4,) and abs(final[2]) > 0.2  # pole fell over
+                assert np.all(np.abs(obs[i]) <= 0.05)  # obs is already the reset observation
+            ended += int(done.sum())
+        if ended >= 3:
+            break
+    assert ended >= 3
+    with pytest.raises(ValueError, match="num_envs=0"):
+        make_vector_env("CartPole-v1", num_envs=0)

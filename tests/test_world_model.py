@@ -1,0 +1,214 @@
+"""The world model with the cache built in: every backend gives the no-cache reference's answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from zerokv import WorldModel, WorldModelConfig
+from zerokv.model.context import CacheValidationError
+from zerokv.search import SearchConfig, plan
+
+ATOL = 1e-5
+
+
+def tiny_config(backend: str, image: bool = False, **overrides) -> WorldModelConfig:
+    base = dict(
+        observation_shape=(3, 64, 64) if image else (5,), action_space_size=3, embed_dim=32,
+        num_heads=4, num_layers=2, context_length=4, max_tokens=12, env_num=3, num_simulations=12,
+        support_size=10, cache_backend=backend,
+    )
+    base.update(overrides)
+    return WorldModelConfig(**base)
+
+
+def build(backend: str, image: bool = False, seed: int = 0, **overrides) -> WorldModel:
+    torch.manual_seed(seed)
+    return WorldModel(tiny_config(backend, image, **overrides)).eval()
+
+
+def flatten(out) -> list[torch.Tensor]:
+    return [out.value, out.reward, out.policy_logits, out.latent_state]
+
+
+def search_shaped(wm: WorldModel, image: bool, seed: int = 1) -> list[torch.Tensor]:
+    """Real steps with differing histories per env, then per step: siblings and a deep path."""
+    rng = np.random.default_rng(seed)
+    shape = wm.config.observation_shape
+    outputs: list[torch.Tensor] = []
+    last = None
+    for step in range(4):
+        obs = rng.random((3, *shape), dtype=np.float32)
+        root = wm.initial_inference(obs, last_actions=last)
+        outputs += flatten(root)
+        # Siblings: every action from the root, one recurrent call each.
+        children = []
+        for a in range(wm.config.action_space_size):
+            child = wm.recurrent_inference(root.latent_state, np.full(3, a))
+            outputs += flatten(child)
+            children.append(child)
+        # A path deeper than the window (context_length 4 tokens = 2 steps) from the first child.
+        latent = children[0].latent_state
+        for _ in range(2 * wm.config.context_length):
+            child = wm.recurrent_inference(latent, rng.integers(0, 3, size=3))
+            outputs += flatten(child)
+            latent = child.latent_state
+        # Envs restart at different times: env 1 starts over at step 2, env 2 at step 3.
+        last = [int(a) for a in rng.integers(0, 3, size=3)]
+        if step == 1:
+            last[1] = None
+        if step == 2:
+            last[2] = None
+    return outputs
+
+
+@pytest.mark.parametrize("image", [False, True], ids=["vector", "image"])
+def test_every_backend_matches_the_reference(image):
+    reference = search_shaped(build("none", image), image)
+    for backend in ("legacy", "manager"):
+        wm = build(backend, image)
+        outputs = search_shaped(wm, image)
+        diff = max((a - b).abs().max().item() for a, b in zip(reference, outputs, strict=True))
+        assert diff <= ATOL, f"{backend}: max |diff| {diff}"
+        stats = wm.cache_stats()
+        assert stats["fallbacks"] == 0 and stats["misses"] == 0
+
+
+def test_real_searches_give_identical_visit_counts():
+    results = {}
+    for backend in ("none", "legacy", "manager"):
+        wm = build(backend)
+        rng = np.random.default_rng(3)
+        obs_rng = np.random.default_rng(4)
+        visits, last = [], None
+        for _ in range(3):
+            out = plan(wm, obs_rng.random((3, 5), dtype=np.float32), config=SearchConfig(num_simulations=12),
+                       rng=rng, last_actions=last)
+            visits.append(out.visit_counts)
+            last = out.action
+        results[backend] = np.stack(visits)
+        assert wm.cache_stats()["fallbacks"] == 0
+    np.testing.assert_array_equal(results["none"], results["legacy"])
+    np.testing.assert_array_equal(results["none"], results["manager"])
+
+
+def test_roots_match_the_teacher_forced_training_forward():
+    wm = build("manager")
+    rng = np.random.default_rng(0)
+    obs = rng.random((1, 6, 5), dtype=np.float32)
+    actions = rng.integers(0, 3, size=(1, 6))
+    seq = wm.forward_sequence(torch.as_tensor(obs), torch.as_tensor(actions))
+    last = None
+    for t in range(6):
+        root = wm.initial_inference(obs[:, t], env_ids=[0], last_actions=last)
+        expected = seq.policy_logits[:, t]
+        assert (root.policy_logits - expected).abs().max().item() <= ATOL
+        last = [int(actions[0, t])]
+
+
+def test_a_colliding_hash_still_gives_the_right_answers():
+    reference = search_shaped(build("none"), False)
+    torch.manual_seed(0)
+    wm = WorldModel(tiny_config("manager"), key_hash=lambda env, epoch, payload: 0).eval()
+    outputs = search_shaped(wm, False)
+    assert max((a - b).abs().max().item() for a, b in zip(reference, outputs, strict=True)) <= ATOL
+    assert wm.cache_stats()["fallbacks"] == 0
+
+
+@pytest.mark.parametrize("backend", ["legacy", "manager"])
+def test_eviction_through_the_real_path(backend):
+    wm = build(backend, recur_pool_size=3)
+    root = wm.initial_inference(np.zeros((3, 5), np.float32))
+    first = wm.recurrent_inference(root.latent_state, np.zeros(3, int))  # 3 children fill the pool
+    assert wm.cache_stats()["evictions"] == 0
+    wm.recurrent_inference(root.latent_state, np.ones(3, int))  # 3 more evict the first three
+    assert wm.cache_stats()["evictions"] == 3
+    before = wm.cache_stats()["fallbacks"]
+    wm.recurrent_inference(first.latent_state, np.zeros(3, int))  # their pasts are gone
+    assert wm.cache_stats()["fallbacks"] == before + 3
+
+
+def test_no_silent_context_loss_with_default_pools_and_counted_with_tiny_ones():
+    def run(**overrides) -> dict:
+        wm = build("manager", **overrides)
+        rng, last = np.random.default_rng(0), None
+        for _ in range(3):
+            out = plan(wm, rng.random((3, 5), dtype=np.float32), config=SearchConfig(num_simulations=12),
+                       rng=rng, last_actions=last)
+            last = out.action
+        return wm.cache_stats()
+
+    assert run()["fallbacks"] == 0
+    tiny = run(recur_pool_size=4)
+    assert tiny["fallbacks"] > 0 and tiny["evictions"] > 0
+
+
+def test_validation_mode_raises_on_a_corrupted_entry():
+    wm = build("manager", cache_validation_mode=True)
+    root = wm.initial_inference(np.zeros((3, 5), np.float32))
+    child = wm.recurrent_inference(root.latent_state, np.zeros(3, int))
+    wm.recurrent_inference(child.latent_state, np.zeros(3, int))  # agrees: no error
+    pool = wm.kv_cache_manager.recur_pool
+    for key in list(pool.keys()):
+        pool.get(key)[0].get()[0].add_(1.0)  # corrupt every stored key tensor of layer 0
+    with pytest.raises(CacheValidationError, match="disagrees"):
+        wm.recurrent_inference(child.latent_state, np.ones(3, int))
+
+
+def test_clear_caches_empties_every_pool():
+    wm = build("manager")
+    root = wm.initial_inference(np.zeros((3, 5), np.float32))
+    wm.recurrent_inference(root.latent_state, np.zeros(3, int))
+    assert wm.cache_stats()["size"] == 6
+    wm.clear_caches()
+    stats = wm.cache_stats()
+    assert stats["size"] == 0
+    summary = stats["summary"]
+    assert all("size=0" in s for s in summary["init_pools"].values())
+    assert "size=0" in summary["recur_pool"]
+    assert wm.keys_values_wm_list == [] and wm.keys_values_wm_size_list == []
+    # The next real step finds no previous root: a counted fallback, not a silent one.
+    wm.initial_inference(np.zeros((3, 5), np.float32), last_actions=[0, 1, 2])
+    assert wm.cache_stats()["fallbacks"] == 3
+
+
+def test_the_seeds_switch_and_names():
+    assert WorldModelConfig(use_new_cache_manager=True).cache_backend == "manager"
+    assert WorldModelConfig(use_new_cache_manager=False).cache_backend == "legacy"
+    assert WorldModelConfig().cache_backend == "manager"
+    with pytest.raises(ValueError, match="contradicts"):
+        WorldModelConfig(use_new_cache_manager=False, cache_backend="manager")
+    wm = build("legacy")
+    for name in ("retrieve_or_generate_kvcache", "trim_and_pad_kv_cache", "update_cache_context",
+                 "clear_caches", "kv_cache_manager", "keys_values_wm_list", "keys_values_wm_size_list"):
+        assert hasattr(wm, name)
+    assert type(wm.kv_cache_manager).__name__ == "LegacyKVStore"
+    assert type(build("manager").kv_cache_manager).__name__ == "KVCacheManager"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (dict(cache_backend="redis"), "cache_backend='redis'"),
+        (dict(context_length=5), "context_length=5"),
+        (dict(observation_shape=(3, 32, 32)), r"\(3, 32, 32\)"),
+        (dict(embed_dim=30), "embed_dim=30"),
+        (dict(num_simulations=0), "num_simulations=0"),
+        (dict(eviction_strategy="random"), "random"),
+    ],
+)
+def test_bad_config_values_are_named(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_config("manager", **overrides)
+
+
+def test_bad_inference_inputs_are_named():
+    wm = build("manager")
+    with pytest.raises(ValueError, match="env_id 7"):
+        wm.initial_inference(np.zeros((1, 5), np.float32), env_ids=[7])
+    with pytest.raises(ValueError, match=r"obs of shape \(3, 4\)"):
+        wm.initial_inference(np.zeros((3, 4), np.float32))
+    root = wm.initial_inference(np.zeros((3, 5), np.float32))
+    with pytest.raises(ValueError, match="action 5"):
+        wm.recurrent_inference(root.latent_state, np.array([0, 5, 1]))

@@ -1,0 +1,169 @@
+"""Safe, atomic checkpoints: `torch.save` bytes behind a one-line header carrying their SHA-256.
+
+File layout (one file, so one `os.replace` publishes it atomically, and no sidecar can disagree
+with it after a crash between two renames):
+
+    b"ZEROKV-CKPT 1 sha256=<64 hex digits> size=<payload bytes>\\n" + <torch.save zip bytes>
+
+`save_checkpoint` writes to a temporary file in the target directory, flushes and fsyncs it,
+then `os.replace`s it over `path` and fsyncs the directory: a crash at any point leaves either
+the old file or the new one at `path`, never a mix. `load_checkpoint` checks the header, size
+and hash before `torch.load(..., weights_only=True)`, so a truncated, corrupted or tampered file
+is refused with a `CheckpointError` instead of being unpickled. Since the header precedes the
+zip, a plain `torch.load(path)` cannot read these files; use `load_checkpoint`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "CheckpointError",
+    "checkpoint_path",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "save_checkpoint",
+]
+
+MAGIC = b"ZEROKV-CKPT"
+FORMAT_VERSION = 1
+MAX_HEADER_BYTES = 256
+"""A header line longer than this is not ours (the real one is about 100 bytes)."""
+_HEADER_RE = re.compile(rb"ZEROKV-CKPT (\d+) sha256=([0-9a-f]{64}) size=(\d+)\n")
+_NAME_RE = re.compile(r"ckpt_(\d{9})\.pt")
+_PLAIN_TYPES = (str, int, float, bool, type(None))
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, truncated, corrupted or tampered with."""
+
+
+def checkpoint_path(directory: str | os.PathLike[str], step: int) -> Path:
+    """`directory / "ckpt_{step:09d}.pt"`."""
+    if not 0 <= step < 10**9:
+        raise ValueError(f"step={step} must lie in [0, 10**9) to fit ckpt_{{step:09d}}.pt")
+    return Path(directory) / f"ckpt_{step:09d}.pt"
+
+
+def latest_checkpoint(directory: str | os.PathLike[str]) -> Path | None:
+    """The `ckpt_{step:09d}.pt` in `directory` with the highest step, or None if there is none
+    (or no such directory). Temporary files of unfinished saves never match."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return None
+    matches = (_NAME_RE.fullmatch(p.name) for p in directory.iterdir() if p.is_file())
+    steps = [int(m.group(1)) for m in matches if m is not None]
+    return checkpoint_path(directory, max(steps)) if steps else None
+
+
+def _check_payload(value: Any, where: str) -> None:
+    """Raises ValueError unless `value` is tensors and plain python all the way down."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, _PLAIN_TYPES):
+                raise ValueError(f"{where} has a key of type {type(key).__name__}: {key!r}")
+            _check_payload(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_payload(item, f"{where}[{i}]")
+    elif not isinstance(value, (torch.Tensor, *_PLAIN_TYPES)):
+        raise ValueError(
+            f"{where} is a {type(value).__module__}.{type(value).__qualname__}; a checkpoint "
+            "holds only tensors, dicts, lists, tuples, str, int, float, bool and None"
+        )
+
+
+def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
+    """Writes `payload` (tensors and plain python, nested) to `path` atomically with its SHA-256.
+
+    Creates the parent directory if needed. On any failure the temporary file is removed and
+    whatever was at `path` before is untouched.
+    """
+    path = Path(path)
+    if not isinstance(payload, dict):
+        raise ValueError(f"payload is a {type(payload).__name__}; it must be a dict")
+    _check_payload(payload, "payload")
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    body = buffer.getvalue()
+    digest = hashlib.sha256(body).hexdigest()
+    header = b"%s %d sha256=%s size=%d\n" % (MAGIC, FORMAT_VERSION, digest.encode(), len(body))
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp_name, 0o644)  # mkstemp makes 0600; checkpoints are ordinary files
+        with os.fdopen(fd, "wb") as f:
+            f.write(header)
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Makes the rename durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """Reads a file written by `save_checkpoint`, verifying its size and SHA-256 first.
+
+    Raises `CheckpointError` naming `path` and the problem if the file is missing, is not a
+    zerokv checkpoint, is truncated or has extra bytes, fails the hash check, or holds objects
+    that `torch.load(weights_only=True)` refuses.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} does not exist") from None
+    except OSError as e:
+        raise CheckpointError(f"checkpoint {path} cannot be read: {e}") from e
+    newline = data.find(b"\n", 0, MAX_HEADER_BYTES)
+    match = _HEADER_RE.fullmatch(data[: newline + 1]) if newline >= 0 else None
+    if match is None:
+        raise CheckpointError(f"checkpoint {path} has no valid zerokv header (bad or empty file)")
+    version, digest, size = int(match[1]), match[2].decode(), int(match[3])
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format version {version}; expected {FORMAT_VERSION}"
+        )
+    body = data[newline + 1 :]
+    if len(body) != size:
+        kind = "truncated" if len(body) < size else "has trailing bytes"
+        raise CheckpointError(
+            f"checkpoint {path} is {kind}: {len(body)} payload bytes, header says {size}"
+        )
+    if hashlib.sha256(body).hexdigest() != digest:
+        raise CheckpointError(f"checkpoint {path} fails its SHA-256 check: corrupted or tampered")
+    try:
+        payload = torch.load(io.BytesIO(body), map_location=map_location, weights_only=True)
+    except Exception as e:  # a valid hash over bytes torch cannot or will not load
+        raise CheckpointError(f"checkpoint {path} cannot be loaded safely: {e}") from e
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(payload).__name__}, not a dict")
+    return payload
