@@ -212,3 +212,23 @@ def test_bad_inference_inputs_are_named():
     root = wm.initial_inference(np.zeros((3, 5), np.float32))
     with pytest.raises(ValueError, match="action 5"):
         wm.recurrent_inference(root.latent_state, np.array([0, 5, 1]))
+
+
+def test_rebuilt_root_context_equals_the_uninterrupted_one():
+    rng = np.random.default_rng(5)
+    obs = rng.random((4, 3, 5), dtype=np.float32)  # [T, env, D]
+    acts = rng.integers(0, 3, size=(3, 3))  # [T-1, env]
+    outs = {}
+    for rebuild in (False, True):
+        wm = build("manager")
+        last = None
+        for t in range(3):
+            wm.initial_inference(obs[t], last_actions=last)
+            last = acts[t]
+        if rebuild:
+            wm.clear_caches()
+            wm.rebuild_root_contexts([0, 1, 2], [obs[:3, e] for e in range(3)], [acts[:2, e] for e in range(3)])
+        outs[rebuild] = wm.initial_inference(obs[3], last_actions=last)
+        assert wm.cache_stats()["fallbacks"] == 0
+    for a, b in zip(flatten(outs[False]), flatten(outs[True]), strict=True):
+        assert (a - b).abs().max().item() <= ATOL

@@ -241,6 +241,31 @@ class WorldModel(nn.Module):
         )
 
     @torch.no_grad()
+    def rebuild_root_contexts(self, env_ids: Sequence[int], observations: Sequence, actions: Sequence) -> None:
+        """Recompute each env's root context from its recent real history with the current weights.
+
+        ``observations[i]`` is ``[T_i, *obs_shape]`` ending with the env's latest root
+        observation, ``actions[i]`` the ``T_i - 1`` actions between them. Used after
+        ``clear_caches()`` following a weight update, so the next ``initial_inference`` extends a
+        real context instead of restarting from the observation alone (the reference's loss).
+        """
+        env_ids = self._check_env_ids(env_ids, len(env_ids))
+        self._epoch += 1
+        for env_id, obs, acts in zip(env_ids, observations, actions, strict=True):
+            obs = self._as_obs(obs)
+            acts = self._check_actions(acts, obs.shape[0] - 1, allow_none=False)
+            latents = self.encoder(obs)  # (T, E)
+            tokens = latents.new_zeros(2 * obs.shape[0] - 1, latents.shape[1])
+            tokens[0::2] = latents
+            if acts:
+                tokens[1::2] = self.action_embedding(torch.as_tensor(acts, device=latents.device))
+            batch = self._backend.assemble([self._backend.empty()], tokens.shape[0])
+            batch.forward(tokens.unsqueeze(0))
+            key = make_keys(latents[-1:], [env_id], self._epoch, self._key_hash, self.work)[0]
+            self.update_cache_context(batch, [env_id], [key], is_init_infer=True)
+            self._root_keys[env_id] = key
+
+    @torch.no_grad()
     def recurrent_inference(
         self, latent_state: torch.Tensor, action, env_ids: Sequence[int] | None = None
     ) -> InferenceOutput:

@@ -1,0 +1,84 @@
+"""``zerokv bench``: parse the flags (tyro), run the benchmark, print / save the report."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import tyro
+
+from zerokv.bench.configs import QUICK, Budget, resolve_backends, resolve_configs
+from zerokv.bench.report import render, write_json, write_plot
+from zerokv.bench.run import BenchResult, run_bench
+
+
+@dataclass
+class BenchArgs:
+    """Run the same MCTS searches with each KV-cache backend and compare them."""
+
+    configs: str = "small,atari"
+    """Comma-separated configs to run (small, atari)."""
+    backends: str = "none,legacy,manager"
+    """Comma-separated cache backends; "none" is added as the exactness reference when diffing."""
+    searches: int | None = None
+    """Timed searches per config and backend (default 5; 2 with --quick)."""
+    warmup: int | None = None
+    """Untimed full-size warm-up searches (default 2; 1 with --quick)."""
+    simulations: int | None = None
+    """Simulations per search (default: the config's 50; 10 with --quick)."""
+    quick: bool = False
+    """A smoke run in well under a minute (10 simulations, 1 warm-up, 2 timed searches)."""
+    diff: bool = True
+    """Compare every output with the "none" backend (max_abs_diff_vs_none)."""
+    json: str | None = None
+    """Write the results to this JSON file."""
+    plot: str | None = None
+    """Write a PNG bar chart (simulations/s and cache share) to this file."""
+    threads: int = 2
+    """torch.set_num_threads for the whole run."""
+    seed: int = 0
+    """Seed of the weights, observations and search noise (the same for every backend)."""
+    progress: bool = True
+    """Show a progress bar on stderr."""
+
+
+def budget_of(args: BenchArgs) -> Budget:
+    base = QUICK if args.quick else Budget()
+    return Budget(
+        searches=base.searches if args.searches is None else args.searches,
+        warmup=base.warmup if args.warmup is None else args.warmup,
+        simulations=base.simulations if args.simulations is None else args.simulations,
+    )
+
+
+def run(args: BenchArgs) -> BenchResult:
+    """Validate ``args`` (ValueError naming the bad value and what is allowed), run, report."""
+    if isinstance(args.threads, bool) or not isinstance(args.threads, int) or args.threads < 1:
+        raise ValueError(f"threads={args.threads!r}; must be an int >= 1")
+    configs = resolve_configs(args.configs)
+    backends = resolve_backends(args.backends, with_reference=args.diff)
+    budget = budget_of(args)
+    print(f"zerokv bench: configs={','.join(configs)} backends={','.join(backends)} "
+          f"searches={budget.searches} warmup={budget.warmup} "
+          f"simulations={budget.simulations or 'config'} threads={args.threads} seed={args.seed}"
+          f"{' QUICK' if args.quick else ''}", flush=True)
+    result = run_bench(configs, backends, budget, seed=args.seed, diff=args.diff,
+                       threads=args.threads, quick=args.quick, progress=args.progress)
+    print(render(result), flush=True)
+    if args.json:
+        write_json(result, args.json)
+        print(f"wrote {args.json}")
+    if args.plot:
+        write_plot(result, args.plot)
+        print(f"wrote {args.plot}")
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> BenchResult:
+    """Entry point of ``zerokv bench``; bad flag values exit with a one-line error."""
+    args = tyro.cli(BenchArgs, args=list(sys.argv[1:] if argv is None else argv), prog="zerokv bench")
+    try:
+        return run(args)
+    except ValueError as e:
+        raise SystemExit(f"zerokv bench: error: {e}") from None

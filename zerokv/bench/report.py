@@ -1,0 +1,224 @@
+"""Showing the results: the old/new/speedup table, the all-backends table, JSON and a PNG chart."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from zerokv.bench.configs import BASELINE, REFERENCE
+from zerokv.bench.run import BenchResult
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """One row of the comparison table."""
+
+    key: str  # record key
+    label: str  # row label, with its unit
+    fmt: str  # "rate" | "ms" | "pct" | "bytes" | "float" | "int" | "diff"
+    better: str | None  # "higher" | "lower" | None (no speedup shown)
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("searches_per_s", "searches/s", "rate", "higher"),
+    Metric("sims_per_s", "simulations/s (per env batch)", "rate", "higher"),
+    Metric("expansions_per_s", "node expansions/s", "rate", "higher"),
+    Metric("recurrent_ms", "recurrent call (ms)", "ms", "lower"),
+    Metric("floor_ms", "  forward floor (ms)", "ms", "lower"),
+    Metric("cache_ms", "  cache work (ms)", "ms", "lower"),
+    Metric("cache_share", "cache share of recurrent", "pct", "lower"),
+    Metric("bookkeeping_share", "tree bookkeeping share", "pct", None),
+    Metric("bytes_copied_per_node", "copied per node", "bytes", "lower"),
+    Metric("bytes_stored_per_node", "stored per live node", "bytes", "lower"),
+    Metric("cache_mb", "cache memory (MiB)", "float", "lower"),
+    Metric("host_syncs_per_sim", "host syncs per simulation", "float", "lower"),
+    Metric("hit_rate", "hit rate", "pct", None),
+    Metric("fallbacks", "context-free fallbacks", "int", None),
+    Metric("evictions", "evictions (timed searches)", "int", None),
+    Metric("peak_rss_mb", "peak RSS so far (MiB)", "float", None),
+    Metric("max_abs_diff_vs_none", "max |diff| vs none", "diff", None),
+)
+
+
+def fmt(value, kind: str) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    if kind == "rate":
+        return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
+    if kind == "ms":
+        return f"{value:.2f}"
+    if kind == "pct":
+        return f"{100 * value:.1f}%"
+    if kind == "bytes":
+        for unit, size in (("MiB", 2**20), ("KiB", 2**10)):
+            if value >= size:
+                return f"{value / size:.1f} {unit}"
+        return f"{value:.0f} B"
+    if kind == "int":
+        return f"{int(value)}"
+    if kind == "diff":
+        return f"{value:.1e}"
+    return f"{value:.1f}"
+
+
+def ratio(old, new, better: str | None) -> str:
+    """How many times better ``new`` is than ``old`` (> 1: better), or "—"."""
+    if better is None or old is None or new is None:
+        return "—"
+    num, den = (new, old) if better == "higher" else (old, new)
+    if den == 0 or math.isnan(num) or math.isnan(den):
+        return "—"
+    return f"{num / den:.2f}×"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True)))
+    out = [line, "-" * len(line)]
+    for r in rows:
+        out.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
+    return "\n".join(out)
+
+
+def _title(config: str, recs: list[dict]) -> str:
+    r = recs[0]
+    n = len(r["per_search"])
+    return (f"{config}: {r['env_num']} envs × {r['num_simulations']} simulations, "
+            f"medians of {n} timed search{'es' if n > 1 else ''}")
+
+
+def _by_config(result: BenchResult) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = {}
+    for rec in result.records:
+        groups.setdefault(rec["config"], []).append(rec)
+    return groups
+
+
+def comparison_tables(result: BenchResult) -> str:
+    """Per config: rows = metrics, columns ``old (legacy) | new (X) | speedup`` for each cached X."""
+    blocks = []
+    for config, recs in _by_config(result).items():
+        by = {r["backend"]: r for r in recs}
+        news = [b for b in by if b not in (REFERENCE, BASELINE)]
+        if BASELINE not in by or not news:
+            blocks.append(f"{config}: no old/new comparison (needs {BASELINE!r} and another cached backend)")
+            continue
+        old = by[BASELINE]
+        header = ["metric", f"old ({BASELINE})"]
+        for b in news:
+            header += [f"new ({b})", "speedup"]
+        rows = []
+        for m in METRICS:
+            row = [m.label, fmt(old.get(m.key), m.fmt)]
+            for b in news:
+                row += [fmt(by[b].get(m.key), m.fmt), ratio(old.get(m.key), by[b].get(m.key), m.better)]
+            rows.append(row)
+        blocks.append(_title(config, recs) + "\n" + _table(header, rows))
+    return "\n\n".join(blocks)
+
+
+def backends_table(result: BenchResult) -> str:
+    """Every (config, backend) on one line each."""
+    header = ["config/backend", "search/s", "sims/s", "rec ms", "floor ms", "cache %", "copied/node",
+              "stored/node", "syncs/sim", "hit", "fallb", "cache MiB", "peak MiB", "max|diff|", "tree="]
+    rows = []
+    for r in result.records:
+        trees = {True: "yes", False: "NO", None: "—"}[r["trees_match_none"]]
+        rows.append([
+            f"{r['config']}/{r['backend']}", fmt(r["searches_per_s"], "rate"), fmt(r["sims_per_s"], "rate"),
+            fmt(r["recurrent_ms"], "ms"), fmt(r["floor_ms"], "ms"), fmt(r["cache_share"], "pct"),
+            fmt(r["bytes_copied_per_node"], "bytes"), fmt(r["bytes_stored_per_node"], "bytes"),
+            fmt(r["host_syncs_per_sim"], "float"), fmt(r["hit_rate"], "pct"), fmt(r["fallbacks"], "int"),
+            fmt(r["cache_mb"], "float"), fmt(r["peak_rss_mb"], "float"),
+            fmt(r["max_abs_diff_vs_none"], "diff"), trees,
+        ])
+    return _table(header, rows)
+
+
+def render(result: BenchResult) -> str:
+    """The whole printed report: a quick-mode warning, both tables, and the notes."""
+    m = result.meta
+    parts = []
+    if m["quick"]:
+        parts.append(f"QUICK RUN ({m['warmup']} warm-up, {m['searches']} timed searches, "
+                     f"{m['simulations']} simulations): a smoke test, not a measurement")
+    parts.append(f"zerokv bench — {m['cpu']}, {m['threads']} torch threads, torch {m['torch']}")
+    parts += [comparison_tables(result), "All backends\n" + backends_table(result)]
+    parts.append("\n".join(f"note: {n}" for n in m["notes"]))
+    if any(r["trees_match_none"] is False for r in result.records):
+        parts.append("WARNING: some searches took different paths than with 'none' (tree= NO); "
+                     "their max |diff| compares different nodes")
+    return "\n\n".join(parts)
+
+
+def _finite(value):
+    # JSON has no NaN/inf: they become null (the notes in "meta" say why).
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _atomic_write(path: str | os.PathLike, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_json(result: BenchResult, path: str | os.PathLike) -> None:
+    """``{"meta": {...}, "results": [record, ...]}``, written atomically."""
+    doc = {"meta": result.meta, "results": _finite(result.records)}
+    _atomic_write(path, (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode())
+
+
+def write_plot(result: BenchResult, path: str | os.PathLike) -> None:
+    """A PNG: simulations/s and cache share, grouped by config, one bar per backend."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    groups = _by_config(result)
+    configs = list(groups)
+    backends = list(dict.fromkeys(r["backend"] for r in result.records))
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    FigureCanvasAgg(fig)  # Agg, without touching pyplot's global state
+    axes = fig.subplots(1, 2)
+    width = 0.8 / len(backends)
+    panels = (("sims_per_s", "simulations / s (per env batch)", 1.0),
+              ("cache_share", "cache share of recurrent time (%)", 100.0))
+    for ax, (key, label, scale) in zip(axes, panels, strict=True):
+        for j, backend in enumerate(backends):
+            xs, ys = [], []
+            for i, config in enumerate(configs):
+                rec = next((r for r in groups[config] if r["backend"] == backend), None)
+                if rec is not None:
+                    xs.append(i + (j - (len(backends) - 1) / 2) * width)
+                    ys.append(scale * rec[key])
+            bars = ax.bar(xs, ys, width, label=backend)
+            ax.bar_label(bars, fmt="%.1f", fontsize=7)
+        ax.set_xticks(range(len(configs)), configs)
+        ax.set_ylabel(label)
+        ax.legend(fontsize=8)
+    quick = " (QUICK RUN)" if result.meta["quick"] else ""
+    fig.suptitle(f"zerokv bench{quick}: {result.meta['threads']} threads, {result.meta['cpu']}", fontsize=9)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    _atomic_write(path, buf.getvalue())
