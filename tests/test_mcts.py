@@ -109,9 +109,17 @@ def test_bandit_three_simulations_exact():
     sim 3: Q normalised to [0, 1]: action 1 scores 1 + p*sqrt(3)/2*c > action 2 p*sqrt(3)*c,
            so the search goes below action 1 and expands its child (reward 0, value 0).
     Root value = mean(root value 0, returns 0.1, 0.9, 0.9 + 0.997 * 0) = 0.475.
+    (Unexpanded children score Q_norm = 0 here: unvisited_q="zero".)
     """
     rewards = np.array([[0.1, 0.9, 0.5]])
-    out = run(make_root(1, 3), bandit_fn(rewards), 3, add_noise=False, temperature=0.0)
+    out = run(
+        make_root(1, 3),
+        bandit_fn(rewards),
+        3,
+        add_noise=False,
+        temperature=0.0,
+        unvisited_q="zero",
+    )
     np.testing.assert_array_equal(out.visit_counts, [[1, 2, 0]])
     np.testing.assert_allclose(out.search_policy, [[1 / 3, 2 / 3, 0.0]], rtol=1e-6)
     np.testing.assert_allclose(out.root_value, [0.475], rtol=1e-6)
@@ -127,6 +135,53 @@ def test_bandit_best_action_wins():
     assert out.action.tolist() == [2]
     assert out.visit_counts[0].argmax() == 2
     assert out.visit_counts[0, 2] > out.visit_counts[0].sum() / 2
+
+
+def test_unvisited_q_parent_mean_three_simulations_exact():
+    """Hand-computed: uniform prior p = 1/3, rewards [0.1, 0.9, 0.5], pb_c_init = 2, so
+    c = 2 + log((N + 19653) / 19652) = 2.0002 (to 4 places) for N <= 3.
+
+    sim 1: no child visited, every child scores the root's own value 0 -> prior tie -> action 0.
+    sim 2: stats min == max (0.1), raw Q. Action 0: 0.1 + p*sqrt(2)*c/2 = 0.5715; unvisited
+           actions get the parent mean Q = 0.1: 0.1 + p*sqrt(2)*c = 1.0429 -> action 1.
+    sim 3: stats [0.1, 0.9]. Action 0: 0 + p*sqrt(3)*c/2 = 0.5774; action 1: 1 + 0.5774;
+           action 2 (unvisited): parent mean Q (0.1 + 0.9) / 2 = 0.5 -> normalised 0.5, plus
+           p*sqrt(3)*c = 1.1548, total 1.6548 > 1.5774 -> action 2.
+    With "zero" action 2 would score 0 + 1.1548 and the search would revisit action 1; with the
+    root's mean value (0 + 0.1 + 0.9) / 3 (normalised 0.2917) instead of the children's mean
+    it would also lose (1.4465), so only the mean over visited children picks action 2.
+    Root value = mean(0, 0.1, 0.9, 0.5) = 0.375; temperature 0 ties -> action 0.
+    """
+    rewards = np.array([[0.1, 0.9, 0.5]])
+    kwargs = dict(add_noise=False, temperature=0.0, pb_c_init=2.0)
+    out = run(make_root(1, 3), bandit_fn(rewards), 3, unvisited_q="parent", **kwargs)
+    np.testing.assert_array_equal(out.visit_counts, [[1, 1, 1]])
+    np.testing.assert_allclose(out.root_value, [0.375], rtol=1e-6)
+    assert out.action.tolist() == [0]
+    assert out.max_depth == 1
+    zero = run(make_root(1, 3), bandit_fn(rewards), 3, unvisited_q="zero", **kwargs)
+    np.testing.assert_array_equal(zero.visit_counts, [[1, 2, 0]])
+    np.testing.assert_allclose(zero.root_value, [0.475], rtol=1e-6)
+    assert zero.max_depth == 2
+
+
+def test_unvisited_q_parent_overcomes_misleading_prior():
+    """The prior strongly favours arm 3, the worst arm; arm 0 pays the most.
+
+    With Q_norm = 0 for untried arms ("zero"), arm 3's Q (the only one seen, normalised to 1)
+    beats every untried arm forever. With the parent-mean Q, untried arms look as good as the
+    tried ones, so the search tries them, finds arm 0 and concentrates on it.
+    """
+    rewards = np.array([[1.0, 0.6, 0.4, 0.3]])
+    root = make_root(1, 4, logits=np.array([[0.0, 0.0, -1.0, 2.0]]))
+    kwargs = dict(add_noise=False, temperature=0.0)
+    out = run(root, bandit_fn(rewards), 60, unvisited_q="parent", **kwargs)
+    assert out.visit_counts[0].argmax() == 0
+    assert out.visit_counts[0, 0] > out.visit_counts[0].sum() / 2
+    assert out.action.tolist() == [0]
+    assert run(root, bandit_fn(rewards), 60, **kwargs).action.tolist() == [0]  # the default
+    greedy = run(root, bandit_fn(rewards), 60, unvisited_q="zero", **kwargs)
+    np.testing.assert_array_equal(greedy.visit_counts, [[0, 0, 0, 60]])
 
 
 def test_mdp_needs_lookahead():
@@ -233,8 +288,9 @@ def test_node_ids_and_latent_gather():
     sims=st.integers(1, 12),
     seed=st.integers(0, 2**16),
     temperature=st.sampled_from([0.0, 0.5, 1.0, 3.0]),
+    unvisited_q=st.sampled_from(["parent", "zero"]),
 )
-def test_invariants_property(batch, num_actions, sims, seed, temperature):
+def test_invariants_property(batch, num_actions, sims, seed, temperature, unvisited_q):
     rng = np.random.default_rng(seed)
     legal = rng.random((batch, num_actions)) < 0.6
     legal[np.arange(batch), rng.integers(0, num_actions, batch)] = True
@@ -245,6 +301,7 @@ def test_invariants_property(batch, num_actions, sims, seed, temperature):
         rng=rng,
         legal_actions_mask=legal,
         temperature=temperature,
+        unvisited_q=unvisited_q,
     )
     assert out.visit_counts.shape == out.search_policy.shape == (batch, num_actions)
     np.testing.assert_array_equal(out.visit_counts.sum(axis=1), np.full(batch, sims))
@@ -326,6 +383,11 @@ def test_latent_storage_keeps_dtype():
         (dict(dirichlet_alpha=0.0), "dirichlet_alpha .* got 0.0"),
         (dict(exploration_fraction=2.0), "exploration_fraction .* got 2.0"),
         (dict(rng=0), "rng must be a numpy.random.Generator, got int"),
+        (
+            dict(unvisited_q="mean"),
+            r"unvisited_q must be one of \('parent', 'zero'\), got 'mean'",
+        ),
+        (dict(unvisited_q=None), r"unvisited_q must be one of .*parent.*zero.*, got None"),
     ],
 )
 def test_bad_arguments(kwargs, match):

@@ -8,7 +8,14 @@ from dataclasses import dataclass
 
 import tyro
 
-from zerokv.bench.configs import QUICK, Budget, resolve_backends, resolve_configs
+from zerokv.bench.configs import (
+    QUICK,
+    REFERENCE,
+    Budget,
+    resolve_backends,
+    resolve_configs,
+    split_names,
+)
 from zerokv.bench.report import render, write_json, write_plot
 from zerokv.bench.run import BenchResult, run_bench
 
@@ -65,6 +72,8 @@ def run(args: BenchArgs) -> BenchResult:
           f"{' QUICK' if args.quick else ''}", flush=True)
     result = run_bench(configs, backends, budget, seed=args.seed, diff=args.diff,
                        threads=args.threads, quick=args.quick, progress=args.progress)
+    if args.diff and REFERENCE not in split_names(args.backends):
+        result.meta["notes"].append(f"{REFERENCE!r} was added to --backends as the exactness reference")
     print(render(result), flush=True)
     if args.json:
         write_json(result, args.json)

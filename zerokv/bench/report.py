@@ -42,6 +42,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("evictions", "evictions (timed searches)", "int", None),
     Metric("peak_rss_mb", "peak RSS so far (MiB)", "float", None),
     Metric("max_abs_diff_vs_none", "max |diff| vs none", "diff", None),
+    Metric("max_abs_diff_value_reward", "  value, reward (scalars)", "diff", None),
+    Metric("max_abs_diff_logits_latent", "  policy logits, latent", "diff", None),
 )
 
 

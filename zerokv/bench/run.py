@@ -221,6 +221,8 @@ def summarise(name: str, cfg: WorldModelConfig, samples: list[SearchSample], sta
         "evictions": int(stats["evictions"]),
         "rss_mb": psutil.Process().memory_info().rss / 2**20,
         "max_depth": max(s.max_depth for s in samples),
+        "max_abs_diff_value_reward": math.nan,  # the scalar outputs (support expectations)
+        "max_abs_diff_logits_latent": math.nan,  # policy logits and latent state
         "diff_by_output": None,  # max |diff| vs none per output (value, reward, policy_logits, latent_state)
         "trees_match_none": None,
         "env_num": envs,
@@ -252,6 +254,8 @@ def run_bench(
         "recurrent_ms: wall time of one batched world_model.recurrent_inference call, timed around the call",
         "floor_ms / cache_ms: CacheWork.forward_seconds / cache_seconds per call; cache_share = cache / (cache + forward)",
         "bytes_copied_per_node, host_syncs_per_sim: recurrent calls only (roots left out)",
+        "evictions: pool slots of earlier searches reused by later ones; a 100% hit rate with 0 "
+        "fallbacks shows no entry a search still needed was evicted",
         "peak_rss_mb: the process high-water mark after that backend; it never falls, so it grows "
         f"with run order ({', '.join(backends)})",
     ]
@@ -276,6 +280,8 @@ def run_bench(
                 if diff and ref_trace is not None:
                     by_output, rec["trees_match_none"] = compare_traces(ref_trace, trace)
                     rec["max_abs_diff_vs_none"], rec["diff_by_output"] = max(by_output.values()), by_output
+                    rec["max_abs_diff_value_reward"] = max(by_output["value"], by_output["reward"])
+                    rec["max_abs_diff_logits_latent"] = max(by_output["policy_logits"], by_output["latent_state"])
                 records.append(rec)
                 del wm, trace
                 gc.collect()

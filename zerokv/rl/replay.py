@@ -72,6 +72,10 @@ class GameSegment:
             raise ValueError(f"action={action} outside 0..{self.action_space_size - 1}")
         self._rows.append((obs, int(action), float(reward), float(root_value), policy))
 
+    def open_steps(self) -> list[tuple[np.ndarray, int, float, float, np.ndarray]]:
+        """The steps appended so far to an open segment, in `append`'s argument order."""
+        return list(self._rows)
+
     def close(self, terminated: bool, bootstrap_value: float = 0.0) -> None:
         """Freezes the segment into arrays. `bootstrap_value` is the value of the state after
         the last step, used only when not `terminated` (truncated or cut)."""

@@ -10,8 +10,17 @@ Conventions (MuZero pseudocode unless noted):
   is legal and the prior is the plain softmax.
 - pUCT: Q_norm + prior * sqrt(N_parent) / (1 + N_child) * (c_init + log((N_parent + c_base + 1)
   / c_base)), with Q = reward + discount * mean value of the child, min-max normalised per tree.
-- An unexpanded child scores a normalised Q of 0 (MuZero pseudocode), so exploration of
-  new actions is driven by the prior term only.
+- Q of an unexpanded child (`unvisited_q`; every expanded child has been visited):
+  - "parent" (default; LightZero / EfficientZero ctree): the parent's mean Q over its visited
+    children, (sum over visited children c of reward_c + discount * mean value_c) / (number of
+    visited children), min-max normalised like any other Q. While a node has no visited child
+    it uses the node's own value estimate instead (its mean value, i.e. its value prediction,
+    as mctx's `qtransform_by_parent_and_siblings` does); all its children then share that
+    score, so the prior alone decides. Unlike LightZero, the parent's own Q is not mixed into
+    the mean below the root. An untried action thus looks as good as an average tried one, so
+    a prior favouring a poor action cannot soak up all the visits at low simulation counts.
+  - "zero" (MuZero pseudocode): a normalised Q of 0, so exploration of new actions is driven
+    by the prior term only (very greedy when the prior is wrong).
 - The min-max stats are updated during backup with the Q of every edge on the path
   (reward + discount * child value, as in EfficientZero / LightZero; the pseudocode's
   `node.value()` would mix values and Q values in one range).
@@ -120,11 +129,16 @@ class SearchOutput:
     max_depth: int
 
 
+UNVISITED_Q_MODES = ("parent", "zero")
+"""Allowed values of `muzero_search(unvisited_q=...)`."""
+
+
 @dataclass(frozen=True, slots=True)
 class _PuctConstants:
     discount: float
     pb_c_base: float
     pb_c_init: float
+    unvisited_q: str
 
 
 def muzero_search(
@@ -141,13 +155,15 @@ def muzero_search(
     exploration_fraction: float = 0.25,
     add_noise: bool = True,
     temperature: float = 1.0,
+    unvisited_q: str = "parent",
 ) -> SearchOutput:
     """Run `num_simulations` MuZero simulations in each of the B trees and pick an action.
 
     `legal_actions_mask` [B, A] bool restricts the root only (None = all legal). `rng` is used
     for the Dirichlet noise and for sampling the action when temperature > 0, so a fixed seed
-    gives identical outputs. Runs under `torch.no_grad()`: the search never needs gradients.
-    Raises ValueError on invalid arguments.
+    gives identical outputs. `unvisited_q` ("parent" or "zero") sets the Q an unexpanded child
+    scores in pUCT (see the module docstring). Runs under `torch.no_grad()`: the search never
+    needs gradients. Raises ValueError on invalid arguments.
     """
     start = time.perf_counter()
     legal = _validate(
@@ -162,9 +178,10 @@ def muzero_search(
         exploration_fraction,
         add_noise,
         temperature,
+        unvisited_q,
     )
     batch, num_actions = legal.shape
-    consts = _PuctConstants(float(discount), float(pb_c_base), float(pb_c_init))
+    consts = _PuctConstants(float(discount), float(pb_c_base), float(pb_c_init), unvisited_q)
 
     root_prior = softmax(root.policy_logits, legal)  # [B, A], 0 on illegal actions
     if add_noise:
@@ -248,8 +265,17 @@ def _select_actions(
     child_visits = np.where(expanded, tree.visit_count[row_col, safe_children], 0)  # [R, A]
     child_value = tree.value_sum[row_col, safe_children] / np.maximum(child_visits, 1)
     q = tree.reward[row_col, safe_children] + consts.discount * child_value  # [R, A]
-    # Unexpanded children score Q_norm = 0 (MuZero pseudocode).
-    value_score = np.where(expanded, stats.normalize(rows, q), 0.0)
+    if consts.unvisited_q == "zero":
+        # Unexpanded children score Q_norm = 0 (MuZero pseudocode).
+        value_score = np.where(expanded, stats.normalize(rows, q), 0.0)
+    else:
+        # Unexpanded children get the parent's mean Q over its visited (= expanded) children,
+        # or the parent's own mean value while it has none; then normalised like any Q.
+        num_visited = expanded.sum(axis=1)  # [R]
+        mean_q = np.where(expanded, q, 0.0).sum(axis=1) / np.maximum(num_visited, 1)  # [R]
+        parent_value = tree.value_sum[rows, node] / tree.visit_count[rows, node]  # [R]
+        fill_q = np.where(num_visited > 0, mean_q, parent_value)  # [R]
+        value_score = stats.normalize(rows, np.where(expanded, q, fill_q[:, None]))
 
     parent_visits = tree.visit_count[rows, node].astype(np.float64)  # [R]
     pb_c = consts.pb_c_init + np.log((parent_visits + consts.pb_c_base + 1.0) / consts.pb_c_base)
@@ -315,8 +341,11 @@ def _validate(
     exploration_fraction: float,
     add_noise: bool,
     temperature: float,
+    unvisited_q: str,
 ) -> np.ndarray:
     """Check the arguments of `muzero_search`; return the legal mask [B, A] bool."""
+    if not (isinstance(unvisited_q, str) and unvisited_q in UNVISITED_Q_MODES):
+        raise ValueError(f"unvisited_q must be one of {UNVISITED_Q_MODES}, got {unvisited_q!r}")
     if isinstance(num_simulations, bool) or not isinstance(num_simulations, (int, np.integer)):
         raise ValueError(f"num_simulations must be an int >= 1, got {num_simulations!r}")
     if num_simulations < 1:

@@ -1,0 +1,3 @@
+from zerokv.cli import main
+
+main()

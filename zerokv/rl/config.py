@@ -1,0 +1,163 @@
+"""``TrainConfig``: every flag of ``zerokv train``, one typed dataclass (the CLI is built from it)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+
+@dataclass
+class TrainConfig:
+    """Train a UniZero agent on a gymnasium env. Defaults suit CartPole-v1 on 2 CPU cores."""
+
+    env: str = "CartPole-v1"
+    """Gymnasium env id (Discrete actions, Box observations; Atari ids need zerokv[atari])."""
+    total_env_steps: int = 30_000
+    """Stop after this many env steps (summed over the parallel envs)."""
+    seed: int = 0
+    """Seed of envs, model init, search noise and replay sampling."""
+    out: str = "runs/cartpole"
+    """Output directory: checkpoints, TensorBoard events, progress.csv, resolved config."""
+    resume: bool = False
+    """Continue from the latest checkpoint in --out."""
+    config: str | None = None
+    """A YAML or TOML file whose keys override these defaults (CLI flags override the file)."""
+    device: str = "cpu"
+    """Torch device."""
+    threads: int = 2
+    """torch.set_num_threads."""
+
+    # --- search and collection
+    num_envs: int = 8
+    """Parallel envs searched together (the world model's env_num)."""
+    num_simulations: int = 25
+    """MCTS simulations per step."""
+    discount: float = 0.997
+    """Discount of returns."""
+    dirichlet_alpha: float = 0.3
+    """Root noise concentration."""
+    exploration_fraction: float = 0.25
+    """Share of the root prior replaced by noise while collecting."""
+    temperature_start: float = 1.0
+    """Action-sampling temperature at step 0."""
+    temperature_end: float = 0.25
+    """Temperature reached after --temperature-decay-steps (absolute env steps, so resuming is exact)."""
+    temperature_decay_steps: int = 20_000
+    """Env steps of the linear temperature decay."""
+    segment_length: int = 50
+    """Steps per game segment pushed to the replay buffer."""
+
+    # --- cache
+    cache_backend: str | None = None
+    """"none", "legacy" or "manager"; None follows use_new_cache_manager (default: manager)."""
+    use_new_cache_manager: bool | None = None
+    """The seeds' switch: True → manager, False → legacy."""
+    keep_root_context: bool = True
+    """After each weight update, rebuild every env's root context from its recent history
+    (False: the reference's behaviour, restarting from the current observation alone)."""
+    history_steps: int = 12
+    """Real steps of history kept per env for that rebuild."""
+
+    # --- model
+    embed_dim: int = 64
+    """Token width."""
+    num_layers: int = 2
+    """Transformer blocks."""
+    num_heads: int = 2
+    """Attention heads."""
+    context_length: int = 8
+    """Sliding attention window in tokens."""
+    support_size: int = 50
+    """Categorical value/reward support [-S, S]."""
+
+    # --- learning
+    batch_size: int = 64
+    """Sequences per update."""
+    unroll_steps: int = 5
+    """K: steps per training sequence after the first."""
+    td_steps: int = 5
+    """n of the n-step value targets."""
+    learning_rate: float = 1e-3
+    """AdamW learning rate."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    grad_clip: float = 5.0
+    """Gradient norm clip."""
+    target_update_rate: float = 0.05
+    """UniZero's momentum target network: target ← (1-rate)·target + rate·online after each update."""
+    replay_ratio: float = 0.25
+    """Updates per env step."""
+    collect_steps: int = 16
+    """Vector steps per iteration (iteration = collect, then update)."""
+    min_replay_steps: int = 400
+    """Env steps stored before the first update."""
+    replay_capacity: int = 100_000
+    """Replay buffer capacity in env steps."""
+
+    # --- evaluation, logging, checkpoints
+    eval_every: int = 5_000
+    """Env steps between evaluations (0: only at the end)."""
+    eval_episodes: int = 10
+    """Greedy evaluation episodes."""
+    checkpoint_every: int = 5_000
+    """Env steps between checkpoints (always one at the end)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        positive = ("total_env_steps", "num_envs", "num_simulations", "segment_length", "history_steps",
+                    "embed_dim", "num_layers", "num_heads", "context_length", "support_size", "batch_size",
+                    "unroll_steps", "td_steps", "collect_steps", "replay_capacity", "eval_episodes",
+                    "checkpoint_every", "threads")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name}={value!r}; must be a positive int")
+        for name in ("learning_rate", "grad_clip", "replay_ratio"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}={getattr(self, name)!r}; must be > 0")
+        if not 0 < self.target_update_rate <= 1:
+            raise ValueError(f"target_update_rate={self.target_update_rate}; must be in (0, 1]")
+        if not 0 <= self.discount <= 1:
+            raise ValueError(f"discount={self.discount}; must be in [0, 1]")
+
+    @property
+    def iteration_env_steps(self) -> int:
+        return self.collect_steps * self.num_envs
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def load_overrides(path: str | Path) -> dict:
+    """Keys of a YAML (.yaml/.yml) or TOML (.toml) file; unknown keys raise ValueError naming them."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file {path} does not exist")
+    text = path.read_text()
+    if path.suffix == ".toml":
+        data = tomllib.loads(text)
+    elif path.suffix in (".yaml", ".yml"):
+        data = yaml.safe_load(text) or {}
+    else:
+        raise ValueError(f"config file {path}: unknown suffix {path.suffix!r}; allowed: .yaml, .yml, .toml")
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a mapping of flag names to values")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"config file {path}: unknown keys {unknown}; allowed: {sorted(known)}")
+    return data
+
+
+def config_json(cfg: TrainConfig) -> str:
+    return json.dumps(cfg.to_dict(), indent=2, sort_keys=True)

@@ -1,0 +1,46 @@
+"""Evaluator: greedy search (no root noise, temperature 0) on envs separate from the collector's."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from zerokv.model.config import WorldModelConfig
+from zerokv.model.world_model import NO_ACTION, WorldModel
+from zerokv.rl.envs import make_vector_env
+from zerokv.search import SearchConfig, plan
+
+
+def evaluate(
+    model_state: dict, model_config: WorldModelConfig, env_id: str, *, episodes: int, seed: int,
+    search: SearchConfig,
+) -> list[float]:
+    """Returns of ``episodes`` greedy episodes, one env per episode, all searched together."""
+    if episodes < 1:
+        raise ValueError(f"episodes={episodes}; must be >= 1")
+    cfg = dataclasses.replace(model_config, env_num=episodes, cache_validation_mode=False)
+    with torch.random.fork_rng():  # building a model draws init weights: keep training's RNG untouched
+        model = WorldModel(cfg).eval()
+    model.load_state_dict(model_state)
+    envs = make_vector_env(env_id, episodes, seed)
+    try:
+        obs, _ = envs.reset(seed=[seed + 7919 * i for i in range(episodes)])
+        returns = np.zeros(episodes)
+        active = np.ones(episodes, bool)
+        last = np.full(episodes, NO_ACTION)
+        rng = np.random.default_rng(seed)
+        while active.any():
+            rows = np.flatnonzero(active)
+            out = plan(model, obs[rows], config=search, rng=rng, env_ids=rows.tolist(),
+                       last_actions=last[rows].tolist(), add_noise=False, temperature=0.0)
+            actions = np.zeros(episodes, np.int64)
+            actions[rows] = out.action
+            obs, rewards, terminated, truncated, _ = envs.step(actions)
+            returns[rows] += rewards[rows]
+            last[rows] = out.action
+            active[rows] &= ~(terminated[rows] | truncated[rows])
+        return returns.tolist()
+    finally:
+        envs.close()
