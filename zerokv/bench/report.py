@@ -13,6 +13,9 @@ from pathlib import Path
 from zerokv.bench.configs import BASELINE, REFERENCE
 from zerokv.bench.run import BenchResult
 
+BUSY_SHARE = 0.1
+"""Other processes' share of the CPU during the run above which the report warns of noise."""
+
 
 @dataclass(frozen=True, slots=True)
 class Metric:
@@ -129,7 +132,7 @@ def comparison_tables(result: BenchResult) -> str:
 def backends_table(result: BenchResult) -> str:
     """Every (config, backend) on one line each."""
     header = ["config/backend", "search/s", "sims/s", "rec ms", "floor ms", "cache %", "copied/node",
-              "stored/node", "syncs/sim", "hit", "fallb", "cache MiB", "peak MiB", "max|diff|", "tree="]
+              "stored/node", "syncs/sim", "hit", "fallb", "cache MiB", "peak MiB", "max|diff|", "tree=", "others"]
     rows = []
     for r in result.records:
         trees = {True: "yes", False: "NO", None: "—"}[r["trees_match_none"]]
@@ -139,7 +142,7 @@ def backends_table(result: BenchResult) -> str:
             fmt(r["bytes_copied_per_node"], "bytes"), fmt(r["bytes_stored_per_node"], "bytes"),
             fmt(r["host_syncs_per_sim"], "float"), fmt(r["hit_rate"], "pct"), fmt(r["fallbacks"], "int"),
             fmt(r["cache_mb"], "float"), fmt(r["peak_rss_mb"], "float"),
-            fmt(r["max_abs_diff_vs_none"], "diff"), trees,
+            fmt(r["max_abs_diff_vs_none"], "diff"), trees, fmt(r.get("other_processes_cpu_share"), "pct"),
         ])
     return _table(header, rows)
 
@@ -152,7 +155,12 @@ def render(result: BenchResult) -> str:
         parts.append(f"QUICK RUN ({m['warmup']} warm-up, {m['searches']} timed searches, "
                      f"{m['simulations']} simulations): a smoke test, not a measurement")
     parts.append(f"zerokv bench — {m['cpu']}, {m['threads']} torch threads, torch {m['torch']}")
-    parts += [comparison_tables(result), "All backends\n" + backends_table(result)]
+    others = m.get("other_processes_cpu_share", 0.0)
+    if others > BUSY_SHARE:
+        parts.append(f"WARNING: other processes used {100 * others:.0f}% of the machine's CPU during the "
+                     "run: times are inflated and ratios noisy")
+    parts += [comparison_tables(result),
+              "All backends (others = CPU share other processes used meanwhile)\n" + backends_table(result)]
     parts.append("\n".join(f"note: {n}" for n in m["notes"]))
     if any(r["trees_match_none"] is False for r in result.records):
         parts.append("WARNING: some searches took different paths than with 'none' (tree= NO); "

@@ -124,6 +124,28 @@ def _cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
+class CpuWatch:
+    """Share of the machine's CPU time that *other* processes used while we ran (noise check)."""
+
+    def __init__(self) -> None:
+        self.wall, self.busy, self.ours = time.perf_counter(), self._busy(), self._ours()
+
+    @staticmethod
+    def _busy() -> float:
+        t = psutil.cpu_times()
+        return t.user + t.system + getattr(t, "nice", 0.0) + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+
+    @staticmethod
+    def _ours() -> float:
+        t = psutil.Process().cpu_times()
+        return t.user + t.system
+
+    def others_share(self) -> float:
+        wall = time.perf_counter() - self.wall
+        others = (self._busy() - self.busy) - (self._ours() - self.ours)
+        return max(others, 0.0) / (wall * (psutil.cpu_count() or 1)) if wall > 0 else 0.0
+
+
 def make_observations(cfg: WorldModelConfig, count: int, seed: int) -> list[np.ndarray]:
     """``count`` fixed random observations [env_num, *observation_shape], the same for every backend."""
     rng = np.random.default_rng(seed)
@@ -244,8 +266,10 @@ def run_bench(
     seed: int = 0, diff: bool = True, threads: int | None = None, quick: bool = False,
     progress: bool = True,
 ) -> BenchResult:
-    """Run every backend on every config (backends already validated, reference first if diff)."""
+    """Run every backend on every config; with ``diff`` the reference must be among them (it runs first)."""
     budget = Budget() if budget is None else budget
+    backends = sorted(backends, key=lambda n: n != REFERENCE)  # others are compared with its trace
+    watch = CpuWatch()
     if threads is not None:
         torch.set_num_threads(threads)
     if diff and REFERENCE not in backends:
@@ -271,10 +295,12 @@ def run_bench(
                 cfg = model_config(base, backend, budget)
                 bar.set_description(f"{name}/{backend}")
                 obs = make_observations(cfg, budget.warmup + budget.searches, seed)
+                backend_watch = CpuWatch()
                 samples, stats, trace, wm = run_backend(
                     cfg, budget, obs, seed=seed, record=diff, progress=bar
                 )
                 rec = summarise(name, cfg, samples, stats)
+                rec["other_processes_cpu_share"] = backend_watch.others_share()
                 if backend == REFERENCE:
                     ref_trace = trace
                 if diff and ref_trace is not None:
@@ -291,5 +317,6 @@ def run_bench(
         "torch": torch.__version__, "python": platform.python_version(),
         "cpu": _cpu_name(), "cores": psutil.cpu_count(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"), "notes": notes,
+        "other_processes_cpu_share": watch.others_share(),
     }
     return BenchResult(records, meta)

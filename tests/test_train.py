@@ -1,0 +1,132 @@
+"""Training on a tiny budget: train → checkpoint → resume → eval, and the errors that lose nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from zerokv.cli import main
+from zerokv.rl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from zerokv.rl.config import TrainConfig
+from zerokv.rl.trainer import Trainer, train
+
+
+def tiny(out, **overrides) -> TrainConfig:
+    base = dict(
+        env="CartPole-v1", out=str(out), total_env_steps=32, num_envs=2, collect_steps=4,
+        num_simulations=4, embed_dim=16, num_heads=2, num_layers=1, context_length=4, support_size=5,
+        batch_size=4, unroll_steps=2, td_steps=2, min_replay_steps=8, segment_length=5,
+        eval_episodes=1, eval_every=0, checkpoint_every=8, progress=False, history_steps=4,
+    )
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def final_weights(out) -> dict[str, torch.Tensor]:
+    return load_checkpoint(latest_checkpoint(out / "checkpoints"))["learner"]["model"]
+
+
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path):
+    full = train(tiny(tmp_path / "full"))
+    assert full.env_steps == 32 and len(full.eval_returns) == 1
+    train(tiny(tmp_path / "split", total_env_steps=16))
+    resumed = train(tiny(tmp_path / "split", resume=True))
+    assert resumed.env_steps == 32
+    a, b = final_weights(tmp_path / "full"), final_weights(tmp_path / "split")
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+    # Something was learned: the weights moved away from their initialisation.
+    init = Trainer(tiny(tmp_path / "init")).model.state_dict()
+    assert any(not torch.equal(init[n], a[n]) for n in a)
+
+
+def test_caches_stay_exact_and_complete_while_training(tmp_path):
+    result = train(tiny(tmp_path / "run"))
+    stats = result.cache_stats
+    assert stats["fallbacks"] == 0 and stats["misses"] == 0 and stats["hits"] > 0
+
+
+def test_the_reference_behaviour_loses_the_root_context(tmp_path):
+    result = train(tiny(tmp_path / "ref", keep_root_context=False))
+    assert result.cache_stats["fallbacks"] > 0
+
+
+def test_legacy_and_manager_train_identically(tmp_path):
+    train(tiny(tmp_path / "new", use_new_cache_manager=True))
+    train(tiny(tmp_path / "old", use_new_cache_manager=False))
+    a, b = final_weights(tmp_path / "new"), final_weights(tmp_path / "old")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+    progress_new = (tmp_path / "new" / "progress.csv").read_text().splitlines()
+    progress_old = (tmp_path / "old" / "progress.csv").read_text().splitlines()
+    assert len(progress_new) == len(progress_old) > 1
+
+
+def test_cli_train_then_eval(tmp_path, capsys):
+    cfg = tiny(tmp_path / "cli")
+    args = ["train"]
+    for field in dataclasses.fields(cfg):
+        value = getattr(cfg, field.name)
+        flag = f"--{field.name.replace('_', '-')}"
+        if field.name in ("resume", "config", "progress") or value is None:
+            continue
+        if isinstance(value, bool):
+            args.append(flag if value else f"--no-{flag[2:]}")
+        else:
+            args += [flag, str(value)]
+    main(args + ["--no-progress"])
+    out = capsys.readouterr().out
+    assert "evaluation return" in out and "fallbacks=0" in out
+    ckpt = latest_checkpoint(tmp_path / "cli" / "checkpoints")
+    main(["eval", "--checkpoint", str(ckpt), "--episodes", "2"])
+    assert "mean return" in capsys.readouterr().out
+    assert (tmp_path / "cli" / "config.json").is_file()
+    assert any((tmp_path / "cli" / "tb").iterdir())
+
+
+def test_config_file_overrides_defaults(tmp_path):
+    from zerokv.rl.config import load_overrides
+
+    path = tmp_path / "c.yaml"
+    path.write_text("num_simulations: 7\nuse_new_cache_manager: false\n")
+    assert load_overrides(path) == {"num_simulations": 7, "use_new_cache_manager": False}
+    bad = tmp_path / "bad.toml"
+    bad.write_text("num_simulation = 7\n")
+    with pytest.raises(ValueError, match="num_simulation"):
+        load_overrides(bad)
+
+
+def test_bad_envs_are_named(tmp_path):
+    with pytest.raises(ValueError, match="NoSuchEnv-v0"):
+        Trainer(tiny(tmp_path, env="NoSuchEnv-v0"))
+    with pytest.raises(ValueError, match="Discrete"):
+        Trainer(tiny(tmp_path, env="Pendulum-v1"))
+    with pytest.raises(SystemExit, match="NoSuchEnv-v0"):
+        main(["train", "--env", "NoSuchEnv-v0", "--out", str(tmp_path)])
+
+
+def test_a_tampered_checkpoint_is_refused_and_the_run_can_resume_from_an_intact_one(tmp_path):
+    train(tiny(tmp_path / "t", total_env_steps=16))
+    ckpts = sorted((tmp_path / "t" / "checkpoints").glob("ckpt_*.pt"))
+    assert len(ckpts) == 2
+    data = bytearray(ckpts[-1].read_bytes())
+    data[-10] ^= 0xFF
+    ckpts[-1].write_bytes(bytes(data))
+    with pytest.raises(CheckpointError):
+        train(tiny(tmp_path / "t", resume=True))
+    with pytest.raises(SystemExit, match="checkpoint"):
+        main(["eval", "--checkpoint", str(ckpts[-1])])
+    ckpts[-1].unlink()  # the earlier checkpoint is untouched and resumes
+    assert train(tiny(tmp_path / "t", resume=True)).env_steps == 32
+
+
+def test_bad_train_values_are_named():
+    with pytest.raises(ValueError, match="num_envs=0"):
+        TrainConfig(num_envs=0)
+    with pytest.raises(ValueError, match="target_update_rate"):
+        TrainConfig(target_update_rate=2.0)
+    assert np.isfinite(TrainConfig().learning_rate)
