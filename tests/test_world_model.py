@@ -42,18 +42,22 @@ def search_shaped(wm: WorldModel, image: bool, seed: int = 1) -> list[torch.Tens
         obs = rng.random((3, *shape), dtype=np.float32)
         root = wm.initial_inference(obs, last_actions=last)
         outputs += flatten(root)
-        # Siblings: every action from the root, one recurrent call each.
-        children = []
+        # Siblings: every action from the root, one recurrent call each. Node ids as a search
+        # numbers them (root 0, then 1, 2, … per env): the paged backend addresses nodes by them.
+        children, next_id = [], 1
         for a in range(wm.config.action_space_size):
-            child = wm.recurrent_inference(root.latent_state, np.full(3, a))
+            child = wm.recurrent_inference(root.latent_state, np.full(3, a), parent_ids=np.zeros(3, int),
+                                           child_ids=np.full(3, next_id))
             outputs += flatten(child)
             children.append(child)
+            next_id += 1
         # A path deeper than the window (context_length 4 tokens = 2 steps) from the first child.
-        latent = children[0].latent_state
+        latent, parent = children[0].latent_state, 1
         for _ in range(2 * wm.config.context_length):
-            child = wm.recurrent_inference(latent, rng.integers(0, 3, size=3))
+            child = wm.recurrent_inference(latent, rng.integers(0, 3, size=3), parent_ids=np.full(3, parent),
+                                           child_ids=np.full(3, next_id))
             outputs += flatten(child)
-            latent = child.latent_state
+            latent, parent, next_id = child.latent_state, next_id, next_id + 1
         # Envs restart at different times: env 1 starts over at step 2, env 2 at step 3.
         last = [int(a) for a in rng.integers(0, 3, size=3)]
         if step == 1:
@@ -66,7 +70,7 @@ def search_shaped(wm: WorldModel, image: bool, seed: int = 1) -> list[torch.Tens
 @pytest.mark.parametrize("image", [False, True], ids=["vector", "image"])
 def test_every_backend_matches_the_reference(image):
     reference = search_shaped(build("none", image), image)
-    for backend in ("legacy", "manager"):
+    for backend in ("legacy", "manager", "paged"):
         wm = build(backend, image)
         outputs = search_shaped(wm, image)
         diff = max((a - b).abs().max().item() for a, b in zip(reference, outputs, strict=True))
@@ -77,7 +81,7 @@ def test_every_backend_matches_the_reference(image):
 
 def test_real_searches_give_identical_visit_counts():
     results = {}
-    for backend in ("none", "legacy", "manager"):
+    for backend in ("none", "legacy", "manager", "paged"):
         wm = build(backend)
         rng = np.random.default_rng(3)
         obs_rng = np.random.default_rng(4)
@@ -91,6 +95,7 @@ def test_real_searches_give_identical_visit_counts():
         assert wm.cache_stats()["fallbacks"] == 0
     np.testing.assert_array_equal(results["none"], results["legacy"])
     np.testing.assert_array_equal(results["none"], results["manager"])
+    np.testing.assert_array_equal(results["none"], results["paged"])
 
 
 def test_roots_match_the_teacher_forced_training_forward():
@@ -107,10 +112,11 @@ def test_roots_match_the_teacher_forced_training_forward():
         last = [int(actions[0, t])]
 
 
-def test_a_colliding_hash_still_gives_the_right_answers():
+@pytest.mark.parametrize("backend", ["legacy", "manager", "paged"])
+def test_a_colliding_hash_still_gives_the_right_answers(backend):
     reference = search_shaped(build("none"), False)
     torch.manual_seed(0)
-    wm = WorldModel(tiny_config("manager"), key_hash=lambda env, epoch, payload: 0).eval()
+    wm = WorldModel(tiny_config(backend), key_hash=lambda env, epoch, payload: 0).eval()
     outputs = search_shaped(wm, False)
     assert max((a - b).abs().max().item() for a, b in zip(reference, outputs, strict=True)) <= ATOL
     assert wm.cache_stats()["fallbacks"] == 0
@@ -142,6 +148,16 @@ def test_no_silent_context_loss_with_default_pools_and_counted_with_tiny_ones():
     assert run()["fallbacks"] == 0
     tiny = run(recur_pool_size=4)
     assert tiny["fallbacks"] > 0 and tiny["evictions"] > 0
+
+
+def test_validation_mode_passes_for_every_backend_on_real_searches():
+    for backend in ("legacy", "manager", "paged"):
+        wm = build(backend, cache_validation_mode=True)
+        rng, last = np.random.default_rng(0), None
+        for _ in range(2):
+            out = plan(wm, rng.random((3, 5), dtype=np.float32), config=SearchConfig(num_simulations=12),
+                       rng=rng, last_actions=last)
+            last = out.action
 
 
 def test_validation_mode_raises_on_a_corrupted_entry():

@@ -13,6 +13,7 @@ from zerokv.cache import (
     KVCachePool,
     KVStore,
     LegacyKVStore,
+    PagedArena,
 )
 from zerokv.model.config import WorldModelConfig
 from zerokv.model.context import CacheValidationError, NodeKey
@@ -39,6 +40,7 @@ __all__ = [
     "KeysValues",
     "LegacyKVStore",
     "NodeKey",
+    "PagedArena",
     "RecurrentFnOutput",
     "RootFnOutput",
     "SearchConfig",

@@ -89,9 +89,9 @@ class InstrumentedModel:
             self.trace.roots.append(_arrays(out))
         return out
 
-    def recurrent_inference(self, latent_state, action, env_ids=None):
+    def recurrent_inference(self, latent_state, action, env_ids=None, **node_ids):
         t0 = time.perf_counter()
-        out = self.wm.recurrent_inference(latent_state, action, env_ids=env_ids)
+        out = self.wm.recurrent_inference(latent_state, action, env_ids=env_ids, **node_ids)
         self.recurrent_seconds += time.perf_counter() - t0
         self.calls += 1
         if self.record:

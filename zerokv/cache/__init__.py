@@ -4,6 +4,7 @@ from zerokv.cache.config import CacheConfig
 from zerokv.cache.kv import KeysValues, KVCache
 from zerokv.cache.legacy import LegacyKVStore
 from zerokv.cache.manager import KVCacheManager
+from zerokv.cache.paged import PagedArena
 from zerokv.cache.pool import EvictionStrategy, KVCachePool
 from zerokv.cache.protocol import KVStore
 from zerokv.cache.stats import CacheStats
@@ -18,4 +19,5 @@ __all__ = [
     "KVStore",
     "KeysValues",
     "LegacyKVStore",
+    "PagedArena",
 ]

@@ -8,7 +8,7 @@ from typing import Literal
 from zerokv.cache.pool import EvictionStrategy
 
 CacheBackendName = Literal["none", "legacy", "manager", "paged"]
-CACHE_BACKENDS: tuple[str, ...] = ("none", "legacy", "manager")
+CACHE_BACKENDS: tuple[str, ...] = ("none", "legacy", "manager", "paged")
 
 
 @dataclass

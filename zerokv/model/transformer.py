@@ -14,7 +14,9 @@ stored caches), and training (``context=None``).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -23,14 +25,30 @@ from torch import nn
 from zerokv.model.config import WorldModelConfig
 
 
+class KVContext(Protocol):
+    """Where a forward's new keys/values go and what the new tokens attend to.
+
+    ``begin`` is called once per forward with the new tokens' positions; ``attend`` once per
+    layer with that layer's new ``q, k, v (B, H, T, hd)``: it keeps k/v and returns the
+    attention output ``(B, H, T, hd)``; ``end`` commits the T new tokens.
+    """
+
+    def begin(self, positions: torch.Tensor) -> None: ...
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor: ...
+
+    def end(self, t: int) -> None: ...
+
+
 @dataclass(slots=True)
 class BatchContext:
-    """Past and new keys/values of B rows.
+    """Past and new keys/values of B rows in dense buffers (the WM cache of the seeds' design).
 
     k, v:      per layer ``(B, H, S, hd)`` buffers, slots ``[:fill]`` in use
     positions: ``(B, S)`` absolute token position of each slot (rotary phase and window)
     valid:     ``(B, S)`` True where a slot holds a real token (False: left padding)
     fill:      slots in use, equal for all rows
+    window:    attention window in tokens
     """
 
     k: list[torch.Tensor]
@@ -38,6 +56,8 @@ class BatchContext:
     positions: torch.Tensor
     valid: torch.Tensor
     fill: int
+    window: int
+    _mask: torch.Tensor | None = None
 
     @classmethod
     def empty(cls, cfg: WorldModelConfig, batch: int, slots: int, device, dtype=torch.float32) -> BatchContext:
@@ -47,7 +67,7 @@ class BatchContext:
             v=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.num_layers)],
             positions=torch.zeros(batch, slots, dtype=torch.long, device=device),
             valid=torch.zeros(batch, slots, dtype=torch.bool, device=device),
-            fill=0,
+            fill=0, window=cfg.context_length,
         )
 
     @property
@@ -58,6 +78,25 @@ class BatchContext:
         """``(B,)`` the position the next token of each row takes (last real position + 1)."""
         last = torch.where(self.valid[:, : self.fill], self.positions[:, : self.fill], -1)
         return last.max(dim=1).values + 1 if self.fill else torch.zeros_like(self.positions[:, 0])
+
+    def begin(self, positions: torch.Tensor) -> None:
+        s0, t = self.fill, positions.shape[1]
+        if s0 + t > self.capacity:
+            raise ValueError(f"batch context overflow: {s0} slots used + {t} new > capacity {self.capacity}")
+        self.positions[:, s0 : s0 + t] = positions
+        self.valid[:, s0 : s0 + t] = True
+        self._mask = window_mask(positions, self.positions[:, : s0 + t], self.valid[:, : s0 + t], self.window)
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        s0, t = self.fill, k.shape[2]
+        k_buf, v_buf = self.k[layer], self.v[layer]
+        k_buf[:, :, s0 : s0 + t] = k
+        v_buf[:, :, s0 : s0 + t] = v
+        return F.scaled_dot_product_attention(q, k_buf[:, :, : s0 + t], v_buf[:, :, : s0 + t], attn_mask=self._mask)
+
+    def end(self, t: int) -> None:
+        self.fill += t
+        self._mask = None
 
     @property
     def nbytes(self) -> int:
@@ -95,20 +134,12 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(e)
         self.mlp = nn.Sequential(nn.Linear(e, cfg.mlp_ratio * e), nn.GELU(), nn.Linear(cfg.mlp_ratio * e, e))
 
-    def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
-        past: tuple[torch.Tensor, torch.Tensor, int] | None,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend) -> torch.Tensor:
         b, t, e = x.shape
         qkv = self.qkv(self.ln1(x)).view(b, t, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, T, hd)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if past is not None:  # write the new keys/values into the context, attend over all of it
-            k_buf, v_buf, start = past
-            k_buf[:, :, start : start + t] = k
-            v_buf[:, :, start : start + t] = v
-            k, v = k_buf[:, :, : start + t], v_buf[:, :, : start + t]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, hd)
+        y = attend(q, k, v)  # (B, H, T, hd)
         x = x + self.proj(y.transpose(1, 2).reshape(b, t, e))
         return x + self.mlp(self.ln2(x))
 
@@ -121,7 +152,7 @@ class Transformer(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.embed_dim)
 
     def forward(
-        self, x: torch.Tensor, positions: torch.Tensor, context: BatchContext | None = None,
+        self, x: torch.Tensor, positions: torch.Tensor, context: KVContext | None = None,
         valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run tokens ``x (B, T, E)`` at absolute ``positions (B, T)``; returns ``(B, T, E)``.
@@ -139,15 +170,10 @@ class Transformer(nn.Module):
             mask = window_mask(positions, positions, valid, cfg.context_length)
             mask = mask | torch.eye(t, dtype=torch.bool, device=x.device)
             for block in self.blocks:
-                x = block(x, cos, sin, mask, None)
+                x = block(x, cos, sin, lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
             return self.ln_f(x)
-        start = context.fill
-        if start + t > context.capacity:
-            raise ValueError(f"batch context overflow: {start} slots used + {t} new > capacity {context.capacity}")
-        context.positions[:, start : start + t] = positions
-        context.valid[:, start : start + t] = True
-        mask = window_mask(positions, context.positions[:, : start + t], context.valid[:, : start + t], cfg.context_length)
-        for block, k_buf, v_buf in zip(self.blocks, context.k, context.v, strict=True):
-            x = block(x, cos, sin, mask, (k_buf, v_buf, start))
-        context.fill = start + t
+        context.begin(positions)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cos, sin, functools.partial(context.attend, layer))
+        context.end(t)
         return self.ln_f(x)

@@ -26,18 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from zerokv.cache import CacheConfig, KVCacheManager, LegacyKVStore
+from zerokv.model.backends import make_backend
 from zerokv.model.config import WorldModelConfig
-from zerokv.model.context import (
-    CacheWork,
-    KeyHash,
-    KVStoreBackend,
-    NodeKey,
-    RecomputeBackend,
-    ValidatingBackend,
-    default_key_hash,
-    make_keys,
-)
+from zerokv.model.context import CacheWork, KeyHash, NodeKey, default_key_hash
 from zerokv.model.encoders import SimNorm, make_encoder, mlp_head
 from zerokv.model.support import support_to_scalar
 from zerokv.model.transformer import Transformer
@@ -78,22 +69,6 @@ class SequenceOutput:
     latents: torch.Tensor
 
 
-def make_backend(cfg: WorldModelConfig, transformer: Transformer, work: CacheWork):
-    """Build the context backend named by the config — the only place the choice is made."""
-    if cfg.cache_backend == "none":
-        return RecomputeBackend(cfg, transformer, work)
-    cache_cfg = CacheConfig(
-        num_simulations=cfg.num_simulations, max_cache_size=cfg.max_cache_size,
-        eviction_strategy=cfg.eviction_strategy, init_pool_size=cfg.init_pool_size,
-        recur_pool_size=cfg.recur_pool_size,
-    )
-    store_cls = KVCacheManager if cfg.cache_backend == "manager" else LegacyKVStore
-    backend = KVStoreBackend(cfg, transformer, store_cls(cache_cfg, cfg.env_num), cfg.cache_backend, work)
-    if cfg.cache_validation_mode:
-        return ValidatingBackend(backend, RecomputeBackend(cfg, transformer, CacheWork()), cfg.validation_atol)
-    return backend
-
-
 class WorldModel(nn.Module):
     def __init__(self, config: WorldModelConfig, *, key_hash: KeyHash = default_key_hash) -> None:
         super().__init__()
@@ -108,8 +83,7 @@ class WorldModel(nn.Module):
         self.head_latent = nn.Sequential(mlp_head(e, e), SimNorm(cfg.latent_group_size))
         self.to(cfg.device)
         self.work = CacheWork()
-        self._backend = make_backend(cfg, self.transformer, self.work)
-        self._key_hash = key_hash
+        self._backend = make_backend(cfg, self.transformer, self.work, key_hash)
         self._epoch = 0  # one per initial_inference: keys of different searches never meet
         self._root_keys: list[NodeKey | None] = [None] * cfg.env_num
         self._search_env_ids: list[int] = list(range(cfg.env_num))
@@ -132,7 +106,7 @@ class WorldModel(nn.Module):
         return self._backend.store.keys_values_wm_size_list
 
     def retrieve_or_generate_kvcache(
-        self, latent_state: torch.Tensor, env_ids: Sequence[int], keys: Sequence[NodeKey]
+        self, latent_state: torch.Tensor, env_ids: Sequence[int], keys: Sequence
     ) -> list[int]:
         """Find each row's past (init pool, then recurrent pool) into ``keys_values_wm_list``.
 
@@ -146,17 +120,20 @@ class WorldModel(nn.Module):
         self._node_misses += len(missing)
         if missing:
             self._fallbacks += len(missing)
-            for i, past in zip(missing, self._backend.generate(latent_state[missing]), strict=True):
+            generated = self._backend.generate(
+                latent_state[missing], [env_ids[i] for i in missing], [keys[i] for i in missing]
+            )
+            for i, past in zip(missing, generated, strict=True):
                 pasts[i] = past
         self.keys_values_wm_list[:] = pasts
-        self.keys_values_wm_size_list[:] = [_size(p) for p in pasts]
+        self.keys_values_wm_size_list[:] = self._backend.sizes(pasts)
         return list(self.keys_values_wm_size_list)
 
     def trim_and_pad_kv_cache(self, new_tokens: int = 2):
         """Assemble ``keys_values_wm_list`` into one batch context with room for ``new_tokens``."""
         return self._backend.assemble(list(self.keys_values_wm_list), new_tokens)
 
-    def update_cache_context(self, batch, env_ids: Sequence[int], keys: Sequence[NodeKey], *, is_init_infer: bool) -> None:
+    def update_cache_context(self, batch, env_ids: Sequence[int], keys: Sequence, *, is_init_infer: bool) -> None:
         """Store each row's new past (roots in the env's init pool, other nodes in the recurrent pool)."""
         self._backend.store_batch(batch, env_ids, keys, is_init_infer)
 
@@ -211,7 +188,7 @@ class WorldModel(nn.Module):
         self._fallbacks += lost
         self._node_misses += lost
         self._node_hits += sum(p is not None for p in pasts)
-        keys = make_keys(latents, env_ids, self._epoch, self._key_hash, self.work)
+        keys = self._backend.root_keys(env_ids, latents, self._epoch)
         b = obs.shape[0]
         value_logits = latents.new_zeros(b, self.config.support_bins)
         policy_logits = latents.new_zeros(b, self.config.action_space_size)
@@ -261,18 +238,20 @@ class WorldModel(nn.Module):
                 tokens[1::2] = self.action_embedding(torch.as_tensor(acts, device=latents.device))
             batch = self._backend.assemble([self._backend.empty()], tokens.shape[0])
             batch.forward(tokens.unsqueeze(0))
-            key = make_keys(latents[-1:], [env_id], self._epoch, self._key_hash, self.work)[0]
+            key = self._backend.root_keys([env_id], latents[-1:], self._epoch)[0]
             self.update_cache_context(batch, [env_id], [key], is_init_infer=True)
             self._root_keys[env_id] = key
 
     @torch.no_grad()
     def recurrent_inference(
-        self, latent_state: torch.Tensor, action, env_ids: Sequence[int] | None = None
+        self, latent_state: torch.Tensor, action, env_ids: Sequence[int] | None = None, *,
+        parent_ids=None, child_ids=None,
     ) -> InferenceOutput:
         """Expand one node per row: ``latent_state [B, E]`` of the parents, ``action [B]``.
 
         Rows belong to the envs of the last ``initial_inference`` unless ``env_ids`` says
-        otherwise. Runs the action token (→ reward, next latent), then the predicted latent's
+        otherwise. ``parent_ids``/``child_ids [B]`` are the search's node ids (root = 0); the
+        paged backend addresses nodes by them, the content-keyed backends ignore them. Runs the action token (→ reward, next latent), then the predicted latent's
         token (→ value, policy), and stores each child's past.
         """
         env_ids = self._search_env_ids if env_ids is None else self._check_env_ids(env_ids, latent_state.shape[0])
@@ -283,7 +262,7 @@ class WorldModel(nn.Module):
         actions = self._check_actions(action, latent_state.shape[0], allow_none=False)
         latent_state = latent_state.to(self.config.device, torch.float32)
         work, t0 = self.work, time.perf_counter()
-        parent_keys = make_keys(latent_state, env_ids, self._epoch, self._key_hash, work)
+        parent_keys = self._backend.node_keys(env_ids, latent_state, parent_ids, self._epoch)
         self.retrieve_or_generate_kvcache(latent_state, env_ids, parent_keys)
         batch = self.trim_and_pad_kv_cache(new_tokens=2)
         t1 = time.perf_counter()
@@ -294,7 +273,7 @@ class WorldModel(nn.Module):
         value_logits, policy_logits = self.head_value(h_obs), self.head_policy(h_obs)
         reward_logits = self.head_reward(h_act)
         t2 = time.perf_counter()
-        child_keys = make_keys(next_latent, env_ids, self._epoch, self._key_hash, work)
+        child_keys = self._backend.node_keys(env_ids, next_latent, child_ids, self._epoch)
         self.update_cache_context(batch, env_ids, child_keys, is_init_infer=False)
         t3 = time.perf_counter()
         work.cache_seconds += (t1 - t0) + (t3 - t2)
@@ -359,6 +338,3 @@ class WorldModel(nn.Module):
             self._last_log = time.monotonic()
             logger.info("cache stats: %s", self.cache_stats())
 
-
-def _size(past) -> int:
-    return past[0].size if isinstance(past, tuple) else past.size

@@ -92,6 +92,9 @@ class TrainConfig:
     """AdamW weight decay."""
     grad_clip: float = 5.0
     """Gradient norm clip."""
+    fresh_value_targets: bool = False
+    """Bootstrap n-step value targets from the current network's value of o_{t+n} at sampling
+    time (LightZero) instead of the search value stored at collection (stale early on)."""
     target_update_rate: float = 0.05
     """UniZero's momentum target network: target ← (1-rate)·target + rate·online after each update."""
     replay_ratio: float = 0.25

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
-__all__ = ["Batch", "GameSegment", "ReplayBuffer", "n_step_value_targets"]
+__all__ = ["Batch", "GameSegment", "ReplayBuffer", "n_step_bootstrap", "n_step_value_targets"]
 
 
 _ARRAY_FIELDS = ("obs", "actions", "rewards", "root_values", "policies")
@@ -134,6 +134,29 @@ def n_step_value_targets(
     return targets.astype(np.float32)
 
 
+def n_step_bootstrap(
+    rewards: np.ndarray, bootstrap_value: float, td_steps: int, discount: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The parts of `n_step_value_targets` that do not depend on the stored root values.
+
+    Returns `(known [T], scale [T])` float32: z_j = known_j + scale_j * v_{m_j}, m_j = min(j+n, T).
+    Where m_j < T (the bootstrap state o_{m_j} is in the segment) `known` is the discounted
+    reward sum and `scale` = g^(m_j-j), so v_{m_j} can be re-estimated with the current network
+    at sampling time; where m_j = T, `known` also holds the segment's `bootstrap_value` term and
+    `scale` is 0.
+    """
+    num = len(rewards)
+    rewards_ext = np.append(np.asarray(rewards, np.float64), np.zeros(td_steps))
+    j = np.arange(num)
+    m = np.minimum(j + td_steps, num)
+    known = np.zeros(num)
+    for i in range(td_steps):
+        known += discount**i * rewards_ext[j + i]
+    scale = np.where(m < num, discount ** (m - j), 0.0)
+    known += np.where(m == num, discount ** (m - j) * bootstrap_value, 0.0)
+    return known.astype(np.float32), scale.astype(np.float32)
+
+
 @dataclass(slots=True)
 class Batch:
     """A training batch of B rows of K+1 consecutive positions t..t+K (K = unroll_steps).
@@ -155,6 +178,14 @@ class Batch:
     """`[B, K+1]` float32: 1 for real steps, 0 past the end."""
     weights: np.ndarray
     """`[B]` float32 loss weights: all ones (uniform sampling)."""
+    bootstrap_obs: np.ndarray | None = None
+    """`[B, K+1, *obs_shape]` float32: o_{m} of each position's n-step target (any observation
+    where `bootstrap_scale` is 0), for re-estimating the bootstrap value with the current network."""
+    value_known: np.ndarray | None = None
+    """`[B, K+1]` float32: the n-step target without the in-segment bootstrap term; 0 past the end."""
+    bootstrap_scale: np.ndarray | None = None
+    """`[B, K+1]` float32: g^(m-j) where the bootstrap state is in the segment, else 0, so that
+    value_targets = value_known + bootstrap_scale * (stored root value of o_m)."""
 
 
 class ReplayBuffer:
@@ -196,6 +227,8 @@ class ReplayBuffer:
         # Oldest first; _value_targets[i] ([T_i] float32) belongs to _segments[i].
         self._segments: deque[GameSegment] = deque()
         self._value_targets: deque[np.ndarray] = deque()
+        # (known [T], scale [T]) of `n_step_bootstrap`, per segment like _value_targets.
+        self._bootstrap: deque[tuple[np.ndarray, np.ndarray]] = deque()
         self._num_steps = 0
         # Flat index one past each segment's last step (cumulative lengths); None when stale.
         self._ends: np.ndarray | None = None
@@ -234,10 +267,14 @@ class ReplayBuffer:
             n_step_value_targets(segment.rewards, segment.root_values, segment.bootstrap_value,
                                  self.td_steps, self.discount)
         )
+        self._bootstrap.append(
+            n_step_bootstrap(segment.rewards, segment.bootstrap_value, self.td_steps, self.discount)
+        )
         self._num_steps += len(segment)
         while self._num_steps > self.capacity_steps:
             self._num_steps -= len(self._segments.popleft())
             self._value_targets.popleft()
+            self._bootstrap.popleft()
         self._ends = None
 
     def sample(self, batch_size: int) -> Batch:
@@ -260,6 +297,9 @@ class ReplayBuffer:
         value_targets = np.zeros((batch_size, k1), np.float32)
         policy_targets = np.full((batch_size, k1, num_actions), 1.0 / num_actions, np.float32)
         mask = np.zeros((batch_size, k1), np.float32)
+        bootstrap_obs = np.empty_like(obs)
+        value_known = np.zeros((batch_size, k1), np.float32)
+        bootstrap_scale = np.zeros((batch_size, k1), np.float32)
         for b, (i, t) in enumerate(zip(seg_ids.tolist(), starts.tolist(), strict=True)):
             seg = self._segments[i]
             n = min(k1, len(seg) - t)  # real positions in this row
@@ -272,8 +312,14 @@ class ReplayBuffer:
             value_targets[b, :n] = self._value_targets[i][t:end]
             policy_targets[b, :n] = seg.policies[t:end]
             mask[b, :n] = 1.0
+            known, scale = self._bootstrap[i]
+            boot = np.minimum(np.arange(t, t + k1) + self.td_steps, len(seg) - 1)
+            bootstrap_obs[b] = seg.obs[boot]
+            value_known[b, :n] = known[t:end]
+            bootstrap_scale[b, :n] = scale[t:end]
         return Batch(obs, actions, rewards, value_targets, policy_targets, mask,
-                     weights=np.ones(batch_size, np.float32))
+                     weights=np.ones(batch_size, np.float32), bootstrap_obs=bootstrap_obs,
+                     value_known=value_known, bootstrap_scale=bootstrap_scale)
 
     def state_dict(self) -> dict[str, Any]:
         """Segments, settings and rng state as tensors and plain python, so the dict can sit in
@@ -302,6 +348,7 @@ class ReplayBuffer:
             )
         self._segments.clear()
         self._value_targets.clear()
+        self._bootstrap.clear()
         self._num_steps = 0
         self._ends = None
         for seg in state["segments"]:

@@ -42,7 +42,7 @@ def plan(
     rows = None if env_ids is None else list(env_ids)
 
     def recurrent_fn(latent, action, parent_id, child_id) -> RecurrentFnOutput:
-        out = world_model.recurrent_inference(latent, action, env_ids=rows)
+        out = world_model.recurrent_inference(latent, action, env_ids=rows, parent_ids=parent_id, child_ids=child_id)
         return RecurrentFnOutput(
             reward=out.reward.cpu().numpy(), value=out.value.cpu().numpy(),
             policy_logits=out.policy_logits.cpu().numpy(), latent=out.latent_state,
