@@ -5,7 +5,8 @@ predicted latent). So, as in vLLM's block tables, a node stores only the keys/va
 tokens, plus a small table naming the token rows of its visible past; each env's root context is
 stored once and shared by all its descendants.
 
-Layout (per layer; keys and values alike): a token-row arena ``(rows, H, hd)`` with
+Layout: one token-row arena ``kv (rows, L, 2, H, hd)`` — every layer's key and value of a token
+in one row, so a single index op moves a token for all layers — with
 
     rows [e·W, (e+1)·W)                         env e's root window (W = context_length − 1)
     rows R + 2·(e·S + n − 1) + {0, 1}           node n ≥ 1 of env e: its action and latent tokens
@@ -46,8 +47,7 @@ class PagedArena:
         self.env_num, self.num_simulations, self.window = env_num, num_simulations, window
         self.root_rows = env_num * window
         rows = self.root_rows + 2 * env_num * num_simulations
-        self.k = [torch.zeros(rows, num_heads, head_dim, device=device, dtype=dtype) for _ in range(num_layers)]
-        self.v = [torch.zeros(rows, num_heads, head_dim, device=device, dtype=dtype) for _ in range(num_layers)]
+        self.kv = torch.zeros(rows, num_layers, 2, num_heads, head_dim, device=device, dtype=dtype)
         nodes = num_simulations + 1
         self.table = torch.full((env_num, nodes, window), NO_TOKEN, dtype=torch.long, device=device)
         self.last_position = torch.full((env_num, nodes), -1, dtype=torch.long, device=device)
@@ -97,6 +97,13 @@ class PagedArena:
         self.node_generation[env_id, node] = self.generation[env_id]
         self.length[env_id, node] = length
 
+    def add_nodes(self, env_ids: np.ndarray, nodes: np.ndarray, lengths: np.ndarray) -> None:
+        """Vectorised :meth:`add_node` for one batch (one node per env)."""
+        fresh = self.node_generation[env_ids, nodes] != self.generation[env_ids]
+        np.add.at(self.live, env_ids[fresh], 1)
+        self.node_generation[env_ids, nodes] = self.generation[env_ids]
+        self.length[env_ids, nodes] = lengths
+
     def clear(self) -> None:
         """Retire every node and root (O(env_num))."""
         self.generation += 1
@@ -126,14 +133,13 @@ class PagedArena:
     @property
     def nbytes(self) -> int:
         """Bytes allocated by the arena (keys, values and tables)."""
-        kv = sum(t.numel() * t.element_size() for t in (*self.k, *self.v))
+        kv = self.kv.numel() * self.kv.element_size()
         return kv + self.table.numel() * self.table.element_size()
 
     @property
     def node_bytes(self) -> int:
         """Bytes one search node stores: the keys and values of its two tokens, every layer."""
-        k = self.k[0]
-        return 2 * 2 * len(self.k) * k[0].numel() * k.element_size()
+        return 2 * self.kv[0].numel() * self.kv.element_size()
 
     def check_invariants(self) -> None:
         table = self.table.cpu().numpy()

@@ -22,7 +22,8 @@ class CacheWork:
     """What the cache costs, accumulated by the backends and the world model (bench reads it)."""
 
     bytes_copied: int = 0
-    """Key/value (or token) bytes copied while assembling batches and storing nodes."""
+    """Bytes of existing keys/values (or tokens) moved while assembling batches and storing
+    nodes; a new token's single write into its storage is not counted (every backend does it)."""
     host_syncs: int = 0
     """Device→host transfers (latent keys, row sizes) made for cache bookkeeping."""
     cache_seconds: float = 0.0
@@ -79,6 +80,12 @@ class ContextBatch:
     def __init__(self, transformer: Transformer, context: KVContext) -> None:
         self.transformer = transformer
         self.context = context
+        self._start_fill = context.fill
+
+    @property
+    def new_tokens(self) -> int:
+        """Tokens run on this batch so far."""
+        return self.context.fill - self._start_fill
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens (B, t, E)`` → hidden states ``(B, t, E)``, appended to the context."""

@@ -84,6 +84,7 @@ class KVStoreBackend(ContentKeys):
         """``update_cache_context``: keep each row's last ``window`` tokens under its key."""
         ctx, scratch = batch.context, self.keys_values_wm_single_env
         real = ctx.valid[:, : ctx.fill].sum(dim=1).tolist()
+        new = batch.new_tokens
         self.work.host_syncs += 1
         for row, (env_id, key) in enumerate(zip(env_ids, keys, strict=True)):
             n = min(real[row], self.window)
@@ -92,7 +93,8 @@ class KVStoreBackend(ContentKeys):
             for layer in range(self.cfg.num_layers):
                 scratch[layer].update(ctx.k[layer][row : row + 1, :, lo : ctx.fill], ctx.v[layer][row : row + 1, :, lo : ctx.fill])
             scratch.start_position = int(ctx.positions[row, lo])
-            self.work.bytes_copied += 2 * self.token_bytes * n  # into the scratch, then into a slot
+            # Into the scratch, then into a slot; the new tokens' first write is not a copy.
+            self.work.bytes_copied += self.token_bytes * (2 * n - min(new, n))
             if root:
                 self.store.set_init_cache(env_id, key, scratch)
             else:

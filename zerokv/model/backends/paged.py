@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from zerokv.cache.paged import NO_TOKEN, ROOT_NODE, PagedArena
 from zerokv.model.config import WorldModelConfig
@@ -23,43 +24,38 @@ EMPTY = (-1, -1)  # the past of an env starting an episode
 
 
 class PagedContext:
-    """A gathered past ``(B, W, H, hd)`` per layer plus dense buffers for the new tokens."""
+    """A slot-major buffer ``(W + T, B, L, 2, H, hd)``: W gathered past slots, then T new ones.
 
-    def __init__(self, past_k, past_v, past_pos, past_valid, handles, cfg: WorldModelConfig, new_tokens: int) -> None:
-        b, device = past_pos.shape[0], past_pos.device
-        self.past_k, self.past_v, self.past_pos, self.past_valid = past_k, past_v, past_pos, past_valid
+    Slot-major because then the past ``[:W]`` is one contiguous block that ``index_select``
+    fills in place (``out=``) — the past is read once and copied nowhere else — and attention
+    reads the buffer through a ``(B, H, S, hd)`` view at no extra cost.
+    """
+
+    def __init__(self, kv, positions, valid, handles, past_slots: int, window: int) -> None:
+        self.kv = kv  # (W + T, B, L, 2, H, hd)
+        self.positions, self.valid = positions, valid  # (B, W + T)
         self.handles = handles
-        self.window = cfg.context_length
-        shape = (b, cfg.num_heads, new_tokens, cfg.head_dim)
-        self.new_k = [torch.empty(shape, device=device) for _ in range(cfg.num_layers)]
-        self.new_v = [torch.empty(shape, device=device) for _ in range(cfg.num_layers)]
-        self.new_pos = torch.zeros(b, new_tokens, dtype=torch.long, device=device)
+        self.past_slots = past_slots  # W
+        self.window = window  # attention window (context_length)
         self.fill = 0
-        self.scale = cfg.head_dim ** -0.5
         self._mask = None
 
     def next_positions(self) -> torch.Tensor:
-        return self.past_pos[:, -1] + 1 + self.fill
+        return self.positions[:, self.past_slots - 1] + 1 + self.fill
 
     def begin(self, positions: torch.Tensor) -> None:
-        f, t = self.fill, positions.shape[1]
-        self.new_pos[:, f : f + t] = positions
-        new_valid = torch.ones_like(self.new_pos[:, : f + t], dtype=torch.bool)
-        self._mask = torch.cat([
-            window_mask(positions, self.past_pos, self.past_valid, self.window),
-            window_mask(positions, self.new_pos[:, : f + t], new_valid, self.window),
-        ], dim=-1)  # (B, 1, t, W + f + t)
+        s0, t = self.past_slots + self.fill, positions.shape[1]
+        self.positions[:, s0 : s0 + t] = positions
+        self.valid[:, s0 : s0 + t] = True
+        self._mask = window_mask(positions, self.positions[:, : s0 + t], self.valid[:, : s0 + t], self.window)
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        f, t = self.fill, k.shape[2]
-        self.new_k[layer][:, :, f : f + t] = k
-        self.new_v[layer][:, :, f : f + t] = v
-        kp, vp = self.past_k[layer].transpose(1, 2), self.past_v[layer].transpose(1, 2)  # (B, H, W, hd) views
-        kn, vn = self.new_k[layer][:, :, : f + t], self.new_v[layer][:, :, : f + t]
-        scores = torch.cat([q @ kp.transpose(-1, -2), q @ kn.transpose(-1, -2)], dim=-1) * self.scale
-        probs = torch.softmax(scores.masked_fill(~self._mask, float("-inf")), dim=-1)
-        w = kp.shape[2]
-        return probs[..., :w] @ vp + probs[..., w:] @ vn
+        s0, t = self.past_slots + self.fill, k.shape[2]
+        kb, vb = self.kv[:, :, layer, 0], self.kv[:, :, layer, 1]  # (S, B, H, hd) views
+        kb[s0 : s0 + t] = k.permute(2, 0, 1, 3)  # (B, H, t, hd) → (t, B, H, hd)
+        vb[s0 : s0 + t] = v.permute(2, 0, 1, 3)
+        keys, values = kb[: s0 + t].permute(1, 2, 0, 3), vb[: s0 + t].permute(1, 2, 0, 3)  # (B, H, S, hd) views
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=self._mask)
 
     def end(self, t: int) -> None:
         self.fill += t
@@ -76,8 +72,7 @@ class PagedBackend:
                                 cfg.num_heads, cfg.head_dim, cfg.device)
         self.token_bytes = 2 * cfg.num_layers * cfg.embed_dim * 4
         self._offsets = torch.arange(self.window, device=cfg.device)
-        self._gather_k: list[torch.Tensor] = []
-        self._gather_v: list[torch.Tensor] = []
+        self._bufs: dict[tuple[int, int], torch.Tensor] = {}
 
     # ------------------------------------------------------------------------ keys
     def root_keys(self, env_ids: Sequence[int], latents: torch.Tensor, epoch: int) -> list[NodeKey]:
@@ -91,7 +86,15 @@ class PagedBackend:
 
     # ---------------------------------------------------------------------- lookup
     def lookup(self, env_ids: Sequence[int], keys) -> list[tuple[int, int] | None]:
-        arena, out = self.store, []
+        arena = self.store
+        if keys and all(isinstance(k, tuple) for k in keys):  # search nodes: one vectorised check
+            pairs = np.array(keys, np.int64)
+            live = arena.node_generation[pairs[:, 0], pairs[:, 1]] == arena.generation[pairs[:, 0]]
+            hits = int(live.sum())
+            arena.stats.hits += hits
+            arena.stats.misses += len(keys) - hits
+            return [k if ok else None for k, ok in zip(keys, live.tolist(), strict=True)]
+        out = []
         for e, key in zip(env_ids, keys, strict=True):
             if key is None:
                 out.append(None)
@@ -120,8 +123,8 @@ class PagedBackend:
         for row, (e, node) in enumerate(keys):
             r = arena.root_row_range(e)[-1] if node == ROOT_NODE else arena.node_row(e, node)
             for layer in range(self.cfg.num_layers):
-                arena.k[layer][r] = ctx.k[layer][row, :, 0]
-                arena.v[layer][r] = ctx.v[layer][row, :, 0]
+                arena.kv[r, layer, 0] = ctx.k[layer][row, :, 0]
+                arena.kv[r, layer, 1] = ctx.v[layer][row, :, 0]
             arena.table[e, node] = NO_TOKEN
             arena.table[e, node, -1] = r
             arena.last_position[e, node] = 0
@@ -134,70 +137,77 @@ class PagedBackend:
 
     # -------------------------------------------------------------------- assembly
     def assemble(self, pasts: list[tuple[int, int]], new_tokens: int) -> ContextBatch:
-        """One gather per layer: each row's visible past through the node table."""
+        """One gather per layer: each row's visible past through the node table, in place."""
         arena, b, w = self.store, len(pasts), self.window
-        envs = torch.as_tensor([max(e, 0) for e, _ in pasts], device=self._offsets.device)
-        nodes = torch.as_tensor([max(n, 0) for _, n in pasts], device=self._offsets.device)
-        empty = torch.as_tensor([p == EMPTY for p in pasts], device=self._offsets.device)
-        idx = arena.table[envs, nodes].masked_fill(empty.unsqueeze(1), NO_TOKEN)  # (B, W)
-        last = arena.last_position[envs, nodes].masked_fill(empty, -1)
-        positions = last.unsqueeze(1) - (w - 1) + self._offsets  # contiguous: the window is a path suffix
-        valid = idx != NO_TOKEN
-        flat = idx.clamp(min=0).flatten()
-        if not self._gather_k or self._gather_k[0].shape[0] < b * w:
-            shape = (b * w, *arena.k[0].shape[1:])
-            self._gather_k = [torch.empty(shape, device=flat.device) for _ in arena.k]
-            self._gather_v = [torch.empty(shape, device=flat.device) for _ in arena.v]
-        past_k, past_v = [], []
-        for layer in range(self.cfg.num_layers):
-            gk, gv = self._gather_k[layer][: b * w], self._gather_v[layer][: b * w]
-            torch.index_select(arena.k[layer], 0, flat, out=gk)
-            torch.index_select(arena.v[layer], 0, flat, out=gv)
-            past_k.append(gk.view(b, w, *gk.shape[1:]))
-            past_v.append(gv.view(b, w, *gv.shape[1:]))
+        dev = self._offsets.device
+        handles = torch.as_tensor(pasts, device=dev)  # (B, 2): env, node; EMPTY = (-1, -1)
+        envs, nodes = handles[:, 0].clamp(min=0), handles[:, 1].clamp(min=0)
+        idx = arena.table[envs, nodes]  # (B, W)
+        last = arena.last_position[envs, nodes]
+        if EMPTY in pasts:
+            empty = handles[:, 0] < 0
+            idx = idx.masked_fill(empty.unsqueeze(1), NO_TOKEN)
+            last = last.masked_fill(empty, -1)
+        positions = torch.zeros(b, w + new_tokens, dtype=torch.long, device=dev)
+        positions[:, :w] = last.unsqueeze(1) - (w - 1) + self._offsets  # the window is a path suffix
+        valid = torch.zeros(b, w + new_tokens, dtype=torch.bool, device=dev)
+        valid[:, :w] = idx != NO_TOKEN
+        flat = idx.t().clamp(min=0).flatten()  # slot-major: slot j of every row, then slot j+1
+        buf = self._buffer(b, new_tokens)
+        torch.index_select(arena.kv, 0, flat, out=buf[:w].view(w * b, *arena.kv.shape[1:]))  # every layer at once
         self.work.bytes_copied += self.token_bytes * b * w
-        ctx = PagedContext(past_k, past_v, positions, valid, list(pasts), self.cfg, new_tokens)
+        ctx = PagedContext(buf, positions, valid, list(pasts), w, self.cfg.context_length)
         return ContextBatch(self.transformer, ctx)
+
+    def _buffer(self, b: int, new_tokens: int) -> torch.Tensor:
+        """A preallocated slot-major buffer per (batch, new tokens) shape, reused across calls."""
+        key = (b, new_tokens)
+        if key not in self._bufs:
+            c = self.cfg
+            shape = (self.window + new_tokens, b, c.num_layers, 2, c.num_heads, c.head_dim)
+            self._bufs[key] = torch.zeros(shape, device=c.device)
+        return self._bufs[key]
 
     # ---------------------------------------------------------------------- store
     def store_batch(self, batch: ContextBatch, env_ids: Sequence[int], keys, root: bool) -> None:
+        """Roots: rewrite the env's root window. Children: write the two new tokens and a table row.
+
+        ``work.bytes_copied`` counts bytes of *existing* K/V moved; a new token's single write
+        into its own storage is not a copy (every backend must write it once).
+        """
         ctx: PagedContext = batch.context
         arena, w, t = self.store, self.window, ctx.fill
         dev = self._offsets.device
         env_t = torch.as_tensor(list(env_ids), device=dev)
-        last_pos = ctx.new_pos[:, t - 1]
+        last_pos = ctx.positions[:, w + t - 1]
         if root:
-            # The root window: the last W tokens of (gathered past, new tokens), written once.
-            valid = torch.cat([ctx.past_valid, torch.ones_like(ctx.new_pos[:, :t], dtype=torch.bool)], 1)[:, -w:]
+            # The root window: the last W slots of (gathered past, new tokens), written once.
             rows = env_t.unsqueeze(1) * w + self._offsets  # (B, W)
-            for layer in range(self.cfg.num_layers):
-                for src, dst, new in ((ctx.past_k, arena.k, ctx.new_k), (ctx.past_v, arena.v, ctx.new_v)):
-                    window = torch.cat([src[layer], new[layer][:, :, :t].transpose(1, 2)], 1)[:, -w:]
-                    dst[layer].index_copy_(0, rows.flatten(), window.flatten(0, 1))
-            arena.table[env_t, ROOT_NODE] = rows.masked_fill(~valid, NO_TOKEN)
+            slots = rows.t().flatten()  # slot-major, like the buffers
+            arena.kv.index_copy_(0, slots, ctx.kv[t : w + t].flatten(0, 1))
+            arena.table[env_t, ROOT_NODE] = rows.masked_fill(~ctx.valid[:, t : w + t], NO_TOKEN)
             arena.last_position[env_t, ROOT_NODE] = last_pos
-            self.work.bytes_copied += self.token_bytes * w * len(env_ids)
+            self.work.bytes_copied += self.token_bytes * (w - t) * len(env_ids)
             for env_id, past, key in zip(env_ids, ctx.handles, keys, strict=True):
                 known = 0 if past == EMPTY else int(arena.length[past])
                 arena.start_root(int(env_id), key, min(w, known + t))
             return
         if t != 2:
             raise ValueError(f"a search node adds exactly 2 tokens, got {t}")
-        for _, node in keys:
-            arena.check_node(node)
-        child = torch.as_tensor([arena.node_row(e, n) for e, n in keys], device=dev)
-        rows2 = torch.stack([child, child + 1], 1)  # (B, 2): action and latent token rows
-        for layer in range(self.cfg.num_layers):
-            arena.k[layer].index_copy_(0, rows2.flatten(), ctx.new_k[layer].transpose(1, 2).flatten(0, 1))
-            arena.v[layer].index_copy_(0, rows2.flatten(), ctx.new_v[layer].transpose(1, 2).flatten(0, 1))
-        p_env = torch.as_tensor([e for e, _ in ctx.handles], device=dev)
-        p_node = torch.as_tensor([n for _, n in ctx.handles], device=dev)
-        c_node = torch.as_tensor([n for _, n in keys], device=dev)
-        arena.table[env_t, c_node] = torch.cat([arena.table[p_env, p_node], rows2], 1)[:, -w:]
-        arena.last_position[env_t, c_node] = last_pos
-        self.work.bytes_copied += self.token_bytes * 2 * len(keys)
-        for (pe, pn), (e, n) in zip(ctx.handles, keys, strict=True):
-            arena.add_node(e, n, min(w, int(arena.length[pe, pn]) + 2))
+        e_np = np.fromiter((e for e, _ in keys), np.int64, len(keys))
+        c_np = np.fromiter((n for _, n in keys), np.int64, len(keys))
+        if (c_np < 1).any() or (c_np > arena.num_simulations).any():
+            bad = int(c_np[(c_np < 1) | (c_np > arena.num_simulations)][0])
+            arena.check_node(bad)
+        first = torch.as_tensor(arena.root_rows + 2 * (e_np * arena.num_simulations + c_np - 1), device=dev)
+        rows2 = torch.stack([first, first + 1])  # (2, B): action rows, then latent rows (slot-major)
+        arena.kv.index_copy_(0, rows2.flatten(), ctx.kv[w : w + 2].flatten(0, 1))
+        p_np = np.array(ctx.handles, np.int64).reshape(-1, 2)
+        c_t = torch.as_tensor(c_np, device=dev)
+        parent_rows = arena.table[torch.as_tensor(p_np[:, 0], device=dev), torch.as_tensor(p_np[:, 1], device=dev)]
+        arena.table[env_t, c_t] = torch.cat([parent_rows, rows2.t()], 1)[:, -w:]
+        arena.last_position[env_t, c_t] = last_pos
+        arena.add_nodes(e_np, c_np, np.minimum(w, arena.length[p_np[:, 0], p_np[:, 1]] + 2))
 
     def clear(self) -> None:
         self.store.clear()
