@@ -29,7 +29,8 @@ def build(backend: str, image: bool = False, seed: int = 0, **overrides) -> Worl
 
 
 def flatten(out) -> list[torch.Tensor]:
-    return [out.value, out.reward, out.policy_logits, out.latent_state]
+    extra = [] if out.reward_logits is None else [out.reward_logits]
+    return [out.value, out.reward, out.policy_logits, out.latent_state, out.value_logits, *extra]
 
 
 def search_shaped(wm: WorldModel, image: bool, seed: int = 1) -> list[torch.Tensor]:

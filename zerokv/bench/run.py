@@ -13,7 +13,6 @@ from __future__ import annotations
 import gc
 import math
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -26,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from zerokv.bench.configs import REFERENCE, Budget, model_config
+from zerokv.bench.machine import CpuWatch, cpu_name, peak_rss_mb
 from zerokv.model.config import WorldModelConfig
 from zerokv.model.world_model import WorldModel
 from zerokv.search import SearchConfig, plan
@@ -108,42 +108,6 @@ class InstrumentedModel:
             host_syncs=work.host_syncs - self.root_syncs,
             bookkeeping_seconds=search.bookkeeping_seconds, max_depth=search.max_depth,
         )
-
-
-def peak_rss_mb() -> float:
-    """The process's peak resident set size so far, in MiB (a high-water mark: never falls)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
-class CpuWatch:
-    """Share of the machine's CPU time that *other* processes used while we ran (noise check)."""
-
-    def __init__(self) -> None:
-        self.wall, self.busy, self.ours = time.perf_counter(), self._busy(), self._ours()
-
-    @staticmethod
-    def _busy() -> float:
-        t = psutil.cpu_times()
-        return t.user + t.system + getattr(t, "nice", 0.0) + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
-
-    @staticmethod
-    def _ours() -> float:
-        t = psutil.Process().cpu_times()
-        return t.user + t.system
-
-    def others_share(self) -> float:
-        wall = time.perf_counter() - self.wall
-        others = (self._busy() - self.busy) - (self._ours() - self.ours)
-        return max(others, 0.0) / (wall * (psutil.cpu_count() or 1)) if wall > 0 else 0.0
 
 
 def make_observations(cfg: WorldModelConfig, count: int, seed: int) -> list[np.ndarray]:
@@ -315,7 +279,7 @@ def run_bench(
         "quick": quick, "searches": budget.searches, "warmup": budget.warmup,
         "simulations": budget.simulations, "seed": seed, "threads": torch.get_num_threads(),
         "torch": torch.__version__, "python": platform.python_version(),
-        "cpu": _cpu_name(), "cores": psutil.cpu_count(),
+        "cpu": cpu_name(), "cores": psutil.cpu_count(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"), "notes": notes,
         "other_processes_cpu_share": watch.others_share(),
     }

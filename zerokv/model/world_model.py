@@ -45,12 +45,19 @@ class InferenceOutput:
     reward:        [B] float32, predicted reward of the transition into this node (0 at roots)
     policy_logits: [B, A] float32
     latent_state:  [B, E] float32, the node's latent (root: encoded observation; else ô)
+    value_logits:  [B, 2S+1] float32, the categorical value the scalar is read from
+    reward_logits: [B, 2S+1] float32 (None at roots: no transition)
+
+    The scalars are the expectation over the support mapped through h⁻¹, which magnifies tiny
+    logit differences (≈ 300 × h⁻¹' at support 601); exactness is checked on the logits and latent.
     """
 
     value: torch.Tensor
     reward: torch.Tensor
     policy_logits: torch.Tensor
     latent_state: torch.Tensor
+    value_logits: torch.Tensor | None = None
+    reward_logits: torch.Tensor | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +222,7 @@ class WorldModel(nn.Module):
         return InferenceOutput(
             value=support_to_scalar(value_logits, self.config.support_size),
             reward=latents.new_zeros(b), policy_logits=policy_logits, latent_state=latents,
+            value_logits=value_logits,
         )
 
     @torch.no_grad()
@@ -281,7 +289,8 @@ class WorldModel(nn.Module):
         s = self.config.support_size
         return InferenceOutput(
             value=support_to_scalar(value_logits, s), reward=support_to_scalar(reward_logits, s),
-            policy_logits=policy_logits, latent_state=next_latent,
+            policy_logits=policy_logits, latent_state=next_latent, value_logits=value_logits,
+            reward_logits=reward_logits,
         )
 
     # ------------------------------------------------------------------------ training
