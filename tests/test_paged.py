@@ -30,7 +30,7 @@ def searches(wm: WorldModel, n: int, sims: int = 12, seed: int = 0):
 def test_invariant_holds_and_nothing_leaks_over_many_searches():
     wm = build()
     arena: PagedArena = wm.kv_cache_manager
-    for _ in searches(wm, 20):
+    for _ in searches(wm, 6):
         arena.check_invariants()
         # One search: every env's root plus exactly num_simulations live nodes, never more.
         assert arena.live.tolist() == [12, 12, 12]

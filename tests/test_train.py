@@ -61,6 +61,11 @@ def test_legacy_and_manager_train_identically(tmp_path):
     a, b = final_weights(tmp_path / "new"), final_weights(tmp_path / "old")
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+    # The paged backend computes the same numbers in another order: the same run, up to rounding.
+    train(tiny(tmp_path / "paged", cache_backend="paged"))
+    c = final_weights(tmp_path / "paged")
+    for name in a:
+        torch.testing.assert_close(a[name], c[name], rtol=1e-4, atol=1e-5, msg=name)
     progress_new = (tmp_path / "new" / "progress.csv").read_text().splitlines()
     progress_old = (tmp_path / "old" / "progress.csv").read_text().splitlines()
     assert len(progress_new) == len(progress_old) > 1
