@@ -5,26 +5,19 @@ from __future__ import annotations
 import random
 
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kvutil import make_kv, value_of
 
-from zerokv.cache import CacheConfig, CacheStats, KeysValues, KVCacheManager, LegacyKVStore
+from zerokv.cache import CacheConfig, CacheStats, KVCacheManager, LegacyKVStore
 
 # Safe minimums for 2 envs x 2 simulations are 3 (init) and 6 (recurrent): no warning, and
 # 10 keys are plenty to force evictions.
 SMALL = {"num_simulations": 2, "game_segment_length": 3, "init_pool_size": 3, "recur_pool_size": 6}
 
 
-def make_kv(value: float) -> KeysValues:
-    kv = KeysValues(1, 2, 4, 8, 2)
-    for layer in kv:
-        layer.update(torch.full((1, 2, 1, 4), value), torch.full((1, 2, 1, 4), -value))
-    return kv
 
 
-def value_of(kv: KeysValues | None) -> float | None:
-    return None if kv is None else kv[1].get()[0].flatten()[0].item()
 
 
 def legacy(env_num: int = 2, **overrides) -> LegacyKVStore:

@@ -3,13 +3,12 @@
 import logging
 
 import pytest
-import torch
+from kvutil import make_kv, value_of
 
 from zerokv.cache import (
     CacheConfig,
     CacheStats,
     EvictionStrategy,
-    KeysValues,
     KVCacheManager,
     KVStore,
     LegacyKVStore,
@@ -19,15 +18,8 @@ from zerokv.cache.manager import pool_sizes
 WARNING = "evictions inside a search are possible"
 
 
-def make_kv(value: float) -> KeysValues:
-    kv = KeysValues(1, 2, 4, 8, 2)
-    for layer in kv:
-        layer.update(torch.full((1, 2, 1, 4), value), torch.full((1, 2, 1, 4), -value))
-    return kv
 
 
-def value_of(kv: KeysValues | None) -> float | None:
-    return None if kv is None else kv[0].get()[0].flatten()[0].item()
 
 
 def small(env_num: int = 2, **overrides) -> KVCacheManager:

@@ -4,26 +4,15 @@ import math
 
 import pytest
 import torch
+from kvutil import make_kv, value_of
 
-from zerokv.cache import EvictionStrategy, KeysValues, KVCachePool
+from zerokv.cache import EvictionStrategy, KVCachePool
 
 FIFO, LRU, PRIORITY = EvictionStrategy.FIFO, EvictionStrategy.LRU, EvictionStrategy.PRIORITY
 
 
-def make_kv(value: float, tokens: int = 1, max_tokens: int = 4) -> KeysValues:
-    """A tiny cache whose keys are all ``value`` and values all ``-value``."""
-    kv = KeysValues(1, 2, max_tokens, 8, 2)
-    for layer in kv:
-        layer.update(torch.full((1, 2, tokens, 4), value), torch.full((1, 2, tokens, 4), -value))
-    return kv
 
 
-def value_of(kv: KeysValues | None) -> float | None:
-    if kv is None:
-        return None
-    k, v = kv[1].get()
-    assert k.eq(k.flatten()[0]).all() and v.eq(-k).all()
-    return k.flatten()[0].item()
 
 
 def fill(pool: KVCachePool, *keys: str, **priorities: float) -> None:

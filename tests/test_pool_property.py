@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kvutil import make_kv, value_of
 
-from zerokv.cache import EvictionStrategy, KeysValues, KVCachePool
+from zerokv.cache import EvictionStrategy, KVCachePool
 
 KEYS = st.integers(0, 6)
 PRIORITIES = st.sampled_from([None, 0.0, 1.0, 2.0])  # few values: ties and updates to a tie are common
@@ -21,19 +21,8 @@ OPS = st.lists(
 )
 
 
-def make_kv(value: float) -> KeysValues:
-    kv = KeysValues(1, 2, 4, 8, 2)
-    for layer in kv:
-        layer.update(torch.full((1, 2, 1, 4), value), torch.full((1, 2, 1, 4), -value))
-    return kv
 
 
-def value_of(kv: KeysValues | None) -> float | None:
-    if kv is None:
-        return None
-    k, v = kv[1].get()
-    assert k.eq(k.flatten()[0]).all() and v.eq(-k).all()
-    return k.flatten()[0].item()
 
 
 class ModelPool:
