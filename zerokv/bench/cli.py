@@ -26,7 +26,7 @@ class BenchArgs:
 
     configs: str = "small,atari"
     """Comma-separated configs to run (small, atari)."""
-    backends: str = "none,legacy,manager"
+    backends: str = "none,legacy,manager,paged"
     """Comma-separated cache backends; "none" is added as the exactness reference when diffing."""
     searches: int | None = None
     """Timed searches per config and backend (default 5; 2 with --quick)."""

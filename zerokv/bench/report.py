@@ -44,9 +44,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("fallbacks", "context-free fallbacks", "int", None),
     Metric("evictions", "evictions (timed searches)", "int", None),
     Metric("peak_rss_mb", "peak RSS so far (MiB)", "float", None),
-    Metric("max_abs_diff_vs_none", "max |diff| vs none", "diff", None),
-    Metric("max_abs_diff_value_reward", "  value, reward (scalars)", "diff", None),
-    Metric("max_abs_diff_logits_latent", "  policy logits, latent", "diff", None),
+    Metric("max_abs_diff_vs_none", "max |diff| vs none (logits, latent)", "diff", None),
+    Metric("max_rel_diff_scalars_vs_none", "  value, reward (relative)", "diff", None),
 )
 
 

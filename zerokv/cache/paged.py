@@ -21,7 +21,7 @@ Invariant (checked by :meth:`check_invariants`): node (e, n) is *live* iff
 node's table names only env e's root rows and rows of live nodes of env e; a new root for env e
 starts a new generation — an O(1) reset that retires the previous search's nodes, so nothing is
 ever evicted inside a search and nothing leaks across searches. Host-side bookkeeping
-(generations, lengths) is numpy: no device→host synchronisation per simulation.
+(generations, lengths, tables) is numpy: no device→host synchronisation per simulation.
 """
 
 from __future__ import annotations
@@ -49,8 +49,10 @@ class PagedArena:
         rows = self.root_rows + 2 * env_num * num_simulations
         self.kv = torch.zeros(rows, num_layers, 2, num_heads, head_dim, device=device, dtype=dtype)
         nodes = num_simulations + 1
-        self.table = torch.full((env_num, nodes, window), NO_TOKEN, dtype=torch.long, device=device)
-        self.last_position = torch.full((env_num, nodes), -1, dtype=torch.long, device=device)
+        # Tables live on the host: bookkeeping is numpy (µs per op), and only the gather index of a
+        # batch travels to the device — a host→device copy, never a device→host synchronisation.
+        self.table = np.full((env_num, nodes, window), NO_TOKEN, np.int64)
+        self.last_position = np.full((env_num, nodes), -1, np.int64)
         self.generation = np.zeros(env_num, np.int64)
         self.node_generation = np.full((env_num, nodes), NO_GENERATION, np.int64)
         self.length = np.zeros((env_num, nodes), np.int64)  # real tokens in each node's table row
@@ -134,7 +136,7 @@ class PagedArena:
     def nbytes(self) -> int:
         """Bytes allocated by the arena (keys, values and tables)."""
         kv = self.kv.numel() * self.kv.element_size()
-        return kv + self.table.numel() * self.table.element_size()
+        return kv + self.table.nbytes + self.last_position.nbytes
 
     @property
     def node_bytes(self) -> int:
@@ -142,7 +144,7 @@ class PagedArena:
         return 2 * self.kv[0].numel() * self.kv.element_size()
 
     def check_invariants(self) -> None:
-        table = self.table.cpu().numpy()
+        table = self.table
         for e in range(self.env_num):
             live_nodes = [n for n in range(1, self.num_simulations + 1) if self.is_live(e, n)]
             assert self.live[e] == len(live_nodes), (e, self.live[e], live_nodes)

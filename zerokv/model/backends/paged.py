@@ -31,10 +31,11 @@ class PagedContext:
     reads the buffer through a ``(B, H, S, hd)`` view at no extra cost.
     """
 
-    def __init__(self, kv, positions, valid, handles, past_slots: int, window: int) -> None:
+    def __init__(self, kv, positions, valid, handles, past_last, past_slots: int, window: int) -> None:
         self.kv = kv  # (W + T, B, L, 2, H, hd)
         self.positions, self.valid = positions, valid  # (B, W + T)
-        self.handles = handles
+        self.handles = handles  # (B, 2) host: the rows' pasts (env, node)
+        self.past_last = past_last  # (B,) host: position of each past's newest token (-1: none)
         self.past_slots = past_slots  # W
         self.window = window  # attention window (context_length)
         self.fill = 0
@@ -71,7 +72,6 @@ class PagedBackend:
         self.store = PagedArena(cfg.env_num, cfg.num_simulations, self.window, cfg.num_layers,
                                 cfg.num_heads, cfg.head_dim, cfg.device)
         self.token_bytes = 2 * cfg.num_layers * cfg.embed_dim * 4
-        self._offsets = torch.arange(self.window, device=cfg.device)
         self._bufs: dict[tuple[int, int], torch.Tensor] = {}
 
     # ------------------------------------------------------------------------ keys
@@ -137,26 +137,27 @@ class PagedBackend:
 
     # -------------------------------------------------------------------- assembly
     def assemble(self, pasts: list[tuple[int, int]], new_tokens: int) -> ContextBatch:
-        """One gather per layer: each row's visible past through the node table, in place."""
+        """One gather for all layers: each row's visible past through the node table, in place."""
         arena, b, w = self.store, len(pasts), self.window
-        dev = self._offsets.device
-        handles = torch.as_tensor(pasts, device=dev)  # (B, 2): env, node; EMPTY = (-1, -1)
-        envs, nodes = handles[:, 0].clamp(min=0), handles[:, 1].clamp(min=0)
-        idx = arena.table[envs, nodes]  # (B, W)
+        handles = np.array(pasts, np.int64).reshape(b, 2)  # env, node; EMPTY = (-1, -1)
+        empty = handles[:, 0] < 0
+        envs, nodes = np.maximum(handles[:, 0], 0), np.maximum(handles[:, 1], 0)
+        idx = arena.table[envs, nodes]  # (B, W) host
         last = arena.last_position[envs, nodes]
-        if EMPTY in pasts:
-            empty = handles[:, 0] < 0
-            idx = idx.masked_fill(empty.unsqueeze(1), NO_TOKEN)
-            last = last.masked_fill(empty, -1)
-        positions = torch.zeros(b, w + new_tokens, dtype=torch.long, device=dev)
-        positions[:, :w] = last.unsqueeze(1) - (w - 1) + self._offsets  # the window is a path suffix
-        valid = torch.zeros(b, w + new_tokens, dtype=torch.bool, device=dev)
+        if empty.any():
+            idx = np.where(empty[:, None], NO_TOKEN, idx)
+            last = np.where(empty, -1, last)
+        positions = np.zeros((b, w + new_tokens), np.int64)
+        positions[:, :w] = last[:, None] - (w - 1) + np.arange(w)  # the window is a path suffix
+        valid = np.zeros((b, w + new_tokens), bool)
         valid[:, :w] = idx != NO_TOKEN
-        flat = idx.t().clamp(min=0).flatten()  # slot-major: slot j of every row, then slot j+1
+        dev = arena.kv.device
+        flat = torch.from_numpy(np.maximum(idx, 0).T.reshape(-1)).to(dev)  # slot-major
         buf = self._buffer(b, new_tokens)
         torch.index_select(arena.kv, 0, flat, out=buf[:w].view(w * b, *arena.kv.shape[1:]))  # every layer at once
         self.work.bytes_copied += self.token_bytes * b * w
-        ctx = PagedContext(buf, positions, valid, list(pasts), w, self.cfg.context_length)
+        ctx = PagedContext(buf, torch.from_numpy(positions).to(dev), torch.from_numpy(valid).to(dev),
+                           handles, last, w, self.cfg.context_length)
         return ContextBatch(self.transformer, ctx)
 
     def _buffer(self, b: int, new_tokens: int) -> torch.Tensor:
@@ -177,37 +178,35 @@ class PagedBackend:
         """
         ctx: PagedContext = batch.context
         arena, w, t = self.store, self.window, ctx.fill
-        dev = self._offsets.device
-        env_t = torch.as_tensor(list(env_ids), device=dev)
-        last_pos = ctx.positions[:, w + t - 1]
+        dev = arena.kv.device
+        envs = np.asarray(env_ids, np.int64)
+        last = ctx.past_last + t  # position of each row's newest token, known on the host
         if root:
             # The root window: the last W slots of (gathered past, new tokens), written once.
-            rows = env_t.unsqueeze(1) * w + self._offsets  # (B, W)
-            slots = rows.t().flatten()  # slot-major, like the buffers
+            rows = envs[:, None] * w + np.arange(w)  # (B, W)
+            slots = torch.from_numpy(rows.T.reshape(-1)).to(dev)  # slot-major, like the buffer
             arena.kv.index_copy_(0, slots, ctx.kv[t : w + t].flatten(0, 1))
-            arena.table[env_t, ROOT_NODE] = rows.masked_fill(~ctx.valid[:, t : w + t], NO_TOKEN)
-            arena.last_position[env_t, ROOT_NODE] = last_pos
+            known = np.where(ctx.handles[:, 0] < 0, 0, arena.length[ctx.handles[:, 0], ctx.handles[:, 1]])
+            lengths = np.minimum(w, known + t)
+            arena.table[envs, ROOT_NODE] = np.where(np.arange(w) >= w - lengths[:, None], rows, NO_TOKEN)
+            arena.last_position[envs, ROOT_NODE] = last
             self.work.bytes_copied += self.token_bytes * (w - t) * len(env_ids)
-            for env_id, past, key in zip(env_ids, ctx.handles, keys, strict=True):
-                known = 0 if past == EMPTY else int(arena.length[past])
-                arena.start_root(int(env_id), key, min(w, known + t))
+            for env_id, key, length in zip(env_ids, keys, lengths.tolist(), strict=True):
+                arena.start_root(int(env_id), key, length)
             return
         if t != 2:
             raise ValueError(f"a search node adds exactly 2 tokens, got {t}")
-        e_np = np.fromiter((e for e, _ in keys), np.int64, len(keys))
-        c_np = np.fromiter((n for _, n in keys), np.int64, len(keys))
-        if (c_np < 1).any() or (c_np > arena.num_simulations).any():
-            bad = int(c_np[(c_np < 1) | (c_np > arena.num_simulations)][0])
-            arena.check_node(bad)
-        first = torch.as_tensor(arena.root_rows + 2 * (e_np * arena.num_simulations + c_np - 1), device=dev)
-        rows2 = torch.stack([first, first + 1])  # (2, B): action rows, then latent rows (slot-major)
-        arena.kv.index_copy_(0, rows2.flatten(), ctx.kv[w : w + 2].flatten(0, 1))
-        p_np = np.array(ctx.handles, np.int64).reshape(-1, 2)
-        c_t = torch.as_tensor(c_np, device=dev)
-        parent_rows = arena.table[torch.as_tensor(p_np[:, 0], device=dev), torch.as_tensor(p_np[:, 1], device=dev)]
-        arena.table[env_t, c_t] = torch.cat([parent_rows, rows2.t()], 1)[:, -w:]
-        arena.last_position[env_t, c_t] = last_pos
-        arena.add_nodes(e_np, c_np, np.minimum(w, arena.length[p_np[:, 0], p_np[:, 1]] + 2))
+        children = np.fromiter((n for _, n in keys), np.int64, len(keys))
+        if children.min() < 1 or children.max() > arena.num_simulations:
+            arena.check_node(int(children[(children < 1) | (children > arena.num_simulations)][0]))
+        first = arena.root_rows + 2 * (envs * arena.num_simulations + children - 1)
+        rows2 = np.stack([first, first + 1])  # (2, B): action rows, then latent rows (slot-major)
+        arena.kv.index_copy_(0, torch.from_numpy(rows2.reshape(-1)).to(dev), ctx.kv[w : w + 2].flatten(0, 1))
+        parents = ctx.handles
+        parent_rows = arena.table[parents[:, 0], parents[:, 1]]
+        arena.table[envs, children] = np.concatenate([parent_rows, rows2.T], 1)[:, -w:]
+        arena.last_position[envs, children] = last
+        arena.add_nodes(envs, children, np.minimum(w, arena.length[parents[:, 0], parents[:, 1]] + 2))
 
     def clear(self) -> None:
         self.store.clear()
