@@ -57,8 +57,8 @@ def test_report_json_and_plot(tiny_result, tmp_path):
     assert "tiny/none" in text
     write_json(tiny_result, tmp_path / "b.json")
     doc = json.loads((tmp_path / "b.json").read_text())
-    assert [r["backend"] for r in doc["results"]] == ["none", "legacy", "manager"]
-    assert set(KEYS) <= set(doc["results"][0])
+    assert [r["backend"] for r in doc] == ["none", "legacy", "manager"]
+    assert set(KEYS) <= set(doc[0])
     write_plot(tiny_result, tmp_path / "b.png")
     assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -68,7 +68,7 @@ def test_no_diff_reports_nan_and_null(tmp_path):
     (rec,) = result.records
     assert math.isnan(rec["max_abs_diff_vs_none"])
     write_json(result, tmp_path / "b.json")
-    assert json.loads((tmp_path / "b.json").read_text())["results"][0]["max_abs_diff_vs_none"] is None
+    assert json.loads((tmp_path / "b.json").read_text())[0]["max_abs_diff_vs_none"] is None
 
 
 def test_main_runs_end_to_end(monkeypatch, tmp_path, capsys):
@@ -78,7 +78,7 @@ def test_main_runs_end_to_end(monkeypatch, tmp_path, capsys):
           "--no-progress", "--json", str(out)])
     printed = capsys.readouterr().out
     assert "QUICK RUN" in printed and "tiny/manager" in printed
-    assert json.loads(out.read_text())["meta"]["quick"] is True
+    assert json.loads((tmp_path / "bench.meta.json").read_text())["quick"] is True
 
 
 @pytest.mark.parametrize(

@@ -193,7 +193,7 @@ def test_clear_caches_empties_every_pool():
 def test_the_seeds_switch_and_names():
     assert WorldModelConfig(use_new_cache_manager=True).cache_backend == "manager"
     assert WorldModelConfig(use_new_cache_manager=False).cache_backend == "legacy"
-    assert WorldModelConfig().cache_backend == "manager"
+    assert WorldModelConfig().cache_backend == "paged"
     with pytest.raises(ValueError, match="contradicts"):
         WorldModelConfig(use_new_cache_manager=False, cache_backend="manager")
     wm = build("legacy")

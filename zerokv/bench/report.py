@@ -192,9 +192,16 @@ def _atomic_write(path: str | os.PathLike, data: bytes) -> None:
 
 
 def write_json(result: BenchResult, path: str | os.PathLike) -> None:
-    """``{"meta": {...}, "results": [record, ...]}``, written atomically."""
-    doc = {"meta": result.meta, "results": _finite(result.records)}
-    _atomic_write(path, (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode())
+    """A list of records at ``path`` and the run's metadata beside it (``*.meta.json``), atomically."""
+    path = Path(path)
+    _atomic_write(path, (json.dumps(_finite(result.records), indent=2, allow_nan=False) + "\n").encode())
+    meta = json.dumps(_finite([result.meta])[0], indent=2, allow_nan=False) + "\n"
+    _atomic_write(meta_path(path), meta.encode())
+
+
+def meta_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path.with_name(path.stem + ".meta.json")
 
 
 def write_plot(result: BenchResult, path: str | os.PathLike) -> None:

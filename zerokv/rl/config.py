@@ -41,7 +41,7 @@ class TrainConfig:
     """Parallel envs searched together (the world model's env_num)."""
     num_simulations: int = 25
     """MCTS simulations per step."""
-    discount: float = 0.997
+    discount: float = 0.99
     """Discount of returns."""
     dirichlet_alpha: float = 0.3
     """Root noise concentration."""
@@ -58,7 +58,7 @@ class TrainConfig:
 
     # --- cache
     cache_backend: str | None = None
-    """"none", "legacy" or "manager"; None follows use_new_cache_manager (default: manager)."""
+    """"none", "legacy", "manager" or "paged"; None follows use_new_cache_manager (default: paged)."""
     use_new_cache_manager: bool | None = None
     """The seeds' switch: True → manager, False → legacy."""
     keep_root_context: bool = True
@@ -80,11 +80,11 @@ class TrainConfig:
     """Categorical value/reward support [-S, S]."""
 
     # --- learning
-    batch_size: int = 64
+    batch_size: int = 128
     """Sequences per update."""
-    unroll_steps: int = 5
+    unroll_steps: int = 10
     """K: steps per training sequence after the first."""
-    td_steps: int = 5
+    td_steps: int = 10
     """n of the n-step value targets."""
     learning_rate: float = 1e-3
     """AdamW learning rate."""
@@ -92,12 +92,12 @@ class TrainConfig:
     """AdamW weight decay."""
     grad_clip: float = 5.0
     """Gradient norm clip."""
-    fresh_value_targets: bool = False
+    fresh_value_targets: bool = True
     """Bootstrap n-step value targets from the current network's value of o_{t+n} at sampling
     time (LightZero) instead of the search value stored at collection (stale early on)."""
     target_update_rate: float = 0.05
     """UniZero's momentum target network: target ← (1-rate)·target + rate·online after each update."""
-    replay_ratio: float = 0.25
+    replay_ratio: float = 0.5
     """Updates per env step."""
     collect_steps: int = 16
     """Vector steps per iteration (iteration = collect, then update)."""
