@@ -1,4 +1,4 @@
-"""The benchmark on a tiny config: record shape, exactness vs "none", and bad-flag errors."""
+"""The benchmark on a tiny config: record shape, exactness vs "none", interleaving, FLOP floor, bad flags."""
 
 import json
 import math
@@ -7,6 +7,7 @@ import pytest
 
 from zerokv.bench import CONFIGS, Budget, main, render, run_bench, write_json, write_plot
 from zerokv.bench.configs import resolve_backends
+from zerokv.bench.run import NETWORK_OUTPUTS, recurrent_flops, rotated
 from zerokv.model.config import WorldModelConfig
 
 TINY = WorldModelConfig(
@@ -14,24 +15,30 @@ TINY = WorldModelConfig(
     context_length=4, max_tokens=8, env_num=3, num_simulations=4, support_size=10,
 )
 # context_length=4 makes the window slide inside a 4-simulation search (depth > 1 step).
+BACKENDS = ["none", "legacy", "manager", "paged"]
+# One torch thread: tiny matmuls on 2 threads crawl when another process holds the CPU.
+THREADS = 1
 
 KEYS = {
     "config": str, "backend": str, "searches_per_s": float, "sims_per_s": float,
     "expansions_per_s": float, "recurrent_ms": float, "cache_share": float,
     "bytes_copied_per_node": float, "bytes_stored_per_node": float, "host_syncs_per_sim": float,
-    "hit_rate": float, "fallbacks": int, "peak_rss_mb": float, "max_abs_diff_vs_none": float,
+    "hit_rate": float, "fallbacks": int, "cache_mb": float, "cache_bytes": int,
+    "max_abs_diff_vs_none": float, "max_rel_diff_scalars_vs_none": float, "trees_match_none": bool,
+    "floor_ms": float, "flop_floor_ms": float, "recurrent_vs_floor": float, "matmul_gflops": float,
+    "recurrent_gflop": float, "other_processes_cpu_share": float,
 }
 
 
 @pytest.fixture(scope="module")
 def tiny_result():
-    backends = resolve_backends("legacy,manager", with_reference=True)
-    assert backends == ["none", "legacy", "manager"]  # the reference is added, and runs first
-    return run_bench({"tiny": TINY}, backends, Budget(searches=2, warmup=1), progress=False)
+    backends = resolve_backends("legacy,manager,paged", with_reference=True)
+    assert backends == BACKENDS  # the reference is added, and listed first
+    return run_bench({"tiny": TINY}, backends, Budget(searches=2, warmup=1), threads=THREADS, progress=False)
 
 
 def test_records_have_the_keys_and_types(tiny_result):
-    assert [r["backend"] for r in tiny_result.records] == ["none", "legacy", "manager"]
+    assert [r["backend"] for r in tiny_result.records] == BACKENDS
     for rec in tiny_result.records:
         for key, typ in KEYS.items():
             assert isinstance(rec[key], typ), (key, rec[key])
@@ -39,34 +46,62 @@ def test_records_have_the_keys_and_types(tiny_result):
         assert rec["searches_per_s"] > 0 and rec["sims_per_s"] == pytest.approx(TINY.num_simulations * rec["searches_per_s"])
         assert rec["expansions_per_s"] == pytest.approx(TINY.env_num * rec["sims_per_s"])
         assert 0.0 <= rec["cache_share"] <= 1.0
-        assert rec["peak_rss_mb"] > 0 and len(rec["per_search"]) == 2
+        assert rec["cache_mb"] == pytest.approx(rec["cache_bytes"] / 2**20)
+        assert rec["flop_floor_ms"] > 0 and rec["recurrent_vs_floor"] == pytest.approx(rec["recurrent_ms"] / rec["flop_floor_ms"])
+        assert len(rec["per_search"]) == 2 and "peak_rss_mb" not in rec  # RSS is a process figure
+    assert tiny_result.meta["peak_rss_mb"] > 0
 
 
 def test_cached_backends_are_exact_and_always_hit(tiny_result):
     for rec in tiny_result.records:
         assert rec["max_abs_diff_vs_none"] <= 1e-5, rec["diff_by_output"]
+        assert rec["max_rel_diff_scalars_vs_none"] <= 1e-5, rec["rel_diff_by_output"]
+        assert set(NETWORK_OUTPUTS) <= set(rec["diff_by_output"])  # value/reward logits included
         assert rec["trees_match_none"] is True
         assert rec["hit_rate"] == 1.0
         assert rec["fallbacks"] == 0
     assert tiny_result.records[0]["max_abs_diff_vs_none"] == 0.0
 
 
+def test_backends_are_interleaved_in_rotating_order(tiny_result):
+    orders = tiny_result.meta["configs"]["tiny"]["search_orders"]
+    assert orders == [BACKENDS, rotated(BACKENDS, 1)] == [BACKENDS, ["legacy", "manager", "paged", "none"]]
+    for j, rec in enumerate(tiny_result.records):
+        assert [s["position"] for s in rec["per_search"]] == [j, (j - 1) % len(BACKENDS)]
+
+
+def test_flop_count_by_hand():
+    e, r, bins, a, b, w, layers = 32, 4, 21, 3, 3, 4, 2
+    blocks = 2 * layers * (3 * e * e + e * e + 2 * r * e * e)
+    heads = (e * e + e * bins) + 2 * e * e + (e * e + e * bins) + (e * e + e * a)
+    attention = 2 * layers * 2 * e * w
+    flops = recurrent_flops(TINY)
+    assert flops["matmul"] == 2 * b * (blocks + heads)
+    assert flops["total"] == 2 * b * (blocks + heads + attention)
+
+
 def test_report_json_and_plot(tiny_result, tmp_path):
     text = render(tiny_result)
-    assert "old (legacy)" in text and "new (manager)" in text and "speedup" in text
-    assert "tiny/none" in text
+    header = next(line for line in text.splitlines() if line.startswith("metric"))
+    assert header.split() == ["metric", "old", "(legacy)", "manager", "paged", "manager×", "paged×"]
+    assert "tiny/none" in text and "tiny/paged" in text and "FLOP floor" in text and "peak RSS" in text
+    assert "visit counts = none" in text and "note: max_rel_diff_scalars_vs_none" in text
     write_json(tiny_result, tmp_path / "b.json")
     doc = json.loads((tmp_path / "b.json").read_text())
-    assert [r["backend"] for r in doc] == ["none", "legacy", "manager"]
+    assert [r["backend"] for r in doc] == BACKENDS
     assert set(KEYS) <= set(doc[0])
+    meta = json.loads((tmp_path / "b.meta.json").read_text())
+    assert meta["peak_rss_mb"] > 0 and meta["configs"]["tiny"]["matmul_gflops"] > 0
     write_plot(tiny_result, tmp_path / "b.png")
     assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_no_diff_reports_nan_and_null(tmp_path):
-    result = run_bench({"tiny": TINY}, ["manager"], Budget(searches=1, warmup=1), diff=False, progress=False)
+    result = run_bench({"tiny": TINY}, ["paged"], Budget(searches=1, warmup=1), diff=False, threads=THREADS,
+                       progress=False)
     (rec,) = result.records
-    assert math.isnan(rec["max_abs_diff_vs_none"])
+    assert math.isnan(rec["max_abs_diff_vs_none"]) and math.isnan(rec["max_rel_diff_scalars_vs_none"])
+    assert rec["trees_match_none"] is None
     write_json(result, tmp_path / "b.json")
     assert json.loads((tmp_path / "b.json").read_text())[0]["max_abs_diff_vs_none"] is None
 
@@ -74,10 +109,11 @@ def test_no_diff_reports_nan_and_null(tmp_path):
 def test_main_runs_end_to_end(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(CONFIGS, "tiny", TINY)
     out = tmp_path / "bench.json"
-    main(["--configs", "tiny", "--quick", "--simulations", "3", "--searches", "1",
+    main(["--configs", "tiny", "--quick", "--simulations", "3", "--searches", "1", "--threads", str(THREADS),
           "--no-progress", "--json", str(out)])
     printed = capsys.readouterr().out
-    assert "QUICK RUN" in printed and "tiny/manager" in printed
+    assert "QUICK RUN" in printed and "backends=none,legacy,manager,paged" in printed
+    assert "tiny/manager" in printed and "tiny/paged" in printed
     assert json.loads((tmp_path / "bench.meta.json").read_text())["quick"] is True
 
 
@@ -86,7 +122,8 @@ def test_main_runs_end_to_end(monkeypatch, tmp_path, capsys):
     [
         (["--configs", "pong"], "unknown config 'pong'; allowed: small, atari"),
         (["--configs", ","], "selects nothing"),
-        (["--backends", "none,paged-ish"], "unknown backend 'paged-ish'; allowed: none, legacy, manager"),
+        (["--backends", "none,paged-ish"], "unknown backend 'paged-ish'; allowed: none, legacy, manager, paged"),
+        (["--backends", ","], "selects nothing; allowed: none, legacy, manager, paged"),
         (["--searches", "0"], "searches=0; must be an int >= 1"),
         (["--warmup", "0"], "warmup=0; must be an int >= 1"),
         (["--simulations", "0"], "simulations=0"),

@@ -129,9 +129,23 @@ def test_a_tampered_checkpoint_is_refused_and_the_run_can_resume_from_an_intact_
     assert train(tiny(tmp_path / "t", resume=True)).env_steps == 32
 
 
+def test_the_run_stops_once_solved_and_keeps_the_best_weights(tmp_path):
+    # Every CartPole episode returns >= 1, so the first evaluation (at 16 env steps) "solves" it.
+    solved = train(tiny(tmp_path / "s", total_env_steps=64, eval_every=16, stop_return=1.0))
+    assert solved.solved_at == solved.env_steps == 16
+    assert latest_checkpoint(tmp_path / "s" / "checkpoints").name == "ckpt_000000016.pt"
+    best = load_checkpoint(tmp_path / "s" / "best.pt")
+    assert best["counters"]["env_steps"] == 16
+    assert best["counters"]["best_eval_return"] == pytest.approx(np.mean(solved.eval_returns))
+    never = train(tiny(tmp_path / "n", total_env_steps=32, eval_every=16, stop_return=float("inf")))
+    assert never.solved_at is None and never.env_steps == 32
+
+
 def test_bad_train_values_are_named():
     with pytest.raises(ValueError, match="num_envs=0"):
         TrainConfig(num_envs=0)
     with pytest.raises(ValueError, match="target_update_rate"):
         TrainConfig(target_update_rate=2.0)
+    with pytest.raises(ValueError, match="stop_return=nan"):
+        TrainConfig(stop_return=float("nan"))
     assert np.isfinite(TrainConfig().learning_rate)

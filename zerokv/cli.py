@@ -24,7 +24,7 @@ class EvalArgs:
     """Greedy evaluation of a checkpoint written by `zerokv train`."""
 
     checkpoint: str
-    """Path of a checkpoint (ckpt_*.pt)."""
+    """Path of a checkpoint (OUT/checkpoints/ckpt_*.pt, or OUT/best.pt: the best-evaluated weights)."""
     episodes: int = 10
     """Episodes to play (one env each, searched together)."""
     seed: int = 12345

@@ -41,7 +41,7 @@ class BenchArgs:
     json: str | None = None
     """Write the results to this JSON file."""
     plot: str | None = None
-    """Write a PNG bar chart (simulations/s and cache share) to this file."""
+    """Write a PNG bar chart (simulations/s, cache share, recurrent call / FLOP floor) to this file."""
     threads: int = 2
     """torch.set_num_threads for the whole run."""
     seed: int = 0

@@ -32,7 +32,7 @@ CONFIGS: dict[str, WorldModelConfig] = {"small": _atari(256), "atari": _atari(76
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Budget:
-    """How much searching one (config, backend) pair gets."""
+    """How much searching each (config, backend) pair gets (backends interleaved search by search)."""
 
     searches: int = 5
     """Timed searches (medians are taken over them)."""
@@ -54,7 +54,7 @@ class Budget:
 
 
 QUICK = Budget(searches=2, warmup=1, simulations=10)
-"""``--quick``: both configs and three backends in well under a minute on 2 cores."""
+"""``--quick``: both configs and all four backends in well under a minute on 2 cores."""
 
 
 def split_names(names: str | Sequence[str]) -> list[str]:

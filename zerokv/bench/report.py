@@ -1,4 +1,4 @@
-"""Showing the results: the old/new/speedup table, the all-backends table, JSON and a PNG chart."""
+"""Showing the results: the old (legacy) | new backends | × table, the all-backends table, JSON and a PNG chart."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class Metric:
 
     key: str  # record key
     label: str  # row label, with its unit
-    fmt: str  # "rate" | "ms" | "pct" | "bytes" | "float" | "int" | "diff"
+    fmt: str  # "rate" | "ms" | "pct" | "bytes" | "float" | "int" | "diff" | "times" | "bool"
     better: str | None  # "higher" | "lower" | None (no speedup shown)
 
 
@@ -32,8 +32,10 @@ METRICS: tuple[Metric, ...] = (
     Metric("sims_per_s", "simulations/s (per env batch)", "rate", "higher"),
     Metric("expansions_per_s", "node expansions/s", "rate", "higher"),
     Metric("recurrent_ms", "recurrent call (ms)", "ms", "lower"),
-    Metric("floor_ms", "  forward floor (ms)", "ms", "lower"),
+    Metric("floor_ms", "  measured forward (ms)", "ms", "lower"),
     Metric("cache_ms", "  cache work (ms)", "ms", "lower"),
+    Metric("flop_floor_ms", "FLOP floor (ms)", "ms", None),
+    Metric("recurrent_vs_floor", "recurrent call / FLOP floor", "times", None),
     Metric("cache_share", "cache share of recurrent", "pct", "lower"),
     Metric("bookkeeping_share", "tree bookkeeping share", "pct", None),
     Metric("bytes_copied_per_node", "copied per node", "bytes", "lower"),
@@ -43,9 +45,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("hit_rate", "hit rate", "pct", None),
     Metric("fallbacks", "context-free fallbacks", "int", None),
     Metric("evictions", "evictions (timed searches)", "int", None),
-    Metric("peak_rss_mb", "peak RSS so far (MiB)", "float", None),
     Metric("max_abs_diff_vs_none", "max |diff| vs none (logits, latent)", "diff", None),
-    Metric("max_rel_diff_scalars_vs_none", "  value, reward (relative)", "diff", None),
+    Metric("max_rel_diff_scalars_vs_none", "max rel diff value, reward", "diff", None),
+    Metric("trees_match_none", "visit counts = none", "bool", None),
 )
 
 
@@ -54,6 +56,10 @@ def fmt(value, kind: str) -> str:
         return "—"
     if isinstance(value, float) and math.isnan(value):
         return "nan"
+    if kind == "bool":
+        return "yes" if value else "NO"
+    if kind == "times":
+        return f"{value:.2f}×"
     if kind == "rate":
         return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
     if kind == "ms":
@@ -94,8 +100,12 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def _title(config: str, recs: list[dict]) -> str:
     r = recs[0]
     n = len(r["per_search"])
-    return (f"{config}: {r['env_num']} envs × {r['num_simulations']} simulations, "
-            f"medians of {n} timed search{'es' if n > 1 else ''}")
+    line = (f"{config}: {r['env_num']} envs × {r['num_simulations']} simulations, medians of {n} "
+            f"interleaved timed search{'es' if n > 1 else ''}")
+    if r.get("matmul_gflops") is not None:
+        line += (f"; float32 matmul {fmt(r['matmul_gflops'], 'rate')} GFLOP/s at {r['env_num']} rows → FLOP floor "
+                 f"{r['flop_floor_ms']:.2f} ms per recurrent call ({r['recurrent_gflop']:.3f} GFLOP)")
+    return line
 
 
 def _by_config(result: BenchResult) -> dict[str, list[dict]]:
@@ -106,7 +116,7 @@ def _by_config(result: BenchResult) -> dict[str, list[dict]]:
 
 
 def comparison_tables(result: BenchResult) -> str:
-    """Per config: rows = metrics, columns ``old (legacy) | new (X) | speedup`` for each cached X."""
+    """Per config: rows = metrics, columns ``old (legacy) | X | Y | X× | Y×`` (× = better than legacy by)."""
     blocks = []
     for config, recs in _by_config(result).items():
         by = {r["backend"]: r for r in recs}
@@ -115,33 +125,34 @@ def comparison_tables(result: BenchResult) -> str:
             blocks.append(f"{config}: no old/new comparison (needs {BASELINE!r} and another cached backend)")
             continue
         old = by[BASELINE]
-        header = ["metric", f"old ({BASELINE})"]
-        for b in news:
-            header += [f"new ({b})", "speedup"]
+        header = ["metric", f"old ({BASELINE})", *news, *(f"{b}×" for b in news)]
         rows = []
         for m in METRICS:
-            row = [m.label, fmt(old.get(m.key), m.fmt)]
-            for b in news:
-                row += [fmt(by[b].get(m.key), m.fmt), ratio(old.get(m.key), by[b].get(m.key), m.better)]
-            rows.append(row)
+            rows.append([
+                m.label, fmt(old.get(m.key), m.fmt),
+                *(fmt(by[b].get(m.key), m.fmt) for b in news),
+                *(ratio(old.get(m.key), by[b].get(m.key), m.better) for b in news),
+            ])
         blocks.append(_title(config, recs) + "\n" + _table(header, rows))
     return "\n\n".join(blocks)
 
 
 def backends_table(result: BenchResult) -> str:
     """Every (config, backend) on one line each."""
-    header = ["config/backend", "search/s", "sims/s", "rec ms", "floor ms", "cache %", "copied/node",
-              "stored/node", "syncs/sim", "hit", "fallb", "cache MiB", "peak MiB", "max|diff|", "tree=", "others"]
+    header = ["config/backend", "search/s", "sims/s", "rec ms", "fwd ms", "flop ms", "×flop", "cache %",
+              "copied/node", "stored/node", "syncs/sim", "hit", "fallb", "cache MiB", "max|diff|",
+              "rel diff", "visits=", "others"]
     rows = []
     for r in result.records:
-        trees = {True: "yes", False: "NO", None: "—"}[r["trees_match_none"]]
         rows.append([
             f"{r['config']}/{r['backend']}", fmt(r["searches_per_s"], "rate"), fmt(r["sims_per_s"], "rate"),
-            fmt(r["recurrent_ms"], "ms"), fmt(r["floor_ms"], "ms"), fmt(r["cache_share"], "pct"),
+            fmt(r["recurrent_ms"], "ms"), fmt(r["floor_ms"], "ms"), fmt(r["flop_floor_ms"], "ms"),
+            fmt(r["recurrent_vs_floor"], "times"), fmt(r["cache_share"], "pct"),
             fmt(r["bytes_copied_per_node"], "bytes"), fmt(r["bytes_stored_per_node"], "bytes"),
             fmt(r["host_syncs_per_sim"], "float"), fmt(r["hit_rate"], "pct"), fmt(r["fallbacks"], "int"),
-            fmt(r["cache_mb"], "float"), fmt(r["peak_rss_mb"], "float"),
-            fmt(r["max_abs_diff_vs_none"], "diff"), trees, fmt(r.get("other_processes_cpu_share"), "pct"),
+            fmt(r["cache_mb"], "float"), fmt(r["max_abs_diff_vs_none"], "diff"),
+            fmt(r["max_rel_diff_scalars_vs_none"], "diff"), fmt(r["trees_match_none"], "bool"),
+            fmt(r.get("other_processes_cpu_share"), "pct"),
         ])
     return _table(header, rows)
 
@@ -153,7 +164,8 @@ def render(result: BenchResult) -> str:
     if m["quick"]:
         parts.append(f"QUICK RUN ({m['warmup']} warm-up, {m['searches']} timed searches, "
                      f"{m['simulations']} simulations): a smoke test, not a measurement")
-    parts.append(f"zerokv bench — {m['cpu']}, {m['threads']} torch threads, torch {m['torch']}")
+    parts.append(f"zerokv bench — {m['cpu']}, {m['threads']} torch threads, torch {m['torch']}; "
+                 f"peak RSS of the whole process {m['peak_rss_mb']:.0f} MiB (all backends' models at once)")
     others = m.get("other_processes_cpu_share", 0.0)
     if others > BUSY_SHARE:
         parts.append(f"WARNING: other processes used {100 * others:.0f}% of the machine's CPU during the "
@@ -162,7 +174,7 @@ def render(result: BenchResult) -> str:
               "All backends (others = CPU share other processes used meanwhile)\n" + backends_table(result)]
     parts.append("\n".join(f"note: {n}" for n in m["notes"]))
     if any(r["trees_match_none"] is False for r in result.records):
-        parts.append("WARNING: some searches took different paths than with 'none' (tree= NO); "
+        parts.append("WARNING: some searches took different paths than with 'none' (visits= NO); "
                      "their max |diff| compares different nodes")
     return "\n\n".join(parts)
 
@@ -205,7 +217,7 @@ def meta_path(path: str | os.PathLike) -> Path:
 
 
 def write_plot(result: BenchResult, path: str | os.PathLike) -> None:
-    """A PNG: simulations/s and cache share, grouped by config, one bar per backend."""
+    """A PNG: simulations/s, cache share and recurrent call / FLOP floor; by config, a bar per backend."""
     import io
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -214,18 +226,19 @@ def write_plot(result: BenchResult, path: str | os.PathLike) -> None:
     groups = _by_config(result)
     configs = list(groups)
     backends = list(dict.fromkeys(r["backend"] for r in result.records))
-    fig = Figure(figsize=(10, 4), layout="constrained")
+    fig = Figure(figsize=(14, 4), layout="constrained")
     FigureCanvasAgg(fig)  # Agg, without touching pyplot's global state
-    axes = fig.subplots(1, 2)
+    axes = fig.subplots(1, 3)
     width = 0.8 / len(backends)
     panels = (("sims_per_s", "simulations / s (per env batch)", 1.0),
-              ("cache_share", "cache share of recurrent time (%)", 100.0))
+              ("cache_share", "cache share of recurrent time (%)", 100.0),
+              ("recurrent_vs_floor", "recurrent call / FLOP floor (×)", 1.0))
     for ax, (key, label, scale) in zip(axes, panels, strict=True):
         for j, backend in enumerate(backends):
             xs, ys = [], []
             for i, config in enumerate(configs):
                 rec = next((r for r in groups[config] if r["backend"] == backend), None)
-                if rec is not None:
+                if rec is not None and rec.get(key) is not None and math.isfinite(rec[key]):
                     xs.append(i + (j - (len(backends) - 1) / 2) * width)
                     ys.append(scale * rec[key])
             bars = ax.bar(xs, ys, width, label=backend)

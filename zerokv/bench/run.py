@@ -1,11 +1,16 @@
-"""The measurement: the same searches, with each backend, in one process.
+"""The measurement: the same searches, with each backend, interleaved in one process.
 
-For each config, every backend gets the same weights (``torch.manual_seed(seed)`` before the
-model: backends create no parameters), the same observations and the same noise seed. After
-untimed full-size warm-up searches, the timed searches look like real play: search 0 starts the
-episodes, every later one passes the previous search's chosen actions as ``last_actions`` with a
-new observation. The world model is wrapped (:class:`InstrumentedModel`) to time every call and,
-when asked, record every output so each backend can be compared with the ``none`` reference.
+For each config, every backend's world model is built up front with the same weights
+(``torch.manual_seed(seed)`` before each model: backends create no parameters), and gets the same
+observations and its own copy of the same noise rng. Each model is warmed up with untimed
+full-size searches; then the timed searches run *interleaved*: for each search index every
+backend runs its search in turn, the order rotating by one per index, so slow drift of a shared
+machine hits all backends alike (medians are over the searches). The timed searches look like real
+play: search 0 starts the episodes, every later one passes that backend's previous chosen actions
+as ``last_actions`` with a new observation. The world model is wrapped (:class:`InstrumentedModel`)
+to time every call and, when asked, record every output so each backend can be compared with the
+``none`` reference. Between search indices the machine's float32 matmul rate is sampled at the
+recurrent call's row count (:func:`matmul_seconds`) for the FLOP floor (:func:`recurrent_flops`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import psutil
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from zerokv.bench.configs import REFERENCE, Budget, model_config
@@ -30,10 +36,11 @@ from zerokv.model.config import WorldModelConfig
 from zerokv.model.world_model import WorldModel
 from zerokv.search import SearchConfig, plan
 
-_OUTPUTS = ("value", "reward", "policy_logits", "latent_state", "value_logits", "reward_logits")
-_NETWORK_OUTPUTS = ("policy_logits", "latent_state", "value_logits", "reward_logits")
-"""What the network computes; the scalars are E[support] through h⁻¹, which magnifies ~1e-7
-logit rounding by ~300·h⁻¹' at support 601, so they are compared relatively instead."""
+NETWORK_OUTPUTS = ("policy_logits", "value_logits", "reward_logits", "latent_state")
+"""What the network computes; ``max_abs_diff_vs_none`` is the largest |difference| over these."""
+SCALAR_OUTPUTS = ("value", "reward")
+"""E[support] mapped through h⁻¹: compared relatively (``max_rel_diff_scalars_vs_none``)."""
+_OUTPUTS = SCALAR_OUTPUTS + NETWORK_OUTPUTS
 
 
 @dataclass(slots=True)
@@ -41,7 +48,7 @@ class Trace:
     """Everything one backend produced on the timed searches (compared with the reference's)."""
 
     roots: list[dict[str, np.ndarray]] = field(default_factory=list)
-    """Per search: initial_inference outputs (value [B], policy_logits [B, A], latent [B, E])."""
+    """Per search: initial_inference outputs (no reward_logits at roots)."""
     calls: list[dict[str, np.ndarray]] = field(default_factory=list)
     """Per recurrent call, in order: its input actions [B] and its outputs."""
     visit_counts: list[np.ndarray] = field(default_factory=list)
@@ -62,16 +69,21 @@ class SearchSample:
     host_syncs: int  # CacheWork, recurrent calls only
     bookkeeping_seconds: float  # SearchOutput: tree work outside the model
     max_depth: int
+    position: int  # where this backend ran in its search index's rotated order (0 = first)
 
 
 def _arrays(out) -> dict[str, np.ndarray]:
-    return {k: getattr(out, k).detach().cpu().numpy().copy() for k in _OUTPUTS if getattr(out, k) is not None}
+    return {
+        k: v.detach().cpu().numpy().copy()
+        for k in _OUTPUTS if (v := getattr(out, k, None)) is not None
+    }
 
 
 class InstrumentedModel:
     """Stands in for the world model inside ``plan``: times every call and records outputs.
 
-    Recording copies B·(E + A + 2) floats per call (a few µs); it is off when no diff is wanted.
+    Recording copies B·(E + A + 2·bins + 2) floats per call (a few µs); it is off when no diff
+    is wanted.
     """
 
     def __init__(self, world_model: WorldModel, *, record: bool) -> None:
@@ -101,7 +113,7 @@ class InstrumentedModel:
             self.trace.calls.append({"action": np.array(action, copy=True), **_arrays(out)})
         return out
 
-    def sample(self, seconds: float, search) -> SearchSample:
+    def sample(self, seconds: float, search, position: int) -> SearchSample:
         work = self.wm.work
         return SearchSample(
             seconds=seconds, root_seconds=self.root_seconds,
@@ -110,6 +122,7 @@ class InstrumentedModel:
             bytes_copied=work.bytes_copied - self.root_bytes,
             host_syncs=work.host_syncs - self.root_syncs,
             bookkeeping_seconds=search.bookkeeping_seconds, max_depth=search.max_depth,
+            position=position,
         )
 
 
@@ -119,69 +132,142 @@ def make_observations(cfg: WorldModelConfig, count: int, seed: int) -> list[np.n
     return [rng.random((cfg.env_num, *cfg.observation_shape), dtype=np.float32) for _ in range(count)]
 
 
-def run_backend(
-    cfg: WorldModelConfig, budget: Budget, observations: Sequence[np.ndarray], *, seed: int,
-    record: bool, progress=None,
-) -> tuple[list[SearchSample], dict, Trace, WorldModel]:
-    """Warm up, then run the timed searches; returns samples, cache stats, trace and the model.
+class BackendRun:
+    """One backend's model, search state and samples for one config (driven search by search)."""
 
-    ``observations`` holds ``budget.warmup`` warm-up observations, then ``budget.searches`` timed ones.
-    """
-    torch.manual_seed(seed)
-    wm = WorldModel(cfg).eval()
-    search_cfg = SearchConfig(num_simulations=cfg.num_simulations)
-    warm_rng = np.random.default_rng(seed + 1)
-    for obs in observations[: budget.warmup]:
-        # Full-size: the pools reach the size a timed search needs before timing starts.
-        plan(wm, obs, config=search_cfg, rng=warm_rng, add_noise=True, temperature=1.0)
-        if progress is not None:
-            progress.update()
-    wm.reset_cache_stats()
-    model = InstrumentedModel(wm, record=record)
-    rng = np.random.default_rng(seed + 2)  # identical noise and action sampling per backend
-    samples: list[SearchSample] = []
-    last_actions = None  # search 0 starts the episodes
-    gc.collect()
-    for obs in observations[budget.warmup:]:
+    def __init__(self, cfg: WorldModelConfig, *, seed: int, record: bool) -> None:
+        torch.manual_seed(seed)  # the same weights for every backend
+        self.cfg, self.wm = cfg, WorldModel(cfg).eval()
+        self.search_cfg = SearchConfig(num_simulations=cfg.num_simulations)
+        self.warm_rng = np.random.default_rng(seed + 1)
+        self.rng = np.random.default_rng(seed + 2)  # identical noise and action sampling per backend
+        self.model = InstrumentedModel(self.wm, record=record)
+        self.samples: list[SearchSample] = []
+        self.last_actions: list[int] | None = None  # the first timed search starts the episodes
+
+    @property
+    def backend(self) -> str:
+        return self.cfg.cache_backend
+
+    def warm_up(self, obs: np.ndarray) -> None:
+        """An untimed full-size search: the pools reach the size a timed search needs."""
+        plan(self.wm, obs, config=self.search_cfg, rng=self.warm_rng, add_noise=True, temperature=1.0)
+
+    def start_timing(self) -> None:
+        self.wm.reset_cache_stats()
+
+    def search(self, obs: np.ndarray, position: int) -> None:
+        model = self.model
         model.start_search()
         t0 = time.perf_counter()
-        out = plan(model, obs, config=search_cfg, rng=rng, last_actions=last_actions,
+        out = plan(model, obs, config=self.search_cfg, rng=self.rng, last_actions=self.last_actions,
                    add_noise=True, temperature=1.0)
-        samples.append(model.sample(time.perf_counter() - t0, out))
-        if record:
+        self.samples.append(model.sample(time.perf_counter() - t0, out, position))
+        if model.record:
             model.trace.visit_counts.append(out.visit_counts.copy())
-        last_actions = out.action.tolist()
-        if progress is not None:
-            progress.update()
-    return samples, wm.cache_stats(), model.trace, wm
+        self.last_actions = out.action.tolist()
 
 
-def compare_traces(ref: Trace, other: Trace) -> tuple[dict[str, float], bool]:
-    """(largest |difference| per output over every root and recurrent call, trees matched?).
+# ----------------------------------------------------------------------------- FLOP floor
+def _linear_shapes(cfg: WorldModelConfig) -> list[tuple[str, int, int]]:
+    """(weight name, in, out) of every matmul of one recurrent call, in call order.
 
-    The trees match when every recurrent call saw the same actions and every search ended with
-    the same visit counts; if they do not, later calls expanded different nodes and their
-    differences compare different questions — the flag says so.
+    Pass 1 (action token): every block, then the reward head and the latent head; pass 2 (the
+    predicted latent's token): every block again (the same weights), then the value and policy heads.
+    """
+    e, r, bins, a = cfg.embed_dim, cfg.mlp_ratio, cfg.support_bins, cfg.action_space_size
+    blocks = []
+    for layer in range(cfg.num_layers):
+        blocks += [(f"qkv{layer}", e, 3 * e), (f"proj{layer}", e, e), (f"fc1_{layer}", e, r * e),
+                   (f"fc2_{layer}", r * e, e)]
+    heads1 = [("reward0", e, e), ("reward1", e, bins), ("latent0", e, e), ("latent1", e, e)]
+    heads2 = [("value0", e, e), ("value1", e, bins), ("policy0", e, e), ("policy1", e, a)]
+    return blocks + heads1 + blocks + heads2
+
+
+def recurrent_flops(cfg: WorldModelConfig) -> dict[str, int]:
+    """FLOPs (multiply-add = 2) of one batched recurrent call on its new tokens, B = env_num rows.
+
+    Per row: 2 tokens × num_layers × [qkv 3E² + proj E² + MLP 2·mlp_ratio·E²], attention of each
+    new token on ≤ context_length keys (QKᵀ and AV: 2·E·context_length per token and layer), and
+    only the heads each token needs — action token: reward (E² + E·bins) and latent (2E²);
+    observation token: value (E² + E·bins) and policy (E² + E·A).
+    """
+    b = cfg.env_num
+    matmul = 2 * b * sum(i * o for _, i, o in _linear_shapes(cfg))
+    attention = 2 * b * 2 * cfg.num_layers * 2 * cfg.embed_dim * cfg.context_length
+    return {"matmul": matmul, "attention": attention, "total": matmul + attention}
+
+
+class MatmulProbe:
+    """This machine's float32 ``F.linear`` rate on one recurrent call's matmuls (B = env_num rows)."""
+
+    def __init__(self, cfg: WorldModelConfig, *, calls: int = 4, repeats: int = 3) -> None:
+        gen = torch.Generator().manual_seed(1234)  # the global RNG (model weights) is left alone
+        self.shapes = _linear_shapes(cfg)
+        self.weights = {
+            name: (torch.randn(o, i, generator=gen) / math.sqrt(i), torch.zeros(o))
+            for name, i, o in self.shapes
+        }
+        self.inputs = {i: torch.randn(cfg.env_num, i, generator=gen) for _, i, _ in self.shapes}
+        self.flops = recurrent_flops(cfg)["matmul"]
+        self.calls, self.repeats = calls, repeats
+        self.rates: list[float] = []  # GFLOP/s, one per sample()
+        self._one_call()  # warm
+
+    @torch.no_grad()
+    def _one_call(self) -> None:
+        for name, i, _ in self.shapes:
+            w, bias = self.weights[name]
+            F.linear(self.inputs[i], w, bias)
+
+    def sample(self) -> float:
+        """Best of ``repeats`` timings of ``calls`` calls' worth of matmuls → GFLOP/s (recorded)."""
+        best = math.inf
+        for _ in range(self.repeats):
+            t0 = time.perf_counter()
+            for _ in range(self.calls):
+                self._one_call()
+            best = min(best, (time.perf_counter() - t0) / self.calls)
+        self.rates.append(self.flops / best / 1e9)
+        return self.rates[-1]
+
+
+# ----------------------------------------------------------------------------- comparison
+def compare_traces(ref: Trace, other: Trace) -> tuple[dict[str, float], dict[str, float], bool]:
+    """(largest |difference| per output, largest relative difference per scalar, trees matched?).
+
+    Absolute differences cover every output (``diff_by_output``); the scalars' relative
+    difference is ``|a - b| / max(1, |b|)`` with ``b`` the reference. The trees match when every
+    recurrent call saw the same actions and every search ended with the same visit counts; if
+    they do not, later calls expanded different nodes and their differences compare different
+    questions — the flag says so.
     """
     if len(ref.roots) != len(other.roots) or len(ref.calls) != len(other.calls):
-        return dict.fromkeys(_OUTPUTS, math.inf), False
-    worst, same_tree = dict.fromkeys(_OUTPUTS, 0.0), True
+        return dict.fromkeys(_OUTPUTS, math.inf), dict.fromkeys(SCALAR_OUTPUTS, math.inf), False
+    worst, rel, same_tree = dict.fromkeys(_OUTPUTS, 0.0), dict.fromkeys(SCALAR_OUTPUTS, 0.0), True
     for a, b in zip(ref.roots + ref.calls, other.roots + other.calls, strict=True):
         for k in _OUTPUTS:
-            if k not in a:
+            if k not in a and k not in b:  # reward_logits at roots
                 continue
-            ref_k = a[k].astype(np.float64)
-            diff = np.abs(ref_k - b[k].astype(np.float64))
-            if k in ("value", "reward"):  # relative: see _NETWORK_OUTPUTS
-                diff = diff / np.maximum(1.0, np.abs(ref_k))
+            if k not in a or k not in b or a[k].shape != b[k].shape:
+                worst[k] = math.inf
+                if k in rel:
+                    rel[k] = math.inf
+                continue
+            x, y = a[k].astype(np.float64), b[k].astype(np.float64)
+            diff = np.abs(x - y)
             worst[k] = max(worst[k], float(diff.max()) if diff.size else 0.0)
+            if k in rel and diff.size:
+                rel[k] = max(rel[k], float((diff / np.maximum(1.0, np.abs(x))).max()))
         if "action" in a and not np.array_equal(a["action"], b["action"]):
             same_tree = False
     same_tree &= all(np.array_equal(x, y) for x, y in zip(ref.visit_counts, other.visit_counts, strict=True))
-    return worst, same_tree
+    return worst, rel, same_tree
 
 
-def summarise(name: str, cfg: WorldModelConfig, samples: list[SearchSample], stats: dict) -> dict:
+def summarise(name: str, cfg: WorldModelConfig, samples: list[SearchSample], stats: dict,
+              flop_floor_ms: float) -> dict:
     """One result record: medians over the timed searches (see ``zerokv.bench.report.METRICS``)."""
     sims, envs = cfg.num_simulations, cfg.env_num
 
@@ -189,6 +275,7 @@ def summarise(name: str, cfg: WorldModelConfig, samples: list[SearchSample], sta
         return float(statistics.median(f(s) for s in samples))
 
     sims_per_s = med(lambda s: sims / s.seconds)
+    recurrent_ms = med(lambda s: 1e3 * s.recurrent_seconds / s.calls)
     forward_cache = [(s.cache_seconds, s.forward_seconds) for s in samples]
     return {
         "config": name,
@@ -196,28 +283,30 @@ def summarise(name: str, cfg: WorldModelConfig, samples: list[SearchSample], sta
         "searches_per_s": med(lambda s: 1.0 / s.seconds),
         "sims_per_s": sims_per_s,
         "expansions_per_s": envs * sims_per_s,
-        "recurrent_ms": med(lambda s: 1e3 * s.recurrent_seconds / s.calls),
+        "recurrent_ms": recurrent_ms,
         "cache_share": float(statistics.median(c / (c + f) for c, f in forward_cache)),
         "bytes_copied_per_node": med(lambda s: s.bytes_copied / (envs * s.calls)),
         "bytes_stored_per_node": stats["nbytes"] / stats["size"] if stats["size"] else 0.0,
         "host_syncs_per_sim": med(lambda s: s.host_syncs / s.calls),
         "hit_rate": float(stats["hit_rate"]),
         "fallbacks": int(stats["fallbacks"]),
-        "peak_rss_mb": peak_rss_mb(),
-        "max_abs_diff_vs_none": math.nan,  # filled in by run_bench
-        # ---- extras
+        "cache_mb": stats["nbytes"] / 2**20,
+        "max_abs_diff_vs_none": math.nan,  # filled in by run_bench (network outputs)
+        "max_rel_diff_scalars_vs_none": math.nan,  # filled in by run_bench (value, reward)
+        "trees_match_none": None,  # filled in by run_bench (same actions and visit counts)
         "floor_ms": med(lambda s: 1e3 * s.forward_seconds / s.calls),
+        "flop_floor_ms": flop_floor_ms,
+        "recurrent_vs_floor": recurrent_ms / flop_floor_ms if flop_floor_ms > 0 else math.nan,
+        # ---- extras
         "cache_ms": med(lambda s: 1e3 * s.cache_seconds / s.calls),
         "root_ms": med(lambda s: 1e3 * s.root_seconds),
         "bookkeeping_share": med(lambda s: s.bookkeeping_seconds / s.seconds),
-        "cache_mb": stats["nbytes"] / 2**20,
+        "cache_bytes": int(stats["nbytes"]),
         "live_entries": int(stats["size"]),
         "evictions": int(stats["evictions"]),
-        "rss_mb": psutil.Process().memory_info().rss / 2**20,
         "max_depth": max(s.max_depth for s in samples),
-        "max_rel_diff_scalars_vs_none": math.nan,  # value, reward: |a-b| / max(1, |b|)
-        "diff_by_output": None,  # max diff vs none per output (scalars relative, the rest absolute)
-        "trees_match_none": None,
+        "diff_by_output": None,  # max |diff| vs none per output (scalars and network outputs)
+        "rel_diff_by_output": None,  # max |a-b|/max(1,|b|) vs none for value and reward
         "env_num": envs,
         "num_simulations": sims,
         "per_search": [asdict(s) for s in samples],
@@ -232,62 +321,128 @@ class BenchResult:
     meta: dict
 
 
+def rotated(items: Sequence, k: int) -> list:
+    """``items`` rotated left by ``k`` (the run order of search index ``k``)."""
+    k %= len(items)
+    return [*items[k:], *items[:k]]
+
+
+def run_config(
+    name: str, base: WorldModelConfig, backends: Sequence[str], budget: Budget, *, seed: int,
+    diff: bool, bar=None,
+) -> tuple[list[dict], dict]:
+    """All backends of one config, interleaved search by search; (records, config meta)."""
+    runs = [BackendRun(model_config(base, b, budget), seed=seed, record=diff) for b in backends]
+    cfg = runs[0].cfg
+    obs = make_observations(cfg, budget.warmup + budget.searches, seed)
+    for run in runs:
+        if bar is not None:
+            bar.set_description(f"{name}/{run.backend} warm-up")
+        for o in obs[: budget.warmup]:
+            run.warm_up(o)
+            if bar is not None:
+                bar.update()
+        run.start_timing()
+    probe = MatmulProbe(cfg)
+    watch = CpuWatch()
+    for i, o in enumerate(obs[budget.warmup:]):
+        gc.collect()  # outside the timed searches
+        probe.sample()
+        for position, run in enumerate(rotated(runs, i)):
+            if bar is not None:
+                bar.set_description(f"{name} search {i + 1}/{budget.searches}: {run.backend}")
+            run.search(o, position)
+            if bar is not None:
+                bar.update()
+    probe.sample()
+    others = watch.others_share()
+    flops = recurrent_flops(cfg)
+    gflops = float(statistics.median(probe.rates))
+    flop_floor_ms = 1e3 * flops["total"] / (gflops * 1e9)
+    records, ref_trace = [], None
+    for run in runs:
+        rec = summarise(name, run.cfg, run.samples, run.wm.cache_stats(), flop_floor_ms)
+        rec["matmul_gflops"] = gflops
+        rec["recurrent_gflop"] = flops["total"] / 1e9
+        rec["other_processes_cpu_share"] = others
+        if run.backend == REFERENCE:
+            ref_trace = run.model.trace
+        if diff and ref_trace is not None:
+            by_output, rel, rec["trees_match_none"] = compare_traces(ref_trace, run.model.trace)
+            rec["diff_by_output"], rec["rel_diff_by_output"] = by_output, rel
+            rec["max_abs_diff_vs_none"] = max(by_output[k] for k in NETWORK_OUTPUTS)
+            rec["max_rel_diff_scalars_vs_none"] = max(rel.values())
+        records.append(rec)
+    config_meta = {
+        "matmul_gflops": gflops, "matmul_gflops_samples": probe.rates, "matmul_rows": cfg.env_num,
+        "recurrent_flops": flops, "flop_floor_ms": flop_floor_ms,
+        "search_orders": [[r.backend for r in rotated(runs, i)] for i in range(budget.searches)],
+        "other_processes_cpu_share": others,
+    }
+    del runs, probe
+    gc.collect()
+    return records, config_meta
+
+
 def run_bench(
     configs: Mapping[str, WorldModelConfig], backends: Sequence[str], budget: Budget | None = None, *,
     seed: int = 0, diff: bool = True, threads: int | None = None, quick: bool = False,
     progress: bool = True,
 ) -> BenchResult:
-    """Run every backend on every config; with ``diff`` the reference must be among them (it runs first)."""
+    """Run every backend on every config; with ``diff`` the reference must be among them (listed first)."""
     budget = Budget() if budget is None else budget
-    backends = sorted(backends, key=lambda n: n != REFERENCE)  # others are compared with its trace
+    backends = sorted(backends, key=lambda n: n != REFERENCE)  # records: the reference first
     watch = CpuWatch()
     if threads is not None:
         torch.set_num_threads(threads)
     if diff and REFERENCE not in backends:
         raise ValueError(f"diff=True needs the {REFERENCE!r} backend in backends={list(backends)}")
     notes = [
+        "interleaved: every backend's model is built and warmed up first (same seed, same weights, same "
+        "observations, same noise); then for each timed search index every backend runs one search, the "
+        "order rotating by one per index, so drift of a shared machine hits all alike; values are medians "
+        "over the timed searches",
         "recurrent_ms: wall time of one batched world_model.recurrent_inference call, timed around the call",
-        "floor_ms / cache_ms: CacheWork.forward_seconds / cache_seconds per call; cache_share = cache / (cache + forward)",
+        "floor_ms / cache_ms: CacheWork.forward_seconds / cache_seconds per call (measured); "
+        "cache_share = cache / (cache + forward)",
+        "flop_floor_ms: FLOPs of one recurrent call on its 2 new tokens (2 passes x num_layers x [qkv 3E^2 + "
+        "proj E^2 + MLP 2*mlp_ratio*E^2] + attention on <= context_length keys + only the heads each token "
+        "needs: reward & latent on the action token, value & policy on the observation token; x2 for "
+        "multiply-add; x env_num rows) / this machine's float32 F.linear rate on those same matmuls at "
+        "env_num rows (best of 3 per sample, sampled between search indices, median); "
+        "recurrent_vs_floor = recurrent_ms / flop_floor_ms",
         "bytes_copied_per_node, host_syncs_per_sim: recurrent calls only (roots left out)",
+        "cache_mb / stored per live node: the backend's cache_stats()['nbytes'] (its memory figure); "
+        "peak RSS is one figure for the whole process: all backends' models are alive at once, so it "
+        "cannot be split per backend",
         "evictions: pool slots of earlier searches reused by later ones; a 100% hit rate with 0 "
         "fallbacks shows no entry a search still needed was evicted",
-        "peak_rss_mb: the process high-water mark after that backend; it never falls, so it grows "
-        f"with run order ({', '.join(backends)})",
+        "max_abs_diff_vs_none: largest |difference| from 'none' over the network's outputs (policy logits, "
+        "value logits, reward logits, next latent), every root and recurrent call",
+        "max_rel_diff_scalars_vs_none: value and reward, |a-b| / max(1, |b|): the scalars are E[support] "
+        "mapped through h^-1, which magnifies ~5e-7 float32 logit noise by ~300 x h^-1' (support +-300), "
+        "so an absolute figure there would measure h^-1, not the cache",
+        "visit counts = none (trees_match_none): every recurrent call saw the same actions and every "
+        "search ended with the same root visit counts as with 'none'",
     ]
     if not diff:
         notes.append("max_abs_diff_vs_none: NaN (null in JSON): run with the diff turned off")
     total = len(configs) * len(backends) * (budget.warmup + budget.searches)
     bar = tqdm(total=total, disable=not progress, unit="search", file=sys.stderr, leave=False)
-    records = []
+    records, per_config = [], {}
     with bar:
         for name, base in configs.items():
-            ref_trace = None
-            for backend in backends:
-                cfg = model_config(base, backend, budget)
-                bar.set_description(f"{name}/{backend}")
-                obs = make_observations(cfg, budget.warmup + budget.searches, seed)
-                backend_watch = CpuWatch()
-                samples, stats, trace, wm = run_backend(
-                    cfg, budget, obs, seed=seed, record=diff, progress=bar
-                )
-                rec = summarise(name, cfg, samples, stats)
-                rec["other_processes_cpu_share"] = backend_watch.others_share()
-                if backend == REFERENCE:
-                    ref_trace = trace
-                if diff and ref_trace is not None:
-                    by_output, rec["trees_match_none"] = compare_traces(ref_trace, trace)
-                    rec["diff_by_output"] = by_output
-                    rec["max_abs_diff_vs_none"] = max(by_output[k] for k in _NETWORK_OUTPUTS)
-                    rec["max_rel_diff_scalars_vs_none"] = max(by_output["value"], by_output["reward"])
-                records.append(rec)
-                del wm, trace
-                gc.collect()
+            recs, per_config[name] = run_config(name, base, backends, budget, seed=seed, diff=diff, bar=bar)
+            records += recs
     meta = {
         "quick": quick, "searches": budget.searches, "warmup": budget.warmup,
         "simulations": budget.simulations, "seed": seed, "threads": torch.get_num_threads(),
+        "backends": list(backends), "interleaved": True,
         "torch": torch.__version__, "python": platform.python_version(),
         "cpu": cpu_name(), "cores": psutil.cpu_count(),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"), "notes": notes,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "notes": notes,
+        "peak_rss_mb": peak_rss_mb(), "rss_mb": psutil.Process().memory_info().rss / 2**20,
+        "configs": per_config,
         "other_processes_cpu_share": watch.others_share(),
     }
     return BenchResult(records, meta)

@@ -80,7 +80,7 @@ class TrainConfig:
     """Categorical value/reward support [-S, S]."""
 
     # --- learning
-    batch_size: int = 128
+    batch_size: int = 64
     """Sequences per update."""
     unroll_steps: int = 10
     """K: steps per training sequence after the first."""
@@ -111,6 +111,9 @@ class TrainConfig:
     """Env steps between evaluations (0: only at the end)."""
     eval_episodes: int = 10
     """Greedy evaluation episodes."""
+    stop_return: float | None = None
+    """Stop once an evaluation's mean return reaches this. None: the env's registered
+    reward_threshold (475 for CartPole-v1), or never if it has none; inf: never stop early."""
     checkpoint_every: int = 5_000
     """Env steps between checkpoints (always one at the end)."""
     progress: bool = True
@@ -130,6 +133,8 @@ class TrainConfig:
                 raise ValueError(f"{name}={getattr(self, name)!r}; must be > 0")
         if not 0 < self.target_update_rate <= 1:
             raise ValueError(f"target_update_rate={self.target_update_rate}; must be in (0, 1]")
+        if self.stop_return is not None and self.stop_return != self.stop_return:  # NaN
+            raise ValueError("stop_return=nan; must be a number, inf (never stop early) or None (the env's threshold)")
         if not 0 <= self.discount <= 1:
             raise ValueError(f"discount={self.discount}; must be in [0, 1]")
 

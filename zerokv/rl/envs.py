@@ -41,6 +41,8 @@ class EnvSpec:
     """`(D,)` for vector observations or `(C, H, W)` for images; always float32."""
     action_space_size: int
     """Number of discrete actions A; actions are `0..A-1`."""
+    reward_threshold: float | None = None
+    """The return at which gymnasium calls the env solved (475 for CartPole-v1), if registered."""
 
 
 def is_atari(env_id: str) -> bool:
@@ -156,6 +158,7 @@ def env_spec(env_id: str) -> EnvSpec:
             env_id=env_id,
             observation_shape=tuple(int(d) for d in env.observation_space.shape),
             action_space_size=int(env.action_space.n),
+            reward_threshold=None if env.spec is None else env.spec.reward_threshold,
         )
     finally:
         env.close()

@@ -5,7 +5,8 @@ updates, then the caches are cleared (UniZero: stale caches would mix old and ne
 their statistics are logged, and each env's root context is rebuilt with the new weights from its
 recent history. Checkpoints are taken only between iterations and hold everything the next
 iteration reads, so an interrupted-and-resumed run ends with the same weights as an
-uninterrupted one.
+uninterrupted one. The run stops early once an evaluation reaches ``stop_return`` (by default the
+env's registered reward threshold), and ``OUT/best.pt`` always holds the best-evaluated weights.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class TrainResult:
     cache_stats: dict
     wall_seconds: float
     out: Path
+    solved_at: int | None = None
+    """Env steps at the evaluation that reached the stop return (the run stopped there), if any."""
 
 
 def world_model_config(cfg: TrainConfig) -> WorldModelConfig:
@@ -92,17 +95,21 @@ class Trainer:
         self.env_steps = self.iteration = 0
         self.recent_returns: list[float] = []
         self.eval_returns: list[float] = []
+        self.best_eval_return = -np.inf
+        spec_threshold = env_spec(cfg.env).reward_threshold
+        self.stop_return = cfg.stop_return if cfg.stop_return is not None else spec_threshold
         # Cache counters summed over iterations (each iteration's are logged, then reset).
         self.cache_totals = {"hits": 0, "misses": 0, "evictions": 0, "fallbacks": 0}
 
     # ---------------------------------------------------------------- checkpoints
-    def save(self) -> Path:
-        path = checkpoint_path(self.out / "checkpoints", self.env_steps)
+    def save(self, path: Path | None = None) -> Path:
+        path = checkpoint_path(self.out / "checkpoints", self.env_steps) if path is None else path
         save_checkpoint(path, {
             "learner": self.learner.state_dict(), "replay": self.replay.state_dict(),
             "collector": self.collector.state_dict(), "torch_rng": torch.get_rng_state(),
             "counters": {"env_steps": self.env_steps, "iteration": self.iteration,
-                         "recent_returns": list(self.recent_returns)},
+                         "recent_returns": list(self.recent_returns),
+                         "best_eval_return": float(self.best_eval_return)},
             "config": self.cfg.to_dict(), "model_config": _plain(asdict(self.model_config)),
         })
         return path
@@ -116,6 +123,7 @@ class Trainer:
         counters = state["counters"]
         self.env_steps, self.iteration = counters["env_steps"], counters["iteration"]
         self.recent_returns = list(counters["recent_returns"])
+        self.best_eval_return = counters["best_eval_return"]
         self.collector.rebuild_contexts()  # the caches are empty, as after every iteration
 
     # ----------------------------------------------------------------------- loop
@@ -138,8 +146,11 @@ class Trainer:
                    unit="step", dynamic_ncols=True)
         next_eval = _next_multiple(self.env_steps, cfg.eval_every) if cfg.eval_every else None
         next_ckpt = _next_multiple(self.env_steps, cfg.checkpoint_every)
+        solved_at = None
+        if self.stop_return is not None:
+            print(f"stops early once an evaluation's mean return reaches {self.stop_return:g}")
         try:
-            while self.env_steps < cfg.total_env_steps:
+            while self.env_steps < cfg.total_env_steps and solved_at is None:
                 row = self._iteration()
                 bar.update(cfg.iteration_env_steps)
                 if self.recent_returns:
@@ -147,6 +158,8 @@ class Trainer:
                 if next_eval is not None and self.env_steps >= next_eval:
                     row.update(self._evaluate())
                     next_eval = _next_multiple(self.env_steps, cfg.eval_every)
+                    if self.stop_return is not None and row["return/eval"] >= self.stop_return:
+                        solved_at = self.env_steps
                 for key, value in row.items():
                     writer.add_scalar(key, value, self.env_steps)
                 if csv_writer is None:
@@ -155,7 +168,7 @@ class Trainer:
                         csv_writer.writeheader()
                 csv_writer.writerow(row)
                 csv_file.flush()
-                if self.env_steps >= next_ckpt or self.env_steps >= cfg.total_env_steps:
+                if self.env_steps >= next_ckpt or self.env_steps >= cfg.total_env_steps or solved_at:
                     self.save()
                     next_ckpt = _next_multiple(self.env_steps, cfg.checkpoint_every)
         finally:
@@ -165,10 +178,14 @@ class Trainer:
             self.collector.close()
         if not self.eval_returns:
             self._evaluate()
+        if solved_at is not None:
+            print(f"solved: evaluation return {np.mean(self.eval_returns):.1f} >= {self.stop_return:g} "
+                  f"at {solved_at} env steps; stopping")
         totals = dict(self.cache_totals, backend=self.model_config.cache_backend)
         queries = totals["hits"] + totals["misses"]
         totals["hit_rate"] = totals["hits"] / queries if queries else 0.0
-        return TrainResult(self.env_steps, self.eval_returns, totals, time.monotonic() - start, self.out)
+        return TrainResult(self.env_steps, self.eval_returns, totals, time.monotonic() - start, self.out,
+                           solved_at)
 
     def _iteration(self) -> dict[str, float]:
         cfg, model = self.cfg, self.model
@@ -214,6 +231,9 @@ class Trainer:
                                      episodes=cfg.eval_episodes, seed=cfg.seed + 10_000, search=self.search)
         mean = float(np.mean(self.eval_returns))
         tqdm.write(f"[eval] env_steps={self.env_steps} return={mean:.1f} ± {np.std(self.eval_returns):.1f}")
+        if mean > self.best_eval_return:
+            self.best_eval_return = mean
+            self.save(self.out / "best.pt")  # the best weights survive a later dip
         return {"return/eval": mean, "return/eval_std": float(np.std(self.eval_returns))}
 
 
