@@ -30,7 +30,7 @@ gymnasium.register("ZerokvTest/Rank3-v0", entry_point=_BoxObsEnv, kwargs={"shape
 
 
 def test_cartpole_spec_and_float32_obs():
-    assert env_spec("CartPole-v1") == EnvSpec("CartPole-v1", (4,), 2)
+    assert env_spec("CartPole-v1") == EnvSpec("CartPole-v1", (4,), 2, reward_threshold=475.0)
     env = make_env("CartPole-v1", seed=0)
     obs, _ = env.reset()
     assert obs.shape == (4,) and obs.dtype == np.float32
@@ -53,6 +53,7 @@ def test_seed_makes_runs_reproducible():
 
 def test_rank3_non_atari_box_is_cast_unchanged():
     assert env_spec("ZerokvTest/Rank3-v0").observation_shape == (3, 4, 5)
+    assert env_spec("ZerokvTest/Rank3-v0").reward_threshold is None  # not registered: never stops early
     obs, _ = make_env("ZerokvTest/Rank3-v0", seed=0).reset()
     assert obs.shape == (3, 4, 5) and obs.dtype == np.float32
 

@@ -356,6 +356,7 @@ def run_config(
                 bar.update()
     probe.sample()
     others = watch.others_share()
+    peak = peak_rss_mb()
     flops = recurrent_flops(cfg)
     gflops = float(statistics.median(probe.rates))
     flop_floor_ms = 1e3 * flops["total"] / (gflops * 1e9)
@@ -365,6 +366,7 @@ def run_config(
         rec["matmul_gflops"] = gflops
         rec["recurrent_gflop"] = flops["total"] / 1e9
         rec["other_processes_cpu_share"] = others
+        rec["peak_rss_mb"] = peak  # the process's: every backend's model was alive at once
         if run.backend == REFERENCE:
             ref_trace = run.model.trace
         if diff and ref_trace is not None:
@@ -413,8 +415,8 @@ def run_bench(
         "recurrent_vs_floor = recurrent_ms / flop_floor_ms",
         "bytes_copied_per_node, host_syncs_per_sim: recurrent calls only (roots left out)",
         "cache_mb / stored per live node: the backend's cache_stats()['nbytes'] (its memory figure); "
-        "peak RSS is one figure for the whole process: all backends' models are alive at once, so it "
-        "cannot be split per backend",
+        "peak_rss_mb is the whole process's peak after the record's config ran: all backends' models are "
+        "alive at once (interleaving), so it cannot be split per backend; cache_mb is the per-backend figure",
         "evictions: pool slots of earlier searches reused by later ones; a 100% hit rate with 0 "
         "fallbacks shows no entry a search still needed was evicted",
         "max_abs_diff_vs_none: largest |difference| from 'none' over the network's outputs (policy logits, "
