@@ -99,8 +99,7 @@ def test_missing_ale_py_says_how_to_install(monkeypatch):
 
 
 def test_atari_preprocessing():
-    pytest.importorskip("ale_py")
-    pytest.importorskip("cv2")
+    # The test command installs the atari extra (scripts/setup.sh), so this always runs.
     assert env_spec("ALE/Pong-v5") == EnvSpec("ALE/Pong-v5", (3, 64, 64), 6)
     env = make_env("ALE/Pong-v5", seed=0, atari_sticky_prob=0.1, atari_frame_skip=3)
     obs, _ = env.reset()
