@@ -3,10 +3,12 @@
 import json
 import math
 
+import numpy as np
 import pytest
 
 from zerokv.bench import CONFIGS, Budget, main, render, run_bench, write_json, write_plot
 from zerokv.bench.configs import resolve_backends
+from zerokv.bench.multileaf import parse_leaves, policy_distance, run_multi_leaf
 from zerokv.bench.run import NETWORK_OUTPUTS, recurrent_flops, rotated
 from zerokv.model.config import WorldModelConfig
 
@@ -82,6 +84,33 @@ def test_flop_count_by_hand():
     assert flops["total"] == 2 * b * (blocks + heads + attention)
 
 
+def test_multi_leaf_records_speed_and_policy_change():
+    records = run_multi_leaf({"tiny": TINY}, [2], Budget(searches=2, warmup=1))
+    assert [r["label"] for r in records] == ["1", "2", "1, other noise"]
+    one, two, noise = records
+    assert one["kl"] == one["tv"] == 0.0 and one["top_action_agrees"] == 1.0 and one["speedup"] == 1.0
+    assert one["calls_per_search"] == TINY.num_simulations and one["rows_per_call"] == TINY.env_num
+    assert two["calls_per_search"] < TINY.num_simulations and two["rows_per_call"] > TINY.env_num
+    assert two["positions"] == 2 * TINY.env_num and two["kl"] >= 0 and 0 <= two["tv"] <= 1
+    assert noise["leaves_per_call"] == 1 and noise["calls_per_search"] == TINY.num_simulations
+
+
+def test_policy_distance_by_hand():
+    base = np.array([[3, 1], [0, 4]])
+    same = policy_distance(base, base)
+    assert same == {"kl": 0.0, "tv": 0.0, "top_action_agrees": 1.0}
+    flipped = policy_distance(base, base[:, ::-1])
+    p = np.array([3.5, 1.5]) / 5
+    q = np.array([0.5, 4.5]) / 5
+    kl_row0 = (p * np.log(p / p[::-1])).sum()
+    kl_row1 = (q * np.log(q / q[::-1])).sum()
+    assert flipped["kl"] == pytest.approx((kl_row0 + kl_row1) / 2)
+    assert flipped["tv"] == pytest.approx((0.5 + 1.0) / 2) and flipped["top_action_agrees"] == 0.0
+    assert parse_leaves("8, 4,4") == [4, 8]
+    with pytest.raises(ValueError, match="'1'; each must be an int >= 2"):
+        parse_leaves("1,4")
+
+
 def test_report_json_and_plot(tiny_result, tmp_path):
     text = render(tiny_result)
     header = next(line for line in text.splitlines() if line.startswith("metric"))
@@ -112,11 +141,13 @@ def test_main_runs_end_to_end(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(CONFIGS, "tiny", TINY)
     out = tmp_path / "bench.json"
     main(["--configs", "tiny", "--quick", "--simulations", "3", "--searches", "1", "--threads", str(THREADS),
-          "--no-progress", "--json", str(out)])
+          "--no-progress", "--json", str(out), "--multi-leaf", "2"])
     printed = capsys.readouterr().out
     assert "QUICK RUN" in printed and "backends=none,legacy,manager,paged" in printed
     assert "tiny/manager" in printed and "tiny/paged" in printed
-    assert json.loads((tmp_path / "bench.meta.json").read_text())["quick"] is True
+    meta = json.loads((tmp_path / "bench.meta.json").read_text())
+    assert meta["quick"] is True and [r["leaves_per_call"] for r in meta["multi_leaf"]] == [1, 2, 1]
+    assert "Multi-leaf search" in printed
 
 
 @pytest.mark.parametrize(

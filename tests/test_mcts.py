@@ -137,6 +137,58 @@ def test_bandit_best_action_wins():
     assert out.visit_counts[0, 2] > out.visit_counts[0].sum() / 2
 
 
+def multi_leaf_fn(num_actions: int, calls: list):
+    """`hashed_fn` for multi-leaf calls: rows name their tree; outputs depend on (tree, parent, action)."""
+
+    def fn(latent, action, parent_id, child_id, tree_index):
+        calls.append((latent.clone(), action.copy(), parent_id.copy(), child_id.copy(), tree_index.copy()))
+        seed = (parent_id * 1000003 + action * 7919 + tree_index * 104729) % 2**32
+        gens = [np.random.default_rng(int(s)) for s in seed]
+        return RecurrentFnOutput(
+            reward=np.array([g.normal() for g in gens], np.float32),
+            value=np.array([g.normal() for g in gens], np.float32),
+            policy_logits=np.stack([g.normal(size=num_actions) for g in gens]).astype(np.float32),
+            latent=torch.from_numpy(child_id.astype(np.float32))[:, None],
+        )
+
+    return fn
+
+
+@pytest.mark.parametrize("leaves", [2, 4, 64])
+def test_multi_leaf_expands_every_node_once_from_evaluated_parents(leaves):
+    calls: list = []
+    batch, num_actions, sims = 3, 3, 20
+    out = run(make_root(batch, num_actions), multi_leaf_fn(num_actions, calls), sims, leaves_per_call=leaves)
+    assert out.model_calls == len(calls) and math.ceil(sims / leaves) <= len(calls) < sims
+    evaluated = [{ROOT_INDEX} for _ in range(batch)]  # per tree: nodes the model has returned
+    edges: list[set] = [set() for _ in range(batch)]
+    for latent, action, parent, child, tree in calls:
+        assert len(tree) <= batch * leaves and np.bincount(tree, minlength=batch).max() <= leaves
+        for b, p, a, c in zip(tree.tolist(), parent.tolist(), action.tolist(), child.tolist(), strict=True):
+            assert p in evaluated[b], "a leaf's parent was evaluated by an earlier call"
+            assert c not in evaluated[b] and (p, a) not in edges[b]
+            edges[b].add((p, a))
+        np.testing.assert_array_equal(latent[:, 0].numpy(), parent.astype(np.float32))
+        for b, c in zip(tree.tolist(), child.tolist(), strict=True):
+            evaluated[b].add(c)
+    assert all(nodes == set(range(sims + 1)) for nodes in evaluated)  # ids 1..sims, each once
+    np.testing.assert_array_equal(out.visit_counts.sum(axis=1), np.full(batch, sims))
+
+
+def test_multi_leaf_bandit_still_finds_the_best_action():
+    rewards = np.array([[0.2, 0.5, 1.0, 0.1], [1.0, 0.0, 0.0, 0.3]])
+    bandit = bandit_fn(rewards)
+
+    def fn(latent, action, parent_id, child_id, tree_index):  # the bandit, rows mapped to trees
+        out = bandit_fn(rewards[tree_index])(latent, action, parent_id, child_id)
+        return out
+
+    out = run(make_root(2, 4), fn, 60, add_noise=False, temperature=0.0, leaves_per_call=4)
+    assert out.action.tolist() == [2, 0] and out.model_calls < 60
+    one_leaf = run(make_root(2, 4), bandit, 60, add_noise=False, temperature=0.0)
+    assert one_leaf.action.tolist() == [2, 0] and one_leaf.model_calls == 60
+
+
 def test_unvisited_q_parent_mean_three_simulations_exact():
     """Hand-computed: uniform prior p = 1/3, rewards [0.1, 0.9, 0.5], pb_c_init = 2, so
     c = 2 + log((N + 19653) / 19652) = 2.0002 (to 4 places) for N <= 3.
@@ -369,6 +421,7 @@ def test_latent_storage_keeps_dtype():
     ("kwargs", "match"),
     [
         (dict(num_simulations=0), "num_simulations must be >= 1, got 0"),
+        (dict(leaves_per_call=0), "leaves_per_call must be an int >= 1, got 0"),
         (dict(num_simulations=-3), "got -3"),
         (dict(num_simulations=2.5), "got 2.5"),
         (dict(temperature=-0.5), "temperature .* got -0.5"),
@@ -423,7 +476,7 @@ def test_bad_recurrent_output():
         out = hashed_fn(3)(latent, action, parent_id, child_id)
         return RecurrentFnOutput(out.reward, out.value, out.policy_logits[:, :2], out.latent)
 
-    with pytest.raises(ValueError, match=r"simulation 1: policy_logits .* \(2, 3\), got \(2, 2\)"):
+    with pytest.raises(ValueError, match=r"call 1: policy_logits .* \(2, 3\), got \(2, 2\)"):
         muzero_search(
             make_root(2, 3), wrong_logits, num_simulations=2, rng=np.random.default_rng(0)
         )

@@ -80,20 +80,23 @@ def test_every_backend_matches_the_reference(image):
         assert stats["fallbacks"] == 0 and stats["misses"] == 0
 
 
-def test_real_searches_give_identical_visit_counts():
+@pytest.mark.parametrize("leaves_per_call", [1, 4], ids=["one-leaf", "multi-leaf"])
+def test_real_searches_give_identical_visit_counts(leaves_per_call):
     results = {}
+    search = SearchConfig(num_simulations=12, leaves_per_call=leaves_per_call)
     for backend in ("none", "legacy", "manager", "paged"):
         wm = build(backend)
         rng = np.random.default_rng(3)
         obs_rng = np.random.default_rng(4)
         visits, last = [], None
         for _ in range(3):
-            out = plan(wm, obs_rng.random((3, 5), dtype=np.float32), config=SearchConfig(num_simulations=12),
-                       rng=rng, last_actions=last)
+            out = plan(wm, obs_rng.random((3, 5), dtype=np.float32), config=search, rng=rng, last_actions=last)
             visits.append(out.visit_counts)
             last = out.action
+            assert out.model_calls == 12 if leaves_per_call == 1 else out.model_calls < 12
         results[backend] = np.stack(visits)
-        assert wm.cache_stats()["fallbacks"] == 0
+        stats = wm.cache_stats()
+        assert stats["fallbacks"] == 0 and stats["misses"] == 0
     np.testing.assert_array_equal(results["none"], results["legacy"])
     np.testing.assert_array_equal(results["none"], results["manager"])
     np.testing.assert_array_equal(results["none"], results["paged"])

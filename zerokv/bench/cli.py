@@ -16,6 +16,7 @@ from zerokv.bench.configs import (
     resolve_configs,
     split_names,
 )
+from zerokv.bench.multileaf import parse_leaves, render_multi_leaf, run_multi_leaf
 from zerokv.bench.report import render, write_json, write_plot
 from zerokv.bench.run import BenchResult, run_bench
 
@@ -48,6 +49,9 @@ class BenchArgs:
     """Seed of the weights, observations and search noise (the same for every backend)."""
     progress: bool = True
     """Show a progress bar on stderr."""
+    multi_leaf: str | None = None
+    """Also run multi-leaf searches with these leaves per call (e.g. 4,8; paged backend) and compare
+    their speed and search policy with the one-leaf search's (saved under "multi_leaf" in the meta JSON)."""
 
 
 def budget_of(args: BenchArgs) -> Budget:
@@ -66,6 +70,7 @@ def run(args: BenchArgs) -> BenchResult:
     configs = resolve_configs(args.configs)
     backends = resolve_backends(args.backends, with_reference=args.diff)
     budget = budget_of(args)
+    leaves = None if args.multi_leaf is None else parse_leaves(args.multi_leaf)
     print(f"zerokv bench: configs={','.join(configs)} backends={','.join(backends)} "
           f"searches={budget.searches} warmup={budget.warmup} "
           f"simulations={budget.simulations or 'config'} threads={args.threads} seed={args.seed}"
@@ -75,6 +80,9 @@ def run(args: BenchArgs) -> BenchResult:
     if args.diff and REFERENCE not in split_names(args.backends):
         result.meta["notes"].append(f"{REFERENCE!r} was added to --backends as the exactness reference")
     print(render(result), flush=True)
+    if leaves is not None:
+        result.meta["multi_leaf"] = run_multi_leaf(configs, leaves, budget, seed=args.seed)
+        print("\n" + render_multi_leaf(result.meta["multi_leaf"]), flush=True)
     if args.json:
         write_json(result, args.json)
         print(f"wrote {args.json}")

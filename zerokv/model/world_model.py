@@ -258,11 +258,16 @@ class WorldModel(nn.Module):
         """Expand one node per row: ``latent_state [B, E]`` of the parents, ``action [B]``.
 
         Rows belong to the envs of the last ``initial_inference`` unless ``env_ids`` says
-        otherwise. ``parent_ids``/``child_ids [B]`` are the search's node ids (root = 0); the
-        paged backend addresses nodes by them, the content-keyed backends ignore them. Runs the action token (→ reward, next latent), then the predicted latent's
-        token (→ value, policy), and stores each child's past.
+        otherwise; several rows may share an env (a multi-leaf search), each expanding its own
+        node. ``parent_ids``/``child_ids [B]`` are the search's node ids (root = 0); the paged
+        backend addresses nodes by them, the content-keyed backends ignore them. Runs the action
+        token (→ reward, next latent), then the predicted latent's token (→ value, policy), and
+        stores each child's past.
         """
-        env_ids = self._search_env_ids if env_ids is None else self._check_env_ids(env_ids, latent_state.shape[0])
+        if env_ids is None:
+            env_ids = self._search_env_ids
+        else:  # several rows may share an env (multi-leaf search), each a distinct node
+            env_ids = self._check_env_ids(env_ids, latent_state.shape[0], unique=False)
         if latent_state.dim() != 2 or latent_state.shape != (len(env_ids), self.config.embed_dim):
             raise ValueError(
                 f"latent_state of shape {tuple(latent_state.shape)}; expected ({len(env_ids)}, {self.config.embed_dim})"
@@ -317,7 +322,7 @@ class WorldModel(nn.Module):
             raise ValueError(f"obs of shape {tuple(obs.shape)}; expected (B, {', '.join(map(str, shape))})")
         return obs.to(self.config.device)
 
-    def _check_env_ids(self, env_ids, batch: int) -> list[int]:
+    def _check_env_ids(self, env_ids, batch: int, *, unique: bool = True) -> list[int]:
         ids = list(range(batch)) if env_ids is None else [int(e) for e in env_ids]
         n = self.config.env_num
         if len(ids) != batch:
@@ -325,7 +330,7 @@ class WorldModel(nn.Module):
         bad = [e for e in ids if not 0 <= e < n]
         if bad:
             raise ValueError(f"env_id {bad[0]} outside [0, {n}) (env_num={n})")
-        if len(set(ids)) != len(ids):
+        if unique and len(set(ids)) != len(ids):
             raise ValueError(f"env_ids {ids} repeat an env; one row per env")
         return ids
 

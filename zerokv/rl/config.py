@@ -53,6 +53,9 @@ class TrainConfig:
     """Temperature reached after --temperature-decay-steps (absolute env steps, so resuming is exact)."""
     temperature_decay_steps: int = 20_000
     """Env steps of the linear temperature decay."""
+    leaves_per_call: int = 1
+    """Leaves per env in each batched model call of a search (>1: multi-leaf search with virtual
+    visits; fewer, wider calls, a slightly different search policy; see zerokv.search.mcts)."""
     segment_length: int = 50
     """Steps per game segment pushed to the replay buffer."""
 
@@ -120,8 +123,8 @@ class TrainConfig:
     """Show a progress bar."""
 
     def __post_init__(self) -> None:
-        positive = ("total_env_steps", "num_envs", "num_simulations", "segment_length", "history_steps",
-                    "embed_dim", "num_layers", "num_heads", "context_length", "support_size", "batch_size",
+        positive = ("total_env_steps", "num_envs", "num_simulations", "leaves_per_call", "segment_length",
+                    "history_steps", "embed_dim", "num_layers", "num_heads", "context_length", "support_size", "batch_size",
                     "unroll_steps", "td_steps", "collect_steps", "replay_capacity", "eval_episodes",
                     "checkpoint_every", "threads")
         for name in positive:

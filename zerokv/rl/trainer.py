@@ -66,7 +66,8 @@ def world_model_config(cfg: TrainConfig) -> WorldModelConfig:
 
 def search_config(cfg: TrainConfig) -> SearchConfig:
     return SearchConfig(num_simulations=cfg.num_simulations, discount=cfg.discount,
-                        dirichlet_alpha=cfg.dirichlet_alpha, exploration_fraction=cfg.exploration_fraction)
+                        dirichlet_alpha=cfg.dirichlet_alpha, exploration_fraction=cfg.exploration_fraction,
+                        leaves_per_call=cfg.leaves_per_call)
 
 
 def temperature(cfg: TrainConfig, env_steps: int) -> float:

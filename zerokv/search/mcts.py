@@ -30,6 +30,17 @@ Conventions (MuZero pseudocode unless noted):
   value and the `num_simulations` backed-up returns.
 - Ties in the selection and in the temperature-0 action are broken by the lowest action index.
 - Single-player values (no sign flip between plies).
+
+Multi-leaf mode (`leaves_per_call=k > 1`, opt-in): each batched `recurrent_fn` call expands up
+to k leaves per tree, so a call carries up to B·k rows (a CPU matmul at 32–64 rows costs little
+more than at 8). The k leaves of a tree are chosen one after another with *virtual visits*: each
+chosen leaf is linked into the tree as a pending node, and every node on its path gets one extra
+visit that keeps its mean value (so Q is unchanged and only the exploration term shrinks,
+steering the next choice elsewhere). A descent that reaches a pending node is a collision and
+yields no leaf for that slot. The virtual visits are removed before the real backups. Every tree
+still makes exactly `num_simulations` expansions, but a leaf is chosen without the results of the
+others in its call: the search policy differs from the one-leaf search (measured by
+`zerokv bench --multi-leaf`). With k = 1 the search is the standard one, bit for bit.
 """
 
 from __future__ import annotations
@@ -96,11 +107,15 @@ class RecurrentFnOutput:
     latent: torch.Tensor
 
 
-RecurrentFn = Callable[[torch.Tensor, np.ndarray, np.ndarray, np.ndarray], RecurrentFnOutput]
+RecurrentFn = Callable[..., RecurrentFnOutput]
 """`recurrent_fn(parent_latent [B, E], action [B] int64, parent_id [B] int64, child_id [B]
 int64) -> RecurrentFnOutput`. Node ids are per-tree: the root is `ROOT_INDEX = 0` and
 simulation k (1-based) creates node k in every tree, so `child_id` is k for all rows and
-`parent_id` always names a node created earlier."""
+`parent_id` always names a node created earlier.
+
+With `leaves_per_call > 1` a call carries R rows (up to B·leaves_per_call, several per tree) and
+gets a fifth argument `tree_index [R] int64`, the tree of each row; node ids stay per-tree, each
+created once, numbered 1, 2, … in creation order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +133,7 @@ class SearchOutput:
         model_seconds: wall time spent inside `recurrent_fn`.
         bookkeeping_seconds: wall time of everything else (selection, backup, noise, ...).
         max_depth: depth of the deepest node created (root children have depth 1).
+        model_calls: `recurrent_fn` calls made (num_simulations with one leaf per call).
     """
 
     action: np.ndarray
@@ -127,6 +143,7 @@ class SearchOutput:
     model_seconds: float
     bookkeeping_seconds: float
     max_depth: int
+    model_calls: int
 
 
 UNVISITED_Q_MODES = ("parent", "zero")
@@ -156,13 +173,15 @@ def muzero_search(
     add_noise: bool = True,
     temperature: float = 1.0,
     unvisited_q: str = "parent",
+    leaves_per_call: int = 1,
 ) -> SearchOutput:
     """Run `num_simulations` MuZero simulations in each of the B trees and pick an action.
 
     `legal_actions_mask` [B, A] bool restricts the root only (None = all legal). `rng` is used
     for the Dirichlet noise and for sampling the action when temperature > 0, so a fixed seed
     gives identical outputs. `unvisited_q` ("parent" or "zero") sets the Q an unexpanded child
-    scores in pUCT (see the module docstring). Runs under `torch.no_grad()`: the search never
+    scores in pUCT (see the module docstring). `leaves_per_call` > 1 expands several leaves per
+    tree in each `recurrent_fn` call (multi-leaf mode, see the module docstring). Runs under `torch.no_grad()`: the search never
     needs gradients. Raises ValueError on invalid arguments.
     """
     start = time.perf_counter()
@@ -179,6 +198,7 @@ def muzero_search(
         add_noise,
         temperature,
         unvisited_q,
+        leaves_per_call,
     )
     batch, num_actions = legal.shape
     consts = _PuctConstants(float(discount), float(pb_c_base), float(pb_c_init), unvisited_q)
@@ -191,24 +211,30 @@ def muzero_search(
     tree.set_root(root_prior, np.asarray(root.value, dtype=np.float64))
     stats = MinMaxStats.empty(batch)
 
-    model_seconds = 0.0
+    model_seconds, calls = 0.0, 0
     with torch.no_grad():
-        # [B, N, E...] node latents, row b / slot k = node k of tree b; filled one slot per sim.
+        # [B, N, E...] node latents, row b / slot k = node k of tree b; one slot per expansion.
         latents = root.latent.new_empty((batch, num_simulations + 1, *root.latent.shape[1:]))
         latents[:, ROOT_INDEX] = root.latent
-        env_index = torch.arange(batch, device=latents.device)  # [B]
-        for sim in range(1, num_simulations + 1):
-            parent, action = _descend(tree, stats, legal, consts)  # [B], [B]
-            # One gather for all envs: parent latents [B, E...].
-            parent_latent = latents[env_index, torch.from_numpy(parent).to(latents.device)]
-            child_id = np.full(batch, sim, dtype=np.int64)
+        created = np.zeros(batch, dtype=np.int64)  # [B] nodes created so far = newest node id
+        while created.min() < num_simulations:
+            leaves = _select_leaves(tree, stats, legal, consts, created, num_simulations, leaves_per_call)
+            tree_t = torch.from_numpy(leaves.rows).to(latents.device)
+            node_t = torch.from_numpy(leaves.node).to(latents.device)
+            # One gather for all rows: parent latents [R, E...].
+            parent_latent = latents[tree_t, torch.from_numpy(leaves.parent).to(latents.device)]
+            args = (parent_latent, leaves.action, leaves.parent.copy(), leaves.node.copy())
+            if leaves_per_call > 1:
+                args += (leaves.rows.copy(),)
             model_start = time.perf_counter()
-            out = recurrent_fn(parent_latent, action, parent.copy(), child_id)
+            out = recurrent_fn(*args)
             model_seconds += time.perf_counter() - model_start
-            reward, value, logits = _check_recurrent_output(out, root.latent, num_actions, sim)
-            latents[:, sim] = out.latent
-            tree.add_child(sim, parent, action, reward, softmax(logits))
-            _backup(tree, stats, sim, value, consts.discount)
+            calls += 1
+            reward, value, logits = _check_recurrent_output(out, root.latent, num_actions, calls, len(leaves.rows))
+            latents[tree_t, node_t] = out.latent.to(latents.dtype)
+            tree.add_child(leaves.node, leaves.parent, leaves.action, reward, softmax(logits), rows=leaves.rows)
+            for part in leaves.slots:  # each slot holds distinct trees
+                _backup(tree, stats, leaves.rows[part], leaves.node[part], value[part], consts.discount)
 
     visit_counts = tree.root_child_visits()  # [B, A]
     search_policy = (visit_counts / num_simulations).astype(np.float32)
@@ -223,30 +249,101 @@ def muzero_search(
         model_seconds=model_seconds,
         bookkeeping_seconds=max(total_seconds - model_seconds, 0.0),
         max_depth=int(tree.depth.max()),
+        model_calls=calls,
     )
 
 
-def _descend(
-    tree: Tree, stats: MinMaxStats, legal: np.ndarray, consts: _PuctConstants
-) -> tuple[np.ndarray, np.ndarray]:
-    """Walk every tree from the root by pUCT until an unexpanded edge.
+@dataclass(frozen=True, slots=True)
+class _Leaves:
+    """The leaves one `recurrent_fn` call expands: R rows, grouped in slots of distinct trees."""
 
-    Returns (parent [B] int64, action [B] int64): the node to expand from and the action to
-    take. Loops over depth; each step handles all still-descending trees at once.
+    rows: np.ndarray  # [R] tree of each leaf
+    parent: np.ndarray  # [R] node the leaf is expanded from
+    action: np.ndarray  # [R] action on the edge parent -> leaf
+    node: np.ndarray  # [R] the leaf's new node id
+    slots: list[slice]  # row ranges, one per selection slot; a tree appears once per slot
+
+
+def _select_leaves(
+    tree: Tree, stats: MinMaxStats, legal: np.ndarray, consts: _PuctConstants, created: np.ndarray,
+    num_simulations: int, leaves_per_call: int,
+) -> _Leaves:
+    """Choose up to `leaves_per_call` leaves per tree that has budget left, link them into the
+    tree as pending nodes and advance `created` [B] in place.
+
+    Slot j descends every tree with budget left, seeing the leaves of slots < j as pending nodes
+    and their paths' virtual visits; a descent that reaches a pending node yields nothing. The
+    virtual visits are removed before returning (the pending marks stay until `add_child`).
     """
-    batch = legal.shape[0]
-    parent = np.full(batch, ROOT_INDEX, dtype=np.int64)
-    action = np.zeros(batch, dtype=np.int64)
-    rows = np.arange(batch)  # [R] trees still descending
-    node = np.full(batch, ROOT_INDEX, dtype=np.int64)  # [R] their current node
+    saved = None
+    if leaves_per_call > 1:
+        saved = tree.visit_count.copy(), tree.value_sum.copy()
+    parts: list[tuple[np.ndarray, ...]] = []
+    for _ in range(leaves_per_call):
+        rows = np.flatnonzero(created < num_simulations)
+        if rows.size == 0:
+            break
+        parent, action, ok = _descend(tree, stats, legal, consts, rows)
+        rows, parent, action = rows[ok], parent[ok], action[ok]
+        if rows.size == 0:
+            continue
+        created[rows] += 1
+        node = created[rows].copy()
+        tree.link(rows, node, parent, action)
+        if saved is not None:
+            tree.pending[rows, node] = True
+            _virtual_visit(tree, rows, node)
+        parts.append((rows, parent, action, node))
+    if saved is not None:
+        tree.visit_count[...], tree.value_sum[...] = saved
+    ends = np.cumsum([len(p[0]) for p in parts])
+    slots = [slice(int(e - len(p[0])), int(e)) for e, p in zip(ends, parts, strict=True)]
+    rows, parent, action, node = (np.concatenate(column) for column in zip(*parts, strict=True))
+    return _Leaves(rows, parent, action, node, slots)
+
+
+def _virtual_visit(tree: Tree, rows: np.ndarray, leaf: np.ndarray) -> None:
+    """One mean-preserving visit on every node of the paths leaf [R] -> root of trees rows [R]
+    (distinct). The pending leaf itself gets a visit with no value (it has none yet)."""
+    tree.visit_count[rows, leaf] += 1
+    node = tree.parents[rows, leaf]
     while rows.size:
+        n = tree.visit_count[rows, node]
+        tree.value_sum[rows, node] += tree.value_sum[rows, node] / n  # mean unchanged
+        tree.visit_count[rows, node] = n + 1
+        up = tree.parents[rows, node]
+        keep = up != NO_PARENT
+        rows, node = rows[keep], up[keep]
+
+
+def _descend(
+    tree: Tree, stats: MinMaxStats, legal: np.ndarray, consts: _PuctConstants, trees: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Walk trees `trees` [T] from the root by pUCT until an unexpanded edge.
+
+    Returns (parent [T] int64, action [T] int64, ok [T] bool): the node to expand from and the
+    action to take; ok is False where the walk reached a pending node (multi-leaf collision).
+    Loops over depth; each step handles all still-descending trees at once.
+    """
+    count = trees.shape[0]
+    parent = np.full(count, ROOT_INDEX, dtype=np.int64)
+    action = np.zeros(count, dtype=np.int64)
+    ok = np.ones(count, dtype=bool)
+    walk = np.arange(count)  # [R] positions in `trees` still descending
+    node = np.full(count, ROOT_INDEX, dtype=np.int64)  # [R] their current node
+    while walk.size:
+        rows = trees[walk]
         chosen = _select_actions(tree, stats, legal, rows, node, consts)  # [R]
         child = tree.children[rows, node, chosen]  # [R]
         at_leaf = child == UNVISITED
-        parent[rows[at_leaf]] = node[at_leaf]
-        action[rows[at_leaf]] = chosen[at_leaf]
-        rows, node = rows[~at_leaf], child[~at_leaf]
-    return parent, action
+        parent[walk[at_leaf]] = node[at_leaf]
+        action[walk[at_leaf]] = chosen[at_leaf]
+        on = ~at_leaf
+        collided = on & tree.pending[rows, np.where(on, child, ROOT_INDEX)]
+        ok[walk[collided]] = False
+        on &= ~collided
+        walk, node = walk[on], child[on]
+    return parent, action, ok
 
 
 def _select_actions(
@@ -259,10 +356,13 @@ def _select_actions(
 ) -> np.ndarray:
     """pUCT action [R] at node `node` [R] of trees `rows` [R]."""
     children = tree.children[rows, node]  # [R, A]
-    expanded = children != UNVISITED
+    linked = children != UNVISITED
     row_col = rows[:, None]  # [R, 1] broadcasts against children
-    safe_children = np.where(expanded, children, ROOT_INDEX)  # any valid index; masked below
-    child_visits = np.where(expanded, tree.visit_count[row_col, safe_children], 0)  # [R, A]
+    safe_children = np.where(linked, children, ROOT_INDEX)  # any valid index; masked below
+    # A pending child (multi-leaf) has a virtual visit but no value yet: it counts in the
+    # exploration term and scores Q like an unexpanded child.
+    expanded = linked & ~tree.pending[row_col, safe_children]
+    child_visits = np.where(linked, tree.visit_count[row_col, safe_children], 0)  # [R, A]
     child_value = tree.value_sum[row_col, safe_children] / np.maximum(child_visits, 1)
     q = tree.reward[row_col, safe_children] + consts.discount * child_value  # [R, A]
     if consts.unvisited_q == "zero":
@@ -290,15 +390,15 @@ def _select_actions(
 
 
 def _backup(
-    tree: Tree, stats: MinMaxStats, leaf: int, leaf_value: np.ndarray, discount: float
+    tree: Tree, stats: MinMaxStats, rows: np.ndarray, leaf: np.ndarray, leaf_value: np.ndarray,
+    discount: float,
 ) -> None:
-    """Back `leaf_value` [B] up from node `leaf` of every tree to its root.
+    """Back `leaf_value` [R] up from nodes `leaf` [R] of trees `rows` [R] (distinct) to the roots.
 
     G starts at the leaf's predicted value; each node on the path adds G to its value sum and
     one visit, then G = reward(edge into node) + discount * G for its parent.
     """
-    rows = np.arange(leaf_value.shape[0])  # [R] trees whose walk has not reached the root
-    node = np.full(rows.shape, leaf, dtype=np.int64)  # [R]
+    node = leaf.astype(np.int64)  # [R]; rows: trees whose walk has not reached the root
     ret = leaf_value.astype(np.float64)  # [R] return seen from `node`
     while rows.size:
         tree.value_sum[rows, node] += ret  # rows are distinct, so fancy += is safe
@@ -342,6 +442,7 @@ def _validate(
     add_noise: bool,
     temperature: float,
     unvisited_q: str,
+    leaves_per_call: int,
 ) -> np.ndarray:
     """Check the arguments of `muzero_search`; return the legal mask [B, A] bool."""
     if not (isinstance(unvisited_q, str) and unvisited_q in UNVISITED_Q_MODES):
@@ -350,6 +451,8 @@ def _validate(
         raise ValueError(f"num_simulations must be an int >= 1, got {num_simulations!r}")
     if num_simulations < 1:
         raise ValueError(f"num_simulations must be >= 1, got {num_simulations}")
+    if isinstance(leaves_per_call, bool) or not isinstance(leaves_per_call, (int, np.integer)) or leaves_per_call < 1:
+        raise ValueError(f"leaves_per_call must be an int >= 1, got {leaves_per_call!r}")
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
     logits = np.asarray(root.policy_logits)
@@ -401,15 +504,14 @@ def _validate(
 
 
 def _check_recurrent_output(
-    out: RecurrentFnOutput, root_latent: torch.Tensor, num_actions: int, sim: int
+    out: RecurrentFnOutput, root_latent: torch.Tensor, num_actions: int, sim: int, batch: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Shape/finiteness checks of one `recurrent_fn` result; returns (reward [B], value [B],
-    policy_logits [B, A]) as float64 arrays."""
-    batch = root_latent.shape[0]
+    """Shape/finiteness checks of one `recurrent_fn` result for `batch` rows; returns
+    (reward [R], value [R], policy_logits [R, A]) as float64 arrays."""
     reward = np.asarray(out.reward, dtype=np.float64)
     value = np.asarray(out.value, dtype=np.float64)
     logits = np.asarray(out.policy_logits, dtype=np.float64)
-    where = f"recurrent_fn output at simulation {sim}"
+    where = f"recurrent_fn output at call {sim}"
     if reward.shape != (batch,) or value.shape != (batch,):
         raise ValueError(
             f"{where}: reward and value must have shape ({batch},), "
@@ -419,11 +521,9 @@ def _check_recurrent_output(
         raise ValueError(
             f"{where}: policy_logits must have shape ({batch}, {num_actions}), got {logits.shape}"
         )
-    if tuple(out.latent.shape) != tuple(root_latent.shape):
-        raise ValueError(
-            f"{where}: latent must have the root latent's shape "
-            f"{tuple(root_latent.shape)}, got {tuple(out.latent.shape)}"
-        )
+    want = (batch, *root_latent.shape[1:])
+    if tuple(out.latent.shape) != want:
+        raise ValueError(f"{where}: latent must have shape {want}, got {tuple(out.latent.shape)}")
     if not (np.isfinite(reward).all() and np.isfinite(value).all()):
         raise ValueError(
             f"{where}: reward and value must be finite, got reward={reward}, value={value}"

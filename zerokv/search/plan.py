@@ -26,6 +26,9 @@ class SearchConfig:
     """Root Dirichlet noise concentration."""
     exploration_fraction: float = 0.25
     """Share of the root prior replaced by noise (collection only)."""
+    leaves_per_call: int = 1
+    """Leaves expanded per env in each batched recurrent_inference call (>1: multi-leaf mode with
+    virtual visits; changes the search policy, see zerokv.search.mcts)."""
 
 
 def plan(
@@ -41,8 +44,13 @@ def plan(
     )
     rows = None if env_ids is None else list(env_ids)
 
-    def recurrent_fn(latent, action, parent_id, child_id) -> RecurrentFnOutput:
-        out = world_model.recurrent_inference(latent, action, env_ids=rows, parent_ids=parent_id, child_ids=child_id)
+    def recurrent_fn(latent, action, parent_id, child_id, tree_index=None) -> RecurrentFnOutput:
+        # One row per env, or (multi-leaf) several rows per env: tree_index names each row's tree.
+        if tree_index is None:
+            envs = rows
+        else:
+            envs = tree_index.tolist() if rows is None else [rows[t] for t in tree_index]
+        out = world_model.recurrent_inference(latent, action, env_ids=envs, parent_ids=parent_id, child_ids=child_id)
         return RecurrentFnOutput(
             reward=out.reward.cpu().numpy(), value=out.value.cpu().numpy(),
             policy_logits=out.policy_logits.cpu().numpy(), latent=out.latent_state,
@@ -53,4 +61,5 @@ def plan(
         legal_actions_mask=legal_actions_mask, discount=config.discount, pb_c_base=config.pb_c_base,
         pb_c_init=config.pb_c_init, dirichlet_alpha=config.dirichlet_alpha,
         exploration_fraction=config.exploration_fraction, add_noise=add_noise, temperature=temperature,
+        leaves_per_call=config.leaves_per_call,
     )

@@ -37,6 +37,9 @@ class Tree:
             simulation whose path passes through it.
         value_sum: [B, N] float64, sum of the returns backed up into the node; the mean is the
             node's value.
+        pending: [B, N] bool, linked into its tree by a multi-leaf selection but not yet
+            evaluated by the model (see `muzero_search(leaves_per_call=...)`); always False
+            between simulations.
     """
 
     parents: np.ndarray
@@ -47,6 +50,7 @@ class Tree:
     reward: np.ndarray
     visit_count: np.ndarray
     value_sum: np.ndarray
+    pending: np.ndarray
 
     @classmethod
     def allocate(cls, batch: int, num_nodes: int, num_actions: int) -> Tree:
@@ -61,6 +65,7 @@ class Tree:
             reward=np.zeros((b, n), dtype=np.float64),
             visit_count=np.zeros((b, n), dtype=np.int64),
             value_sum=np.zeros((b, n), dtype=np.float64),
+            pending=np.zeros((b, n), dtype=bool),
         )
 
     def set_root(self, prior: np.ndarray, value: np.ndarray) -> None:
@@ -71,26 +76,34 @@ class Tree:
         self.visit_count[:, ROOT_INDEX] = 1
         self.value_sum[:, ROOT_INDEX] = value
 
+    def link(self, rows: np.ndarray, node: np.ndarray, parent: np.ndarray, action: np.ndarray) -> None:
+        """Make `node` [R] child `action` [R] of `parent` [R] in trees `rows` [R] (distinct)."""
+        self.children[rows, parent, action] = node
+        self.parents[rows, node] = parent
+        self.action_from_parent[rows, node] = action
+        self.depth[rows, node] = self.depth[rows, parent] + 1
+
     def add_child(
         self,
-        node: int,
+        node: int | np.ndarray,
         parent: np.ndarray,
         action: np.ndarray,
         reward: np.ndarray,
         prior: np.ndarray,
+        rows: np.ndarray | None = None,
     ) -> None:
-        """Create node `node` in every tree as child `action` [B] of `parent` [B].
+        """Create `node` (one id, or [R] ids) as child `action` [R] of `parent` [R] in trees
+        `rows` [R] (default: every tree, R = B).
 
-        `reward` [B] is the edge reward, `prior` [B, A] the new node's prior. The node starts
+        `reward` [R] is the edge reward, `prior` [R, A] the new node's prior. The node starts
         unvisited; `backup` gives it its first visit with its predicted value.
         """
-        rows = np.arange(parent.shape[0])
-        self.children[rows, parent, action] = node
-        self.parents[:, node] = parent
-        self.action_from_parent[:, node] = action
-        self.depth[:, node] = self.depth[rows, parent] + 1
-        self.reward[:, node] = reward
-        self.prior[:, node] = prior
+        rows = np.arange(parent.shape[0]) if rows is None else rows
+        node = np.broadcast_to(np.asarray(node, dtype=np.int64), rows.shape)
+        self.link(rows, node, parent, action)
+        self.reward[rows, node] = reward
+        self.prior[rows, node] = prior
+        self.pending[rows, node] = False
 
     def root_child_visits(self) -> np.ndarray:
         """[B, A] int64 visit counts of the root's children (0 where not expanded)."""
