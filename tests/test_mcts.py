@@ -73,14 +73,18 @@ def mdp_fn(latent, action, parent_id, child_id):
 
 
 def hashed_fn(num_actions: int, calls: list | None = None):
-    """Deterministic pseudo-random model; the child latent is its node id, so the test can check
-    that parent latents are gathered from the right slot. Optionally records every call."""
+    """Deterministic pseudo-random model of (tree, parent, action); the child latent is its node
+    id, so the test can check that parent latents are gathered from the right slot. Optionally
+    records every call."""
 
-    def fn(latent, action, parent_id, child_id):
+    def fn(latent, action, parent_id, child_id, tree_index=None):
+        # tree_index [R] (multi-leaf calls): the tree of each row; else row b is tree b.
         batch = action.shape[0]
         if calls is not None:
-            calls.append((latent.clone(), action.copy(), parent_id.copy(), child_id.copy()))
-        seed = (parent_id * 1000003 + action * 7919 + np.arange(batch) * 104729) % 2**32
+            call = (latent.clone(), action.copy(), parent_id.copy(), child_id.copy())
+            calls.append(call if tree_index is None else (*call, tree_index.copy()))
+        tree = np.arange(batch) if tree_index is None else tree_index
+        seed = (parent_id * 1000003 + action * 7919 + tree * 104729) % 2**32
         gens = [np.random.default_rng(int(s)) for s in seed]
         return RecurrentFnOutput(
             reward=np.array([g.normal() for g in gens], np.float32),
@@ -137,28 +141,11 @@ def test_bandit_best_action_wins():
     assert out.visit_counts[0, 2] > out.visit_counts[0].sum() / 2
 
 
-def multi_leaf_fn(num_actions: int, calls: list):
-    """`hashed_fn` for multi-leaf calls: rows name their tree; outputs depend on (tree, parent, action)."""
-
-    def fn(latent, action, parent_id, child_id, tree_index):
-        calls.append((latent.clone(), action.copy(), parent_id.copy(), child_id.copy(), tree_index.copy()))
-        seed = (parent_id * 1000003 + action * 7919 + tree_index * 104729) % 2**32
-        gens = [np.random.default_rng(int(s)) for s in seed]
-        return RecurrentFnOutput(
-            reward=np.array([g.normal() for g in gens], np.float32),
-            value=np.array([g.normal() for g in gens], np.float32),
-            policy_logits=np.stack([g.normal(size=num_actions) for g in gens]).astype(np.float32),
-            latent=torch.from_numpy(child_id.astype(np.float32))[:, None],
-        )
-
-    return fn
-
-
 @pytest.mark.parametrize("leaves", [2, 4, 64])
 def test_multi_leaf_expands_every_node_once_from_evaluated_parents(leaves):
     calls: list = []
     batch, num_actions, sims = 3, 3, 20
-    out = run(make_root(batch, num_actions), multi_leaf_fn(num_actions, calls), sims, leaves_per_call=leaves)
+    out = run(make_root(batch, num_actions), hashed_fn(num_actions, calls), sims, leaves_per_call=leaves)
     assert out.model_calls == len(calls) and math.ceil(sims / leaves) <= len(calls) < sims
     evaluated = [{ROOT_INDEX} for _ in range(batch)]  # per tree: nodes the model has returned
     edges: list[set] = [set() for _ in range(batch)]
@@ -180,8 +167,7 @@ def test_multi_leaf_bandit_still_finds_the_best_action():
     bandit = bandit_fn(rewards)
 
     def fn(latent, action, parent_id, child_id, tree_index):  # the bandit, rows mapped to trees
-        out = bandit_fn(rewards[tree_index])(latent, action, parent_id, child_id)
-        return out
+        return bandit_fn(rewards[tree_index])(latent, action, parent_id, child_id)
 
     out = run(make_root(2, 4), fn, 60, add_noise=False, temperature=0.0, leaves_per_call=4)
     assert out.action.tolist() == [2, 0] and out.model_calls < 60
@@ -341,8 +327,9 @@ def test_node_ids_and_latent_gather():
     seed=st.integers(0, 2**16),
     temperature=st.sampled_from([0.0, 0.5, 1.0, 3.0]),
     unvisited_q=st.sampled_from(["parent", "zero"]),
+    leaves=st.sampled_from([1, 1, 3]),
 )
-def test_invariants_property(batch, num_actions, sims, seed, temperature, unvisited_q):
+def test_invariants_property(batch, num_actions, sims, seed, temperature, unvisited_q, leaves):
     rng = np.random.default_rng(seed)
     legal = rng.random((batch, num_actions)) < 0.6
     legal[np.arange(batch), rng.integers(0, num_actions, batch)] = True
@@ -354,8 +341,10 @@ def test_invariants_property(batch, num_actions, sims, seed, temperature, unvisi
         legal_actions_mask=legal,
         temperature=temperature,
         unvisited_q=unvisited_q,
+        leaves_per_call=leaves,
     )
     assert out.visit_counts.shape == out.search_policy.shape == (batch, num_actions)
+    assert out.model_calls <= sims and (leaves > 1 or out.model_calls == sims)
     np.testing.assert_array_equal(out.visit_counts.sum(axis=1), np.full(batch, sims))
     np.testing.assert_allclose(out.search_policy.sum(axis=1), 1.0, rtol=1e-6)
     assert (out.visit_counts[~legal] == 0).all()
