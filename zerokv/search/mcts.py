@@ -181,8 +181,8 @@ def muzero_search(
     for the Dirichlet noise and for sampling the action when temperature > 0, so a fixed seed
     gives identical outputs. `unvisited_q` ("parent" or "zero") sets the Q an unexpanded child
     scores in pUCT (see the module docstring). `leaves_per_call` > 1 expands several leaves per
-    tree in each `recurrent_fn` call (multi-leaf mode, see the module docstring). Runs under `torch.no_grad()`: the search never
-    needs gradients. Raises ValueError on invalid arguments.
+    tree in each `recurrent_fn` call (multi-leaf mode, see the module docstring). Runs under
+    `torch.no_grad()`: the search never needs gradients. Raises ValueError on invalid arguments.
     """
     start = time.perf_counter()
     legal = _validate(
