@@ -44,6 +44,21 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path):
     assert any(not torch.equal(init[n], a[n]) for n in a)
 
 
+def test_reanalysis_refreshes_stored_targets_and_resumes_exactly(tmp_path):
+    opts = dict(reanalyze_per_iteration=6, reanalyze_batch=4, num_simulations=9)  # chunks of 4 and 2
+    train(tiny(tmp_path / "full", **opts))
+    train(tiny(tmp_path / "split", total_env_steps=16, **opts))
+    train(tiny(tmp_path / "split", resume=True, **opts))
+    a, b = final_weights(tmp_path / "full"), final_weights(tmp_path / "split")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+    rows = (tmp_path / "full" / "progress.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    tv = [float(r.split(",")[header.index("reanalyze/policy_tv")]) for r in rows[1:]
+          if r.split(",")[header.index("reanalyze/policy_tv")]]
+    assert tv and all(0 <= x <= 1 for x in tv) and max(tv) > 0  # targets were replaced by new searches
+
+
 def test_caches_stay_exact_and_complete_while_training(tmp_path):
     result = train(tiny(tmp_path / "run"))
     stats = result.cache_stats
@@ -148,4 +163,6 @@ def test_bad_train_values_are_named():
         TrainConfig(target_update_rate=2.0)
     with pytest.raises(ValueError, match="stop_return=nan"):
         TrainConfig(stop_return=float("nan"))
+    with pytest.raises(ValueError, match="reanalyze_per_iteration=-1"):
+        TrainConfig(reanalyze_per_iteration=-1)
     assert np.isfinite(TrainConfig().learning_rate)

@@ -133,3 +133,10 @@ class WorldModelConfig:
     def receptive_field(self) -> int:
         """Past tokens that can influence a new token's outputs: num_layers × (context_length − 1)."""
         return self.num_layers * (self.context_length - 1)
+
+    @property
+    def root_history_steps(self) -> int:
+        """Real steps of history that fix a root completely: its outputs read the last
+        :attr:`receptive_field` tokens, and its stored past (the last ``context_length - 1``
+        tokens) needs no more, so ``ceil(receptive_field / 2)`` steps of (observation, action)."""
+        return -(-self.receptive_field // 2)

@@ -17,6 +17,7 @@ The context backend (``config.cache_backend``) is chosen once, here; no method b
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -89,6 +90,12 @@ class WorldModel(nn.Module):
         self.head_reward = mlp_head(e, cfg.support_bins)
         self.head_latent = nn.Sequential(mlp_head(e, e), SimNorm(cfg.latent_group_size))
         self.to(cfg.device)
+        self._init_caches(key_hash)
+
+    def _init_caches(self, key_hash: KeyHash) -> None:
+        """Fresh caches for ``self.config.env_num`` envs, and their counters."""
+        cfg = self.config
+        self._key_hash = key_hash
         self.work = CacheWork()
         self._backend = make_backend(cfg, self.transformer, self.work, key_hash)
         self._epoch = 0  # one per initial_inference: keys of different searches never meet
@@ -97,6 +104,23 @@ class WorldModel(nn.Module):
         self._fallbacks = 0
         self._node_hits = self._node_misses = 0  # per node lookup (a pool-level hierarchical miss is not one)
         self._last_log = time.monotonic()
+
+    def arena(self, env_num: int) -> WorldModel:
+        """A world model sharing these weights (the same modules) with caches of its own for ``env_num`` envs.
+
+        For searches beside the collector's, e.g. reanalysis of hundreds of replayed positions at
+        once: they get pools (or a paged arena) sized for their own batch and can neither evict
+        nor overwrite the collecting envs' root contexts. A weight update is seen by both; train
+        through the original, not the view.
+        """
+        view = WorldModel.__new__(WorldModel)
+        nn.Module.__init__(view)
+        for name, module in self.named_children():
+            view.add_module(name, module)
+        view.config = dataclasses.replace(self.config, env_num=env_num)  # validates env_num
+        view.train(self.training)
+        view._init_caches(self._key_hash)
+        return view
 
     # ----------------------------------------------------------------- the seeds' names
     @property
@@ -226,6 +250,56 @@ class WorldModel(nn.Module):
         )
 
     @torch.no_grad()
+    def initial_inference_from_history(
+        self, observations, actions, env_ids: Sequence[int] | None = None, lengths: Sequence[int] | None = None,
+    ) -> InferenceOutput:
+        """Roots whose contexts are rebuilt from their real histories with the current weights.
+
+        ``observations [B, T, *observation_shape]``: each env's last T observations, the root's
+        last; ``actions [B, T-1]``: the actions taken between them. ``lengths [B]`` (default all
+        T): row i's history is its last ``lengths[i]`` observations, earlier entries are ignored
+        (rows are grouped by length: one batched forward per distinct length). Each root's past is
+        the teacher-forced pass over ``[o, a, …, o]``: the same as the collector's root context
+        when the history covers :attr:`WorldModelConfig.root_history_steps`. Stores the roots in
+        their envs' init pools, like ``initial_inference``; used to rebuild contexts after a
+        weight update and for reanalysis.
+        """
+        obs = self._as_obs(observations, steps=True)  # (B, T, *obs_shape)
+        b, t = obs.shape[:2]
+        env_ids = self._check_env_ids(env_ids, b)
+        acts = np.asarray(actions, np.int64).reshape(b, t - 1) if t > 1 else np.zeros((b, 0), np.int64)
+        self._check_actions(acts.reshape(-1), acts.size, allow_none=False)
+        lengths = np.full(b, t, np.int64) if lengths is None else np.asarray(lengths, np.int64).reshape(b)
+        if lengths.size and (lengths.min() < 1 or lengths.max() > t):
+            bad = int(lengths[(lengths < 1) | (lengths > t)][0])
+            raise ValueError(f"history length {bad} outside [1, {t}] (T={t} observations given)")
+        self._epoch += 1
+        cfg = self.config
+        value_logits = obs.new_zeros(b, cfg.support_bins)
+        policy_logits = obs.new_zeros(b, cfg.action_space_size)
+        root_latents = obs.new_zeros(b, cfg.embed_dim)
+        for n in np.unique(lengths).tolist():
+            rows = np.flatnonzero(lengths == n)
+            latents = self.encoder(obs[rows, t - n:].flatten(0, 1)).view(len(rows), n, -1)  # (r, n, E)
+            tokens = latents.new_zeros(len(rows), 2 * n - 1, cfg.embed_dim)  # [o, a, o, …, o]
+            tokens[:, 0::2] = latents
+            if n > 1:
+                tokens[:, 1::2] = self.action_embedding(torch.as_tensor(acts[rows, t - n:], device=obs.device))
+            batch = self._backend.assemble([self._backend.empty()] * len(rows), tokens.shape[1])
+            h = batch.forward(tokens)[:, -1]
+            value_logits[rows], policy_logits[rows] = self.head_value(h), self.head_policy(h)
+            root_latents[rows] = latents[:, -1]
+            row_envs = [env_ids[i] for i in rows.tolist()]
+            keys = self._backend.root_keys(row_envs, latents[:, -1], self._epoch)
+            self.update_cache_context(batch, row_envs, keys, is_init_infer=True)
+            for e, k in zip(row_envs, keys, strict=True):
+                self._root_keys[e] = k
+        self._search_env_ids = list(env_ids)
+        return InferenceOutput(
+            value=support_to_scalar(value_logits, cfg.support_size), reward=obs.new_zeros(b),
+            policy_logits=policy_logits, latent_state=root_latents, value_logits=value_logits,
+        )
+
     def rebuild_root_contexts(self, env_ids: Sequence[int], observations: Sequence, actions: Sequence) -> None:
         """Recompute each env's root context from its recent real history with the current weights.
 
@@ -234,21 +308,20 @@ class WorldModel(nn.Module):
         ``clear_caches()`` following a weight update, so the next ``initial_inference`` extends a
         real context instead of restarting from the observation alone (the reference's loss).
         """
-        env_ids = self._check_env_ids(env_ids, len(env_ids))
-        self._epoch += 1
-        for env_id, obs, acts in zip(env_ids, observations, actions, strict=True):
-            obs = self._as_obs(obs)
-            acts = self._check_actions(acts, obs.shape[0] - 1, allow_none=False)
-            latents = self.encoder(obs)  # (T, E)
-            tokens = latents.new_zeros(2 * obs.shape[0] - 1, latents.shape[1])
-            tokens[0::2] = latents
-            if acts:
-                tokens[1::2] = self.action_embedding(torch.as_tensor(acts, device=latents.device))
-            batch = self._backend.assemble([self._backend.empty()], tokens.shape[0])
-            batch.forward(tokens.unsqueeze(0))
-            key = self._backend.root_keys([env_id], latents[-1:], self._epoch)[0]
-            self.update_cache_context(batch, [env_id], [key], is_init_infer=True)
-            self._root_keys[env_id] = key
+        if len(observations) != len(env_ids) or len(actions) != len(env_ids):
+            raise ValueError(f"{len(env_ids)} env_ids, {len(observations)} histories, {len(actions)} action lists")
+        lengths = [len(o) for o in observations]
+        t = max(lengths, default=0)
+        if not t:
+            return
+        obs = np.zeros((len(env_ids), t, *self.config.observation_shape), np.float32)  # right-aligned
+        acts = np.zeros((len(env_ids), t - 1), np.int64)
+        for i, (o, a) in enumerate(zip(observations, actions, strict=True)):
+            if len(a) != len(o) - 1:
+                raise ValueError(f"history {i}: {len(o)} observations need {len(o) - 1} actions, got {len(a)}")
+            obs[i, t - len(o):] = np.asarray(o, np.float32)
+            acts[i, t - len(o):] = [int(x) for x in a]
+        self.initial_inference_from_history(obs, acts, env_ids=env_ids, lengths=lengths)
 
     @torch.no_grad()
     def recurrent_inference(
@@ -315,11 +388,14 @@ class WorldModel(nn.Module):
         )
 
     # ------------------------------------------------------------------------- helpers
-    def _as_obs(self, obs) -> torch.Tensor:
+    def _as_obs(self, obs, *, steps: bool = False) -> torch.Tensor:
+        """``obs`` as a float tensor ``(B, *obs_shape)``, or ``(B, T, *obs_shape)`` with ``steps``."""
         obs = torch.as_tensor(np.asarray(obs) if not torch.is_tensor(obs) else obs, dtype=torch.float32)
         shape = self.config.observation_shape
-        if obs.dim() != len(shape) + 1 or tuple(obs.shape[1:]) != shape:
-            raise ValueError(f"obs of shape {tuple(obs.shape)}; expected (B, {', '.join(map(str, shape))})")
+        lead = 2 if steps else 1
+        if obs.dim() != len(shape) + lead or tuple(obs.shape[lead:]) != shape or (steps and obs.shape[1] < 1):
+            expected = ("B, T" if steps else "B") + "".join(f", {d}" for d in shape)
+            raise ValueError(f"obs of shape {tuple(obs.shape)}; expected ({expected})")
         return obs.to(self.config.device)
 
     def _check_env_ids(self, env_ids, batch: int, *, unique: bool = True) -> list[int]:

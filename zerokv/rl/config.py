@@ -108,6 +108,12 @@ class TrainConfig:
     """Env steps stored before the first update."""
     replay_capacity: int = 100_000
     """Replay buffer capacity in env steps."""
+    reanalyze_per_iteration: int = 0
+    """Stored positions whose search policy and root value are recomputed each iteration with
+    the current weights (MuZero Reanalyse; value targets follow); 0: off."""
+    reanalyze_batch: int = 256
+    """Roots searched together in one cache arena of their own during reanalysis (the reference
+    runs them num_envs at a time)."""
 
     # --- evaluation, logging, checkpoints
     eval_every: int = 5_000
@@ -126,11 +132,14 @@ class TrainConfig:
         positive = ("total_env_steps", "num_envs", "num_simulations", "leaves_per_call", "segment_length",
                     "history_steps", "embed_dim", "num_layers", "num_heads", "context_length", "support_size", "batch_size",
                     "unroll_steps", "td_steps", "collect_steps", "replay_capacity", "eval_episodes",
-                    "checkpoint_every", "threads")
+                    "checkpoint_every", "threads", "reanalyze_batch")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name}={value!r}; must be a positive int")
+        if isinstance(self.reanalyze_per_iteration, bool) or not isinstance(self.reanalyze_per_iteration, int) \
+                or self.reanalyze_per_iteration < 0:
+            raise ValueError(f"reanalyze_per_iteration={self.reanalyze_per_iteration!r}; must be an int >= 0 (0: off)")
         for name in ("learning_rate", "grad_clip", "replay_ratio"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)!r}; must be > 0")

@@ -284,12 +284,11 @@ class ReplayBuffer:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
         if self._num_steps == 0:
             raise ValueError("cannot sample from an empty ReplayBuffer")
-        if self._ends is None:
-            self._ends = np.cumsum([len(s) for s in self._segments])
+        ends = self._segment_ends()
         k1, num_actions = self.unroll_steps + 1, self.action_space_size
         flat = self._rng.integers(self._num_steps, size=batch_size)
-        seg_ids = np.searchsorted(self._ends, flat, side="right")
-        starts = flat - self._ends[seg_ids] + [len(self._segments[i]) for i in seg_ids]
+        seg_ids = np.searchsorted(ends, flat, side="right")
+        starts = flat - ends[seg_ids] + [len(self._segments[i]) for i in seg_ids]
 
         obs = np.empty((batch_size, k1, *self.observation_shape), np.float32)
         actions = np.empty((batch_size, k1), np.int64)
@@ -320,6 +319,68 @@ class ReplayBuffer:
         return Batch(obs, actions, rewards, value_targets, policy_targets, mask,
                      weights=np.ones(batch_size, np.float32), bootstrap_obs=bootstrap_obs,
                      value_known=value_known, bootstrap_scale=bootstrap_scale)
+
+    # ------------------------------------------------------------------ reanalysis
+    def sample_positions(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """`count` distinct stored positions drawn uniformly (all of them if fewer are stored).
+
+        Returns `(segment_index [n], step [n])` int64, valid until the next `add` (which may evict).
+        """
+        if count < 1:
+            raise ValueError(f"count={count} must be >= 1")
+        if self._num_steps == 0:
+            raise ValueError("cannot sample from an empty ReplayBuffer")
+        ends = self._segment_ends()
+        flat = np.sort(self._rng.choice(self._num_steps, size=min(count, self._num_steps), replace=False))
+        seg_ids = np.searchsorted(ends, flat, side="right")
+        return seg_ids, flat - (ends[seg_ids] - [len(self._segments[i]) for i in seg_ids])
+
+    def histories(
+        self, seg_ids: np.ndarray, steps: np.ndarray, history_steps: int,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each position's observation with up to `history_steps` real steps before it.
+
+        Returns `(obs [n, H+1, *obs_shape], actions [n, H], lengths [n])`, right-aligned: row i's
+        last `lengths[i]` observations are real (the segment may start later than H steps back)
+        and its position's own observation is last; the actions are those between them.
+        """
+        h, n = history_steps, len(seg_ids)
+        obs = np.zeros((n, h + 1, *self.observation_shape), np.float32)
+        actions = np.zeros((n, h), np.int64)
+        lengths = np.empty(n, np.int64)
+        for row, (i, t) in enumerate(zip(np.asarray(seg_ids).tolist(), np.asarray(steps).tolist(), strict=True)):
+            seg, k = self._segments[i], min(h, t)
+            obs[row, h - k:] = seg.obs[t - k : t + 1]
+            actions[row, h - k:] = seg.actions[t - k : t]
+            lengths[row] = k + 1
+        return obs, actions, lengths
+
+    def update_targets(
+        self, seg_ids: np.ndarray, steps: np.ndarray, policies: np.ndarray, root_values: np.ndarray,
+    ) -> float:
+        """Replace the stored search policies `[n, A]` and root values `[n]` of these positions
+        (e.g. with reanalysed ones) and refresh the affected segments' value targets.
+
+        Returns the mean total-variation distance between the old and new policies.
+        """
+        seg_ids, steps = np.asarray(seg_ids), np.asarray(steps)
+        tv = 0.0
+        for i in np.unique(seg_ids).tolist():
+            rows = np.flatnonzero(seg_ids == i)
+            seg, t = self._segments[i], steps[rows]
+            tv += 0.5 * float(np.abs(seg.policies[t] - policies[rows]).sum())
+            seg.policies[t] = policies[rows]
+            seg.root_values[t] = root_values[rows]
+            self._value_targets[i] = n_step_value_targets(
+                seg.rewards, seg.root_values, seg.bootstrap_value, self.td_steps, self.discount
+            )
+        return tv / max(1, len(seg_ids))
+
+    def _segment_ends(self) -> np.ndarray:
+        """Flat index one past each segment's last step (cumulative lengths), cached until `add`."""
+        if self._ends is None:
+            self._ends = np.cumsum([len(s) for s in self._segments])
+        return self._ends
 
     def state_dict(self) -> dict[str, Any]:
         """Segments, settings and rng state as tensors and plain python, so the dict can sit in

@@ -37,7 +37,7 @@ from zerokv.rl.envs import env_spec
 from zerokv.rl.evaluator import evaluate
 from zerokv.rl.learner import Learner
 from zerokv.rl.replay import ReplayBuffer
-from zerokv.search import SearchConfig
+from zerokv.search import Reanalyzer, SearchConfig
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,10 @@ class Trainer:
         self.collector = Collector(cfg.env, cfg.num_envs, self.model, self.replay, search=self.search,
                                    seed=cfg.seed, segment_length=cfg.segment_length,
                                    history_steps=cfg.history_steps, keep_root_context=cfg.keep_root_context)
+        self.reanalyzer = None
+        if cfg.reanalyze_per_iteration:
+            self.reanalyzer = Reanalyzer(self.model, self.search, min(cfg.reanalyze_batch, cfg.reanalyze_per_iteration))
+        self.reanalysis_rng = np.random.default_rng([cfg.seed, 1])  # root noise of reanalysis searches
         self.out = Path(cfg.out)
         self.env_steps = self.iteration = 0
         self.recent_returns: list[float] = []
@@ -110,7 +114,8 @@ class Trainer:
             "collector": self.collector.state_dict(), "torch_rng": torch.get_rng_state(),
             "counters": {"env_steps": self.env_steps, "iteration": self.iteration,
                          "recent_returns": list(self.recent_returns),
-                         "best_eval_return": float(self.best_eval_return)},
+                         "best_eval_return": float(self.best_eval_return),
+                         "reanalysis_rng": self.reanalysis_rng.bit_generator.state},
             "config": self.cfg.to_dict(), "model_config": _plain(asdict(self.model_config)),
         })
         return path
@@ -125,6 +130,8 @@ class Trainer:
         self.env_steps, self.iteration = counters["env_steps"], counters["iteration"]
         self.recent_returns = list(counters["recent_returns"])
         self.best_eval_return = counters["best_eval_return"]
+        if "reanalysis_rng" in counters:
+            self.reanalysis_rng.bit_generator.state = counters["reanalysis_rng"]
         self.collector.rebuild_contexts()  # the caches are empty, as after every iteration
 
     # ----------------------------------------------------------------------- loop
@@ -206,6 +213,8 @@ class Trainer:
         if self.replay.num_steps >= cfg.min_replay_steps:
             for _ in range(max(1, round(cfg.replay_ratio * cfg.iteration_env_steps))):
                 losses.append(self.learner.update(self.replay.sample(cfg.batch_size)))
+            if self.reanalyzer is not None:
+                row.update(self._reanalyze())
         stats = model.cache_stats()  # logged before the caches are cleared
         for key in self.cache_totals:
             self.cache_totals[key] += stats[key]
@@ -226,6 +235,14 @@ class Trainer:
             row[f"loss/{key}"] = float(np.mean([entry[key] for entry in losses]))
         return row
 
+    def _reanalyze(self) -> dict[str, float]:
+        """Refresh stored search targets with the current weights, all roots in wide batches."""
+        seg_ids, steps = self.replay.sample_positions(self.cfg.reanalyze_per_iteration)
+        obs, actions, lengths = self.replay.histories(seg_ids, steps, self.model_config.root_history_steps)
+        out = self.reanalyzer(obs, actions, lengths, rng=self.reanalysis_rng)
+        policy_tv = self.replay.update_targets(seg_ids, steps, out.search_policy, out.root_value)
+        return {"reanalyze/roots_per_s": out.roots_per_second, "reanalyze/policy_tv": policy_tv}
+
     def _evaluate(self) -> dict[str, float]:
         cfg = self.cfg
         self.eval_returns = evaluate(self.model.state_dict(), self.model_config, cfg.env,
@@ -241,7 +258,7 @@ class Trainer:
 _CSV_FIELDS = ["env_steps", "iteration", "temperature", "return/train", "return/eval", "return/eval_std",
                "loss/total", "loss/latent", "loss/reward", "loss/value", "loss/policy", "loss/entropy",
                "loss/grad_norm", "cache/hit_rate", "cache/evictions", "cache/fallbacks", "cache/misses",
-               "speed/sims_per_s", "speed/env_steps_per_s"]
+               "speed/sims_per_s", "speed/env_steps_per_s", "reanalyze/roots_per_s", "reanalyze/policy_tv"]
 
 
 def _next_multiple(value: int, every: int) -> int:

@@ -37,10 +37,20 @@ def plan(
     legal_actions_mask: np.ndarray | None = None, add_noise: bool = True, temperature: float = 1.0,
 ) -> SearchOutput:
     """Search from the current observations of a batch of envs with the world model's caches."""
-    root_out = world_model.initial_inference(obs, env_ids=env_ids, last_actions=last_actions)
+    roots = world_model.initial_inference(obs, env_ids=env_ids, last_actions=last_actions)
+    return search_from_roots(world_model, roots, config=config, rng=rng, env_ids=env_ids,
+                             legal_actions_mask=legal_actions_mask, add_noise=add_noise, temperature=temperature)
+
+
+def search_from_roots(
+    world_model, roots, *, config: SearchConfig, rng: np.random.Generator, env_ids: Sequence[int] | None = None,
+    legal_actions_mask: np.ndarray | None = None, add_noise: bool = True, temperature: float = 1.0,
+) -> SearchOutput:
+    """Search from roots the world model has just inferred and stored (an ``InferenceOutput`` of
+    ``initial_inference`` or ``initial_inference_from_history`` for the same ``env_ids``)."""
     root = RootFnOutput(
-        value=root_out.value.cpu().numpy(), policy_logits=root_out.policy_logits.cpu().numpy(),
-        latent=root_out.latent_state,
+        value=roots.value.cpu().numpy(), policy_logits=roots.policy_logits.cpu().numpy(),
+        latent=roots.latent_state,
     )
     rows = None if env_ids is None else list(env_ids)
 
