@@ -9,6 +9,7 @@ import pytest
 from zerokv.bench import CONFIGS, Budget, main, render, run_bench, write_json, write_plot
 from zerokv.bench.configs import resolve_backends
 from zerokv.bench.multileaf import parse_leaves, policy_distance, run_multi_leaf
+from zerokv.bench.reanalysis import run_reanalysis
 from zerokv.bench.run import NETWORK_OUTPUTS, recurrent_flops, rotated
 from zerokv.model.config import WorldModelConfig
 
@@ -95,6 +96,15 @@ def test_multi_leaf_records_speed_and_policy_change():
     assert noise["leaves_per_call"] == 1 and noise["calls_per_search"] == TINY.num_simulations
 
 
+def test_reanalysis_records_roots_per_second_and_the_same_answers():
+    chunked, wide = run_reanalysis({"tiny": TINY}, 12, Budget(searches=1, warmup=1))
+    sims = TINY.num_simulations
+    assert (chunked["roots_per_call"], chunked["model_calls"], chunked["speedup"]) == (8, 2 * sims, 1.0)
+    assert (wide["roots_per_call"], wide["model_calls"], wide["rows_per_call"]) == (12, sims, 12)
+    assert wide["roots_per_s"] > 0 and wide["speedup"] == wide["roots_per_s"] / chunked["roots_per_s"]
+    assert wide["max_root_value_diff"] <= 1e-5 and wide["same_visits"] == 1.0
+
+
 def test_policy_distance_by_hand():
     base = np.array([[3, 1], [0, 4]])
     same = policy_distance(base, base)
@@ -141,13 +151,14 @@ def test_main_runs_end_to_end(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(CONFIGS, "tiny", TINY)
     out = tmp_path / "bench.json"
     main(["--configs", "tiny", "--quick", "--simulations", "3", "--searches", "1", "--threads", str(THREADS),
-          "--no-progress", "--json", str(out), "--multi-leaf", "2"])
+          "--no-progress", "--json", str(out), "--multi-leaf", "2", "--reanalyze", "10"])
     printed = capsys.readouterr().out
     assert "QUICK RUN" in printed and "backends=none,legacy,manager,paged" in printed
     assert "tiny/manager" in printed and "tiny/paged" in printed
     meta = json.loads((tmp_path / "bench.meta.json").read_text())
     assert meta["quick"] is True and [r["leaves_per_call"] for r in meta["multi_leaf"]] == [1, 2, 1]
-    assert "Multi-leaf search" in printed
+    assert "Multi-leaf search" in printed and "Reanalysis of 10 replayed positions" in printed
+    assert [r["roots_per_call"] for r in meta["reanalysis"]] == [8, 10]
 
 
 @pytest.mark.parametrize(
@@ -158,6 +169,7 @@ def test_main_runs_end_to_end(monkeypatch, tmp_path, capsys):
         (["--backends", "none,paged-ish"], "unknown backend 'paged-ish'; allowed: none, legacy, manager, paged"),
         (["--backends", ","], "selects nothing; allowed: none, legacy, manager, paged"),
         (["--searches", "0"], "searches=0; must be an int >= 1"),
+        (["--reanalyze", "4"], "--reanalyze 4; must be an int >= 8"),
         (["--warmup", "0"], "warmup=0; must be an int >= 1"),
         (["--simulations", "0"], "simulations=0"),
         (["--threads", "0"], "threads=0; must be an int >= 1"),

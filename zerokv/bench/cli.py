@@ -17,6 +17,7 @@ from zerokv.bench.configs import (
     split_names,
 )
 from zerokv.bench.multileaf import parse_leaves, render_multi_leaf, run_multi_leaf
+from zerokv.bench.reanalysis import check_roots, render_reanalysis, run_reanalysis
 from zerokv.bench.report import render, write_json, write_plot
 from zerokv.bench.run import BenchResult, run_bench
 
@@ -52,6 +53,9 @@ class BenchArgs:
     multi_leaf: str | None = None
     """Also run multi-leaf searches with these leaves per call (e.g. 4,8; paged backend) and compare
     their speed and search policy with the one-leaf search's (saved under "multi_leaf" in the meta JSON)."""
+    reanalyze: int | None = None
+    """Also reanalyse this many replayed positions at once and 8 at a time (the reference's way) and
+    report roots/s (paged backend; saved under "reanalysis" in the meta JSON)."""
 
 
 def budget_of(args: BenchArgs) -> Budget:
@@ -71,6 +75,7 @@ def run(args: BenchArgs) -> BenchResult:
     backends = resolve_backends(args.backends, with_reference=args.diff)
     budget = budget_of(args)
     leaves = None if args.multi_leaf is None else parse_leaves(args.multi_leaf)
+    roots = None if args.reanalyze is None else check_roots(args.reanalyze)
     print(f"zerokv bench: configs={','.join(configs)} backends={','.join(backends)} "
           f"searches={budget.searches} warmup={budget.warmup} "
           f"simulations={budget.simulations or 'config'} threads={args.threads} seed={args.seed}"
@@ -83,6 +88,9 @@ def run(args: BenchArgs) -> BenchResult:
     if leaves is not None:
         result.meta["multi_leaf"] = run_multi_leaf(configs, leaves, budget, seed=args.seed)
         print("\n" + render_multi_leaf(result.meta["multi_leaf"]), flush=True)
+    if roots is not None:
+        result.meta["reanalysis"] = run_reanalysis(configs, roots, budget, seed=args.seed)
+        print("\n" + render_reanalysis(result.meta["reanalysis"]), flush=True)
     if args.json:
         write_json(result, args.json)
         print(f"wrote {args.json}")

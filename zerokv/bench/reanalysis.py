@@ -1,0 +1,87 @@
+"""``zerokv bench --reanalyze N``: roots/s of reanalysing N replayed positions at once vs 8 at a time.
+
+For each config, the `paged` backend reanalyses the same N roots (random observations, each with
+:attr:`WorldModelConfig.root_history_steps` steps of history, the same weights, no root noise) in
+chunks of 8 — the reference's way: one full search per env_num roots — and then all N in one
+:class:`~zerokv.search.Reanalyzer` arena, where each of the ``num_simulations`` recurrent calls
+carries every root. Reported per chunk size: roots/s, the speed-up over chunks of 8, recurrent
+calls and rows per call, and how far the wide search's answers are from the chunked ones (largest
+root-value difference; share of roots with identical visit counts) — batching must not change
+them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from zerokv.bench.configs import Budget, model_config
+from zerokv.bench.report import _table
+from zerokv.model.config import WorldModelConfig
+from zerokv.model.world_model import WorldModel
+from zerokv.search import Reanalyzer, SearchConfig
+
+REFERENCE_CHUNK = 8
+"""Roots per search in the reference's reanalysis (its env_num)."""
+
+
+def make_histories(cfg: WorldModelConfig, roots: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``roots`` random positions with full histories: obs ``[N, H+1, *obs_shape]``, actions ``[N, H]``."""
+    rng = np.random.default_rng(seed)
+    h = cfg.root_history_steps
+    obs = rng.random((roots, h + 1, *cfg.observation_shape), dtype=np.float32)
+    return obs, rng.integers(cfg.action_space_size, size=(roots, h))
+
+
+def check_roots(roots) -> int:
+    """``roots`` if it is an int of at least the reference's chunk, else a ValueError saying so."""
+    if isinstance(roots, bool) or not isinstance(roots, int) or roots < REFERENCE_CHUNK:
+        raise ValueError(f"--reanalyze {roots!r}; must be an int >= {REFERENCE_CHUNK} (the reference's chunk)")
+    return roots
+
+
+def run_reanalysis(
+    configs: Mapping[str, WorldModelConfig], roots: int, budget: Budget, *, seed: int = 0,
+) -> list[dict]:
+    """One record per (config, roots per call): chunks of 8 first, then all ``roots`` at once."""
+    check_roots(roots)
+    records = []
+    for name, base in configs.items():
+        cfg = model_config(base, "paged", budget)
+        torch.manual_seed(seed)
+        wm = WorldModel(cfg).eval()
+        search = SearchConfig(num_simulations=cfg.num_simulations)
+        obs, actions = make_histories(cfg, roots, seed + 11)
+        outputs = {}
+        for chunk in (REFERENCE_CHUNK, roots):
+            reanalyzer = Reanalyzer(wm, search, roots_per_call=chunk)
+            reanalyzer(obs[:chunk], actions[:chunk], rng=np.random.default_rng(seed), add_noise=False)  # warm-up
+            t0 = time.perf_counter()
+            out = reanalyzer(obs, actions, rng=np.random.default_rng(seed), add_noise=False)
+            seconds = time.perf_counter() - t0
+            outputs[chunk] = out
+            records.append({
+                "config": name, "roots": roots, "roots_per_call": chunk, "seconds": seconds,
+                "roots_per_s": roots / seconds, "model_calls": out.model_calls,
+                "rows_per_call": roots * cfg.num_simulations / out.model_calls,
+            })
+        ref = outputs[REFERENCE_CHUNK]
+        for rec in records[-2:]:
+            out = outputs[rec["roots_per_call"]]
+            rec["speedup"] = rec["roots_per_s"] / records[-2]["roots_per_s"]
+            rec["max_root_value_diff"] = float(np.abs(out.root_value - ref.root_value).max())
+            rec["same_visits"] = float((out.visit_counts == ref.visit_counts).all(axis=1).mean())
+    return records
+
+
+def render_reanalysis(records: list[dict]) -> str:
+    header = ["config", "roots/call", "roots/s", "×", "calls", "rows/call", "max |Δ root value|", "same visits"]
+    rows = [[r["config"], str(r["roots_per_call"]), f"{r['roots_per_s']:.1f}", f"{r['speedup']:.2f}×",
+             str(r["model_calls"]), f"{r['rows_per_call']:.0f}", f"{r['max_root_value_diff']:.1e}",
+             f"{100 * r['same_visits']:.0f}%"] for r in records]
+    n = records[0]["roots"] if records else 0
+    return (f"Reanalysis of {n} replayed positions (paged backend; differences against chunks of "
+            f"{REFERENCE_CHUNK}, the reference's way):\n" + _table(header, rows))
