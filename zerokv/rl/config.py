@@ -63,8 +63,8 @@ class TrainConfig:
     search_dtype: str = "float32"
     """Dtype of the model the searches use (collection and evaluation): "float32", or
     "bfloat16" for a bf16 copy of the float32 training model, refreshed after every weight update
-    (faster matmuls on CPUs with bf16 units, outputs ~1e-2 off). Learning and checkpoints stay
-    float32."""
+    (faster matmuls on CPUs with bf16 units; logits 1e-2 to 1e-1 off, see `zerokv bench
+    --precision`). Learning and checkpoints stay float32."""
 
     # --- cache
     cache_backend: str | None = None
