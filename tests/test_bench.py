@@ -5,12 +5,14 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from zerokv.bench import CONFIGS, Budget, main, render, run_bench, write_json, write_plot
 from zerokv.bench.configs import resolve_backends
 from zerokv.bench.multileaf import parse_leaves, policy_distance, run_multi_leaf
+from zerokv.bench.precision import render_precision, run_precision
 from zerokv.bench.reanalysis import run_reanalysis
-from zerokv.bench.run import NETWORK_OUTPUTS, recurrent_flops, rotated
+from zerokv.bench.run import NETWORK_OUTPUTS, MatmulProbe, recurrent_flops, rotated
 from zerokv.model.config import WorldModelConfig
 
 TINY = WorldModelConfig(
@@ -97,12 +99,42 @@ def test_multi_leaf_records_speed_and_policy_change():
 
 
 def test_reanalysis_records_roots_per_second_and_the_same_answers():
-    chunked, wide = run_reanalysis({"tiny": TINY}, 12, Budget(searches=1, warmup=1))
+    chunked, wide, bf16_chunked, bf16_wide = run_reanalysis({"tiny": TINY}, 12, Budget(searches=1, warmup=1))
     sims = TINY.num_simulations
     assert (chunked["roots_per_call"], chunked["model_calls"], chunked["speedup"]) == (8, 2 * sims, 1.0)
     assert (wide["roots_per_call"], wide["model_calls"], wide["rows_per_call"]) == (12, sims, 12)
     assert wide["roots_per_s"] > 0 and wide["speedup"] == wide["roots_per_s"] / chunked["roots_per_s"]
-    assert wide["max_root_value_diff"] <= 1e-5 and wide["same_visits"] == 1.0
+    assert wide["max_root_value_diff"] <= 1e-5 and wide["same_visits"] == 1.0 and wide["policy_tv"] == 0.0
+    assert [r["dtype"] for r in (chunked, wide, bf16_chunked, bf16_wide)] == ["float32"] * 2 + ["bfloat16"] * 2
+    assert bf16_wide["model_calls"] == sims and 0 <= bf16_wide["policy_tv"] <= 1
+    assert bf16_wide["max_root_value_diff"] > 0  # really another precision
+
+
+def test_precision_records_speed_output_difference_and_policy_change():
+    records = run_precision({"tiny": TINY}, Budget(searches=2, warmup=1))
+    assert [r["label"] for r in records] == ["float32", "bfloat16", "float32, other noise"]
+    f32, bf16, noise = records
+    assert f32["speedup"] == 1.0 and f32["kl"] == f32["tv"] == 0.0 and f32["top_action_agrees"] == 1.0
+    # The float32 search replayed on "none" is exact; the bf16 one is off by bf16 rounding, no more
+    # (tolerances as in tests/test_bfloat16.py).
+    assert f32["max_abs_diff_vs_none"] <= 1e-5 and f32["max_rel_diff_scalars_vs_none"] <= 1e-5
+    assert 1e-4 < bf16["max_abs_diff_vs_none"] <= 5e-2 and bf16["max_rel_diff_scalars_vs_none"] <= 0.1
+    assert set(NETWORK_OUTPUTS) <= set(bf16["diff_by_output"])
+    for rec in (f32, bf16):
+        assert rec["searches_per_s"] > 0 and rec["recurrent_ms"] > 0
+        assert rec["vs_float32_floor"] == pytest.approx(rec["recurrent_ms"] / rec["float32_floor_ms"])
+        assert rec["vs_bfloat16_floor"] == pytest.approx(rec["recurrent_ms"] / rec["bfloat16_floor_ms"])
+    assert bf16["float32_matmul_gflops"] > 0 and bf16["bfloat16_matmul_gflops"] > 0
+    assert bf16["positions"] == 2 * TINY.env_num and 0 <= bf16["tv"] <= 1 and bf16["kl"] >= 0
+    assert math.isnan(noise["searches_per_s"]) and noise["diff_by_output"] is None and noise["kl"] >= 0
+    text = render_precision(records)
+    assert "/ bf16 floor" in text and "float32, other noise" in text
+
+
+def test_matmul_probe_in_bfloat16():
+    probe = MatmulProbe(TINY, dtype=torch.bfloat16, calls=1, repeats=1)
+    assert {w.dtype for w, _ in probe.weights.values()} == {torch.bfloat16}
+    assert probe.sample() > 0
 
 
 def test_policy_distance_by_hand():
@@ -151,14 +183,16 @@ def test_main_runs_end_to_end(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(CONFIGS, "tiny", TINY)
     out = tmp_path / "bench.json"
     main(["--configs", "tiny", "--quick", "--simulations", "3", "--searches", "1", "--threads", str(THREADS),
-          "--no-progress", "--json", str(out), "--multi-leaf", "2", "--reanalyze", "10"])
+          "--no-progress", "--json", str(out), "--multi-leaf", "2", "--precision", "--reanalyze", "10"])
     printed = capsys.readouterr().out
     assert "QUICK RUN" in printed and "backends=none,legacy,manager,paged" in printed
     assert "tiny/manager" in printed and "tiny/paged" in printed
     meta = json.loads((tmp_path / "bench.meta.json").read_text())
     assert meta["quick"] is True and [r["leaves_per_call"] for r in meta["multi_leaf"]] == [1, 2, 1]
     assert "Multi-leaf search" in printed and "Reanalysis of 10 replayed positions" in printed
-    assert [r["roots_per_call"] for r in meta["reanalysis"]] == [8, 10]
+    assert [r["roots_per_call"] for r in meta["reanalysis"]] == [8, 10, 8, 10]
+    assert [r["label"] for r in meta["precision"]] == ["float32", "bfloat16", "float32, other noise"]
+    assert "Precision: bfloat16 search model vs float32" in printed
 
 
 @pytest.mark.parametrize(

@@ -135,3 +135,22 @@ def test_replay_positions_histories_and_target_updates():
     np.testing.assert_array_equal(seg.policies, np.tile([0, 0.5, 0.5], (7, 1)))
     np.testing.assert_allclose(buf._value_targets[1], n_step_value_targets(
         seg.rewards, new_values[rows][np.argsort(steps[rows])], 2.0, 3, 0.9))
+
+
+def test_a_bfloat16_model_reanalyses_in_its_own_precision():
+    f32 = build("paged", embed_dim=64)
+    bf16 = build("paged", embed_dim=64, dtype="bfloat16")
+    bf16.load_weights_from(f32)
+    h, n = f32.config.root_history_steps, 16
+    rng = np.random.default_rng(4)
+    obs = rng.random((n, h + 1, *f32.config.observation_shape), dtype=np.float32)
+    acts = rng.integers(f32.config.action_space_size, size=(n, h))
+    runs = {}
+    for name, wm in (("f32", f32), ("bf16", bf16)):
+        reanalyzer = Reanalyzer(wm, SEARCH, roots_per_call=n)
+        runs[name] = reanalyzer(obs, acts, rng=np.random.default_rng(0), add_noise=False)
+        assert reanalyzer.arena.kv_cache_manager.kv.dtype == wm.config.torch_dtype
+    a, b = runs["f32"], runs["bf16"]
+    assert b.root_value.dtype == np.float32 and b.search_policy.dtype == np.float32
+    assert 0 < np.abs(a.search_policy - b.search_policy).sum(1).mean() / 2 <= 0.2  # rounding moves it, a little
+    assert (a.visit_counts.argmax(1) == b.visit_counts.argmax(1)).mean() >= 0.75

@@ -86,6 +86,34 @@ def test_legacy_and_manager_train_identically(tmp_path):
     assert len(progress_new) == len(progress_old) > 1
 
 
+def test_a_bfloat16_search_copy_trains_resumes_and_checkpoints_float32(tmp_path, capsys):
+    trainer = Trainer(tiny(tmp_path / "full", search_dtype="bfloat16"))
+    full = trainer.run()
+    assert trainer.model.config.dtype == "float32" and trainer.search_model.config.dtype == "bfloat16"
+    assert trainer.collector.world_model is trainer.search_model
+    # Refreshed after the last update: the search copy holds the trained weights, cast.
+    trained = trainer.model.state_dict()
+    for name, tensor in trainer.search_model.state_dict().items():
+        assert torch.equal(tensor, trained[name].to(torch.bfloat16)), name
+    stats = full.cache_stats
+    assert stats["fallbacks"] == 0 and stats["misses"] == 0 and stats["hits"] > 0
+    train(tiny(tmp_path / "split", total_env_steps=16, search_dtype="bfloat16"))
+    train(tiny(tmp_path / "split", resume=True, search_dtype="bfloat16"))
+    a, b = final_weights(tmp_path / "full"), final_weights(tmp_path / "split")
+    for name in a:  # checkpoints hold the float32 weights only; resuming rebuilds the copy
+        assert a[name].dtype == torch.float32
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+    ckpt = latest_checkpoint(tmp_path / "full" / "checkpoints")
+    capsys.readouterr()
+    main(["eval", "--checkpoint", str(ckpt), "--episodes", "1"])  # searches in the run's search dtype
+    assert "mean return" in capsys.readouterr().out
+
+
+def test_the_default_search_uses_the_training_model_itself(tmp_path):
+    trainer = Trainer(tiny(tmp_path / "f32"))
+    assert trainer.search_model is trainer.model and trainer.model.config.dtype == "float32"
+
+
 def test_cli_train_then_eval(tmp_path, capsys):
     cfg = tiny(tmp_path / "cli")
     args = ["train"]
@@ -165,4 +193,6 @@ def test_bad_train_values_are_named():
         TrainConfig(stop_return=float("nan"))
     with pytest.raises(ValueError, match="reanalyze_per_iteration=-1"):
         TrainConfig(reanalyze_per_iteration=-1)
+    with pytest.raises(ValueError, match="search_dtype='float16'; allowed: float32, bfloat16"):
+        TrainConfig(search_dtype="float16")
     assert np.isfinite(TrainConfig().learning_rate)

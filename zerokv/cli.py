@@ -31,6 +31,8 @@ class EvalArgs:
     """Seed of the evaluation envs."""
     num_simulations: int | None = None
     """Simulations per search (default: the training run's)."""
+    dtype: str | None = None
+    """Dtype of the searching model, "float32" or "bfloat16" (default: the training run's search_dtype)."""
     threads: int = 2
     """torch.set_num_threads."""
 
@@ -70,7 +72,8 @@ def _eval(argv: list[str]) -> None:
     train_cfg = TrainConfig(**state["config"])
     if args.num_simulations is not None:
         train_cfg = dataclasses.replace(train_cfg, num_simulations=args.num_simulations)
-    model_cfg = WorldModelConfig(**state["model_config"])
+    model_cfg = dataclasses.replace(WorldModelConfig(**state["model_config"]),
+                                    dtype=args.dtype or train_cfg.search_dtype)
     returns = evaluate(state["learner"]["model"], model_cfg, train_cfg.env, episodes=args.episodes,
                        seed=args.seed, search=search_config(train_cfg))
     print(f"{train_cfg.env}: mean return {np.mean(returns):.1f} ± {np.std(returns):.1f} "

@@ -17,6 +17,7 @@ from zerokv.bench.configs import (
     split_names,
 )
 from zerokv.bench.multileaf import parse_leaves, render_multi_leaf, run_multi_leaf
+from zerokv.bench.precision import render_precision, run_precision
 from zerokv.bench.reanalysis import check_roots, render_reanalysis, run_reanalysis
 from zerokv.bench.report import render, write_json, write_plot
 from zerokv.bench.run import BenchResult, run_bench
@@ -53,6 +54,10 @@ class BenchArgs:
     multi_leaf: str | None = None
     """Also run multi-leaf searches with these leaves per call (e.g. 4,8; paged backend) and compare
     their speed and search policy with the one-leaf search's (saved under "multi_leaf" in the meta JSON)."""
+    precision: bool = False
+    """Also search with a bfloat16 copy of the float32 model (paged backend) and report its speed, its
+    outputs' difference from the float32 reference and its search-policy change (saved under
+    "precision" in the meta JSON)."""
     reanalyze: int | None = None
     """Also reanalyse this many replayed positions at once and 8 at a time (the reference's way) and
     report roots/s (paged backend; saved under "reanalysis" in the meta JSON)."""
@@ -88,6 +93,9 @@ def run(args: BenchArgs) -> BenchResult:
     if leaves is not None:
         result.meta["multi_leaf"] = run_multi_leaf(configs, leaves, budget, seed=args.seed)
         print("\n" + render_multi_leaf(result.meta["multi_leaf"]), flush=True)
+    if args.precision:
+        result.meta["precision"] = run_precision(configs, budget, seed=args.seed)
+        print("\n" + render_precision(result.meta["precision"]), flush=True)
     if roots is not None:
         result.meta["reanalysis"] = run_reanalysis(configs, roots, budget, seed=args.seed)
         print("\n" + render_reanalysis(result.meta["reanalysis"]), flush=True)

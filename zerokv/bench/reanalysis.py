@@ -12,8 +12,9 @@ them.
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -45,43 +46,59 @@ def check_roots(roots) -> int:
 
 def run_reanalysis(
     configs: Mapping[str, WorldModelConfig], roots: int, budget: Budget, *, seed: int = 0,
+    dtypes: Sequence[str] = ("float32", "bfloat16"),
 ) -> list[dict]:
-    """One record per (config, roots per call): chunks of 8 first, then all ``roots`` at once."""
+    """One record per (config, dtype, roots per call): chunks of 8, then all ``roots`` at once.
+
+    Every record is compared with the float32 model's chunks of 8 (the reference's way), which
+    come first; a bfloat16 model is a copy of the float32 weights (see ``zerokv bench --precision``).
+    """
     check_roots(roots)
     records = []
     for name, base in configs.items():
         cfg = model_config(base, "paged", budget)
         torch.manual_seed(seed)
-        wm = WorldModel(cfg).eval()
+        f32 = WorldModel(cfg).eval()
         search = SearchConfig(num_simulations=cfg.num_simulations)
         obs, actions = make_histories(cfg, roots, seed + 11)
-        outputs = {}
-        for chunk in (REFERENCE_CHUNK, roots):
-            reanalyzer = Reanalyzer(wm, search, roots_per_call=chunk)
-            reanalyzer(obs[:chunk], actions[:chunk], rng=np.random.default_rng(seed), add_noise=False)  # warm-up
-            t0 = time.perf_counter()
-            out = reanalyzer(obs, actions, rng=np.random.default_rng(seed), add_noise=False)
-            seconds = time.perf_counter() - t0
-            outputs[chunk] = out
-            records.append({
-                "config": name, "roots": roots, "roots_per_call": chunk, "seconds": seconds,
-                "roots_per_s": roots / seconds, "model_calls": out.model_calls,
-                "rows_per_call": roots * cfg.num_simulations / out.model_calls,
-            })
-        ref = outputs[REFERENCE_CHUNK]
-        for rec in records[-2:]:
-            out = outputs[rec["roots_per_call"]]
-            rec["speedup"] = rec["roots_per_s"] / records[-2]["roots_per_s"]
-            rec["max_root_value_diff"] = float(np.abs(out.root_value - ref.root_value).max())
-            rec["same_visits"] = float((out.visit_counts == ref.visit_counts).all(axis=1).mean())
+        ref = None
+        for dtype in dtypes:
+            wm = f32 if dtype == cfg.dtype else _copy_in(f32, dtype)
+            for chunk in (REFERENCE_CHUNK, roots):
+                reanalyzer = Reanalyzer(wm, search, roots_per_call=chunk)
+                reanalyzer(obs[:chunk], actions[:chunk], rng=np.random.default_rng(seed), add_noise=False)  # warm-up
+                t0 = time.perf_counter()
+                out = reanalyzer(obs, actions, rng=np.random.default_rng(seed), add_noise=False)
+                seconds = time.perf_counter() - t0
+                ref = out if ref is None else ref
+                records.append({
+                    "config": name, "dtype": dtype, "roots": roots, "roots_per_call": chunk, "seconds": seconds,
+                    "roots_per_s": roots / seconds, "model_calls": out.model_calls,
+                    "rows_per_call": roots * cfg.num_simulations / out.model_calls,
+                    "max_root_value_diff": float(np.abs(out.root_value - ref.root_value).max()),
+                    "same_visits": float((out.visit_counts == ref.visit_counts).all(axis=1).mean()),
+                    "policy_tv": float(0.5 * np.abs(out.search_policy - ref.search_policy).sum(1).mean()),
+                })
+        base_rate = next(r["roots_per_s"] for r in records if r["config"] == name)
+        for rec in records:
+            if rec["config"] == name:
+                rec["speedup"] = rec["roots_per_s"] / base_rate
     return records
 
 
+def _copy_in(model: WorldModel, dtype: str) -> WorldModel:
+    """A copy of ``model`` (same weights, cast) whose weights, activations and caches are ``dtype``."""
+    copy = WorldModel(dataclasses.replace(model.config, dtype=dtype)).eval()
+    copy.load_weights_from(model)
+    return copy
+
+
 def render_reanalysis(records: list[dict]) -> str:
-    header = ["config", "roots/call", "roots/s", "×", "calls", "rows/call", "max |Δ root value|", "same visits"]
-    rows = [[r["config"], str(r["roots_per_call"]), f"{r['roots_per_s']:.1f}", f"{r['speedup']:.2f}×",
+    header = ["config", "dtype", "roots/call", "roots/s", "×", "calls", "rows/call", "max |Δ root value|",
+              "same visits", "policy TV"]
+    rows = [[r["config"], r["dtype"], str(r["roots_per_call"]), f"{r['roots_per_s']:.1f}", f"{r['speedup']:.2f}×",
              str(r["model_calls"]), f"{r['rows_per_call']:.0f}", f"{r['max_root_value_diff']:.1e}",
-             f"{100 * r['same_visits']:.0f}%"] for r in records]
+             f"{100 * r['same_visits']:.0f}%", f"{r['policy_tv']:.3f}"] for r in records]
     n = records[0]["roots"] if records else 0
-    return (f"Reanalysis of {n} replayed positions (paged backend; differences against chunks of "
-            f"{REFERENCE_CHUNK}, the reference's way):\n" + _table(header, rows))
+    return (f"Reanalysis of {n} replayed positions (paged backend, no root noise; × and differences against "
+            f"float32 in chunks of {REFERENCE_CHUNK}, the reference's way):\n" + _table(header, rows))

@@ -200,16 +200,19 @@ def recurrent_flops(cfg: WorldModelConfig) -> dict[str, int]:
 
 
 class MatmulProbe:
-    """This machine's float32 ``F.linear`` rate on one recurrent call's matmuls (B = env_num rows)."""
+    """This machine's ``F.linear`` rate on one recurrent call's matmuls (B = env_num rows), in
+    ``dtype`` (float32: the main bench's FLOP floor; bfloat16: ``--precision``'s second floor)."""
 
-    def __init__(self, cfg: WorldModelConfig, *, calls: int = 4, repeats: int = 3) -> None:
+    def __init__(
+        self, cfg: WorldModelConfig, *, calls: int = 4, repeats: int = 3, dtype: torch.dtype = torch.float32
+    ) -> None:
         gen = torch.Generator().manual_seed(1234)  # the global RNG (model weights) is left alone
         self.shapes = _linear_shapes(cfg)
         self.weights = {
-            name: (torch.randn(o, i, generator=gen) / math.sqrt(i), torch.zeros(o))
+            name: ((torch.randn(o, i, generator=gen) / math.sqrt(i)).to(dtype), torch.zeros(o, dtype=dtype))
             for name, i, o in self.shapes
         }
-        self.inputs = {i: torch.randn(cfg.env_num, i, generator=gen) for _, i, _ in self.shapes}
+        self.inputs = {i: torch.randn(cfg.env_num, i, generator=gen).to(dtype) for _, i, _ in self.shapes}
         self.flops = recurrent_flops(cfg)["matmul"]
         self.calls, self.repeats = calls, repeats
         self.rates: list[float] = []  # GFLOP/s, one per sample()

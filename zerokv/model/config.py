@@ -5,10 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
+
 from zerokv.cache.pool import EvictionStrategy
 
 CacheBackendName = Literal["none", "legacy", "manager", "paged"]
 CACHE_BACKENDS: tuple[str, ...] = ("none", "legacy", "manager", "paged")
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+"""Allowed ``WorldModelConfig.dtype`` values and their torch dtypes."""
 
 
 @dataclass
@@ -62,7 +66,9 @@ class WorldModelConfig:
     cache_validation_mode: bool = False
     """Run the chosen backend and "none" side by side and raise on any disagreement."""
     validation_atol: float = 1e-5
-    """Largest tolerated difference in validation mode."""
+    """Largest tolerated difference in validation mode (compared in the model's dtype: a bfloat16
+    model's cache is checked against bfloat16 recomputation, which it has matched exactly in
+    zerokv's tests)."""
     enable_cache_logging: bool = False
     """Log throttled cache statistics (never a line per call)."""
     max_cache_size: int = 10_000
@@ -75,6 +81,14 @@ class WorldModelConfig:
     """Override of the derived recurrent-pool size."""
     mlp_ratio: int = 4
     """Hidden width of each block's MLP, as a multiple of embed_dim."""
+    dtype: str = "float32"
+    """Dtype of the parameters, activations and every KV-cache buffer: "float32" (the exact
+    reference) or "bfloat16", a search-only mode (~2.5-4x faster matmuls on CPUs with bf16
+    units; ~3 significant digits, so logits move by 1e-2 to 1e-1 and search policies a little —
+    `zerokv bench --precision` measures both). Inputs may come in float32 and every
+    InferenceOutput field is float32 whatever the dtype. A bfloat16 model is not trained:
+    ``forward_sequence`` refuses; train a float32 model and copy its weights with
+    ``WorldModel.load_weights_from``."""
 
     def __post_init__(self) -> None:
         self.observation_shape = tuple(int(d) for d in self.observation_shape)
@@ -116,10 +130,17 @@ class WorldModelConfig:
         if self.cache_backend not in CACHE_BACKENDS:
             raise ValueError(f"cache_backend={self.cache_backend!r}; allowed: {', '.join(CACHE_BACKENDS)}")
         self.eviction_strategy = EvictionStrategy.parse(self.eviction_strategy).value
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype={self.dtype!r}; allowed: {', '.join(DTYPES)}")
 
     @property
     def head_dim(self) -> int:
         return self.embed_dim // self.num_heads
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """The torch dtype named by :attr:`dtype`."""
+        return DTYPES[self.dtype]
 
     @property
     def obs_is_image(self) -> bool:

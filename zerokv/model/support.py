@@ -42,8 +42,10 @@ def support_to_scalar(logits: torch.Tensor, support_size: int) -> torch.Tensor:
     """``logits [..., 2S+1]`` → expected scalar ``[...]`` (softmax, mean over support, h⁻¹).
 
     Computed in float64: h⁻¹'s closed form subtracts nearly equal numbers and divides by 2·eps,
-    which in float32 turns a 1e-7 rounding difference into 1e-4.
+    which in float32 turns a 1e-7 rounding difference into 1e-4. Returned in the logits' dtype,
+    but at least float32: bfloat16 logits (a bfloat16 search model) still give a float32 scalar
+    rather than one rounded to ~3 significant digits.
     """
     support = torch.arange(-support_size, support_size + 1, dtype=torch.float64, device=logits.device)
     y = (torch.softmax(logits.double(), dim=-1) * support).sum(-1)
-    return h_inverse(y).to(logits.dtype)
+    return h_inverse(y).to(torch.promote_types(logits.dtype, torch.float32))

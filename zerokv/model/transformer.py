@@ -60,7 +60,9 @@ class BatchContext:
     _mask: torch.Tensor | None = None
 
     @classmethod
-    def empty(cls, cfg: WorldModelConfig, batch: int, slots: int, device, dtype=torch.float32) -> BatchContext:
+    def empty(cls, cfg: WorldModelConfig, batch: int, slots: int, device, dtype=None) -> BatchContext:
+        """Zeroed buffers of ``batch`` rows and ``slots`` slots, in ``dtype`` (default: the model's)."""
+        dtype = cfg.torch_dtype if dtype is None else dtype
         shape = (batch, cfg.num_heads, slots, cfg.head_dim)
         return cls(
             k=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.num_layers)],
@@ -103,11 +105,18 @@ class BatchContext:
         return sum(t.numel() * t.element_size() for t in (*self.k, *self.v))
 
 
-def rope_tables(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin of shape ``(B, 1, T, hd/2)`` for absolute ``positions (B, T)``."""
+def rope_tables(
+    positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin of shape ``(B, 1, T, hd/2)`` for absolute ``positions (B, T)``, in ``dtype``.
+
+    Angles are computed in float32 whatever ``dtype``: bfloat16 holds integer positions exactly
+    only up to 256, and an angle of ~1000 rad only to ±2 rad. Only cos/sin are cast, to the
+    activations' dtype (``apply_rope`` then stays in that dtype).
+    """
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
     angles = positions.to(torch.float32).unsqueeze(-1) * inv_freq  # (B, T, hd/2)
-    return angles.cos().unsqueeze(1), angles.sin().unsqueeze(1)
+    return angles.cos().unsqueeze(1).to(dtype), angles.sin().unsqueeze(1).to(dtype)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -164,7 +173,7 @@ class Transformer(nn.Module):
         """
         cfg = self.cfg
         b, t, _ = x.shape
-        cos, sin = rope_tables(positions, cfg.head_dim, cfg.rope_theta)
+        cos, sin = rope_tables(positions, cfg.head_dim, cfg.rope_theta, x.dtype)
         if context is None:
             valid = torch.ones(b, t, dtype=torch.bool, device=x.device) if valid is None else valid
             mask = window_mask(positions, positions, valid, cfg.context_length)

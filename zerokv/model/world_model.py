@@ -13,6 +13,11 @@ env: it finds each parent's past (init pool, then recurrent pool), assembles the
 action token then the predicted-latent token, and stores each child.
 
 The context backend (``config.cache_backend``) is chosen once, here; no method branches on it.
+
+``config.dtype`` is the dtype of the weights, activations and caches: "float32" (the exact
+reference) or "bfloat16" (a search-only mode). The entry points take float32 inputs and return
+float32 outputs either way; a bfloat16 search copy of a float32 training model is kept current
+with :meth:`WorldModel.load_weights_from`.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -51,6 +56,8 @@ class InferenceOutput:
 
     The scalars are the expectation over the support mapped through h⁻¹, which magnifies tiny
     logit differences (≈ 300 × h⁻¹' at support 601); exactness is checked on the logits and latent.
+    Every field is float32 whatever the model's dtype (a bfloat16 model's outputs are cast once,
+    at the end of each entry point; its scalars are read from the logits in float64).
     """
 
     value: torch.Tensor
@@ -89,7 +96,7 @@ class WorldModel(nn.Module):
         self.head_policy = mlp_head(e, cfg.action_space_size)
         self.head_reward = mlp_head(e, cfg.support_bins)
         self.head_latent = nn.Sequential(mlp_head(e, e), SimNorm(cfg.latent_group_size))
-        self.to(cfg.device)
+        self.to(cfg.device, cfg.torch_dtype)
         self._init_caches(key_hash)
 
     def _init_caches(self, key_hash: KeyHash) -> None:
@@ -152,7 +159,8 @@ class WorldModel(nn.Module):
         if missing:
             self._fallbacks += len(missing)
             generated = self._backend.generate(
-                latent_state[missing], [env_ids[i] for i in missing], [keys[i] for i in missing]
+                latent_state[missing].to(self.config.torch_dtype), [env_ids[i] for i in missing],
+                [keys[i] for i in missing],
             )
             for i, past in zip(missing, generated, strict=True):
                 pasts[i] = past
@@ -173,6 +181,28 @@ class WorldModel(nn.Module):
         if self.config.enable_cache_logging:
             logger.info("cache stats before clear: %s", self.cache_stats())
         self._backend.clear()
+
+    @torch.no_grad()
+    def load_weights_from(self, other: WorldModel) -> None:
+        """Copy ``other``'s weights into this model, cast to this model's dtype; clears the caches.
+
+        How a bfloat16 search copy follows its float32 training model after each weight update.
+        The caches are cleared as after any weight update (every stored key/value was computed with
+        the old weights); a caller that keeps root contexts rebuilds them next
+        (``rebuild_root_contexts``), as the trainer does. The two models must have the same
+        architecture (a ValueError names the first parameter that differs); env_num, the backend
+        and the dtype may differ.
+        """
+        mine, theirs = self.state_dict(), other.state_dict()
+        for name in [*mine, *(k for k in theirs if k not in mine)]:
+            a, b = mine.get(name), theirs.get(name)
+            if a is None or b is None or a.shape != b.shape:
+                shapes = [None if t is None else tuple(t.shape) for t in (b, a)]
+                raise ValueError(f"load_weights_from: parameter {name!r} of shape {shapes[0]} cannot be "
+                                 f"copied into {shapes[1]}: the architectures differ")
+        for name, tensor in mine.items():
+            tensor.copy_(theirs[name])  # casts (e.g. float32 → bfloat16)
+        self.clear_caches()
 
     def cache_stats(self) -> dict:
         """Node lookups (hits, misses, hit_rate), evictions, fallbacks, live entries, bytes, summary.
@@ -243,11 +273,11 @@ class WorldModel(nn.Module):
             self._root_keys[e] = k
         self._search_env_ids = list(env_ids)
         self._maybe_log()
-        return InferenceOutput(
+        return _float32(InferenceOutput(
             value=support_to_scalar(value_logits, self.config.support_size),
             reward=latents.new_zeros(b), policy_logits=policy_logits, latent_state=latents,
             value_logits=value_logits,
-        )
+        ))
 
     @torch.no_grad()
     def initial_inference_from_history(
@@ -295,10 +325,10 @@ class WorldModel(nn.Module):
             for e, k in zip(row_envs, keys, strict=True):
                 self._root_keys[e] = k
         self._search_env_ids = list(env_ids)
-        return InferenceOutput(
+        return _float32(InferenceOutput(
             value=support_to_scalar(value_logits, cfg.support_size), reward=obs.new_zeros(b),
             policy_logits=policy_logits, latent_state=root_latents, value_logits=value_logits,
-        )
+        ))
 
     def rebuild_root_contexts(self, env_ids: Sequence[int], observations: Sequence, actions: Sequence) -> None:
         """Recompute each env's root context from its recent real history with the current weights.
@@ -346,7 +376,7 @@ class WorldModel(nn.Module):
                 f"latent_state of shape {tuple(latent_state.shape)}; expected ({len(env_ids)}, {self.config.embed_dim})"
             )
         actions = self._check_actions(action, latent_state.shape[0], allow_none=False)
-        latent_state = latent_state.to(self.config.device, torch.float32)
+        latent_state = latent_state.to(self.config.device, self.config.torch_dtype)
         work, t0 = self.work, time.perf_counter()
         parent_keys = self._backend.node_keys(env_ids, latent_state, parent_ids, self._epoch)
         self.retrieve_or_generate_kvcache(latent_state, env_ids, parent_keys)
@@ -365,15 +395,24 @@ class WorldModel(nn.Module):
         work.cache_seconds += (t1 - t0) + (t3 - t2)
         work.forward_seconds += t2 - t1
         s = self.config.support_size
-        return InferenceOutput(
+        return _float32(InferenceOutput(
             value=support_to_scalar(value_logits, s), reward=support_to_scalar(reward_logits, s),
             policy_logits=policy_logits, latent_state=next_latent, value_logits=value_logits,
             reward_logits=reward_logits,
-        )
+        ))
 
     # ------------------------------------------------------------------------ training
     def forward_sequence(self, obs: torch.Tensor, actions: torch.Tensor) -> SequenceOutput:
-        """Teacher-forced pass over ``obs [B, K+1, *obs_shape]`` and ``actions [B, K+1]``."""
+        """Teacher-forced pass over ``obs [B, K+1, *obs_shape]`` and ``actions [B, K+1]``.
+
+        The training pass: float32 models only (bfloat16 is a search-only mode; AdamW steps on
+        bfloat16 weights would round most updates away).
+        """
+        if self.config.dtype != "float32":
+            raise ValueError(
+                f"forward_sequence on a model of dtype={self.config.dtype!r}; training needs dtype='float32' "
+                "(bfloat16 is search-only: train a float32 model and copy it with load_weights_from)"
+            )
         b, steps = actions.shape
         if 2 * steps > self.config.max_tokens:
             raise ValueError(f"{steps} steps need {2 * steps} tokens > max_tokens={self.config.max_tokens}")
@@ -389,14 +428,14 @@ class WorldModel(nn.Module):
 
     # ------------------------------------------------------------------------- helpers
     def _as_obs(self, obs, *, steps: bool = False) -> torch.Tensor:
-        """``obs`` as a float tensor ``(B, *obs_shape)``, or ``(B, T, *obs_shape)`` with ``steps``."""
+        """``obs`` as a tensor ``(B, *obs_shape)`` (``(B, T, *obs_shape)`` with ``steps``) on the model's device, in its dtype."""
         obs = torch.as_tensor(np.asarray(obs) if not torch.is_tensor(obs) else obs, dtype=torch.float32)
         shape = self.config.observation_shape
         lead = 2 if steps else 1
         if obs.dim() != len(shape) + lead or tuple(obs.shape[lead:]) != shape or (steps and obs.shape[1] < 1):
             expected = ("B, T" if steps else "B") + "".join(f", {d}" for d in shape)
             raise ValueError(f"obs of shape {tuple(obs.shape)}; expected ({expected})")
-        return obs.to(self.config.device)
+        return obs.to(self.config.device, self.config.torch_dtype)
 
     def _check_env_ids(self, env_ids, batch: int, *, unique: bool = True) -> list[int]:
         ids = list(range(batch)) if env_ids is None else [int(e) for e in env_ids]
@@ -428,3 +467,11 @@ class WorldModel(nn.Module):
             self._last_log = time.monotonic()
             logger.info("cache stats: %s", self.cache_stats())
 
+
+def _float32(out: InferenceOutput) -> InferenceOutput:
+    """``out`` with every tensor in float32: a bfloat16 model's outputs (float32 ones pass as they are)."""
+    if out.latent_state.dtype == torch.float32:
+        return out
+    return InferenceOutput(**{
+        f.name: None if (t := getattr(out, f.name)) is None else t.float() for f in fields(out)
+    })

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from zerokv.model.config import DTYPES
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -58,6 +60,11 @@ class TrainConfig:
     visits; fewer, wider calls, a slightly different search policy; see zerokv.search.mcts)."""
     segment_length: int = 50
     """Steps per game segment pushed to the replay buffer."""
+    search_dtype: str = "float32"
+    """Dtype of the model the searches use (collection and evaluation): "float32", or
+    "bfloat16" for a bf16 copy of the float32 training model, refreshed after every weight update
+    (faster matmuls on CPUs with bf16 units; logits 1e-2 to 1e-1 off, see `zerokv bench
+    --precision`). Learning and checkpoints stay float32."""
 
     # --- cache
     cache_backend: str | None = None
@@ -149,6 +156,8 @@ class TrainConfig:
             raise ValueError("stop_return=nan; must be a number, inf (never stop early) or None (the env's threshold)")
         if not 0 <= self.discount <= 1:
             raise ValueError(f"discount={self.discount}; must be in [0, 1]")
+        if self.search_dtype not in DTYPES:
+            raise ValueError(f"search_dtype={self.search_dtype!r}; allowed: {', '.join(DTYPES)}")
 
     @property
     def iteration_env_steps(self) -> int:

@@ -17,7 +17,10 @@ def evaluate(
     model_state: dict, model_config: WorldModelConfig, env_id: str, *, episodes: int, seed: int,
     search: SearchConfig,
 ) -> list[float]:
-    """Returns of ``episodes`` greedy episodes, one env per episode, all searched together."""
+    """Returns of ``episodes`` greedy episodes, one env per episode, all searched together.
+
+    ``model_state`` (float32 weights) is cast to ``model_config.dtype`` on loading.
+    """
     if episodes < 1:
         raise ValueError(f"episodes={episodes}; must be >= 1")
     cfg = dataclasses.replace(model_config, env_num=episodes, cache_validation_mode=False)

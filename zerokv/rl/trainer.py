@@ -3,15 +3,19 @@
 One *iteration* = ``collect_steps`` searches over all envs, then ``replay_ratio × env steps``
 updates, then the caches are cleared (UniZero: stale caches would mix old and new weights) after
 their statistics are logged, and each env's root context is rebuilt with the new weights from its
-recent history. Checkpoints are taken only between iterations and hold everything the next
-iteration reads, so an interrupted-and-resumed run ends with the same weights as an
-uninterrupted one. The run stops early once an evaluation reaches ``stop_return`` (by default the
-env's registered reward threshold), and ``OUT/best.pt`` always holds the best-evaluated weights.
+recent history. With ``search_dtype="bfloat16"`` the searches run on a bfloat16 copy of the
+float32 training model, refreshed with ``load_weights_from`` after every update (which also clears
+its caches) and before the contexts are rebuilt; the copy is derived, never checkpointed.
+Checkpoints are taken only between iterations and hold everything the next iteration reads, so an
+interrupted-and-resumed run ends with the same weights as an uninterrupted one. The run stops
+early once an evaluation reaches ``stop_return`` (by default the env's registered reward
+threshold), and ``OUT/best.pt`` always holds the best-evaluated weights.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import time
@@ -54,6 +58,7 @@ class TrainResult:
 
 
 def world_model_config(cfg: TrainConfig) -> WorldModelConfig:
+    """The float32 training model's config (the searches may use a copy in ``cfg.search_dtype``)."""
     spec = env_spec(cfg.env)
     return WorldModelConfig(
         observation_shape=spec.observation_shape, action_space_size=spec.action_space_size,
@@ -82,6 +87,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model_config = world_model_config(cfg)
         self.model = WorldModel(self.model_config)
+        self.search_model = self._make_search_model()
         self.learner = Learner(self.model, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
                                grad_clip=cfg.grad_clip, target_update_rate=cfg.target_update_rate,
                                fresh_value_targets=cfg.fresh_value_targets)
@@ -89,12 +95,12 @@ class Trainer:
                                    self.model_config.action_space_size, unroll_steps=cfg.unroll_steps,
                                    td_steps=cfg.td_steps, discount=cfg.discount, seed=cfg.seed)
         self.search = search_config(cfg)
-        self.collector = Collector(cfg.env, cfg.num_envs, self.model, self.replay, search=self.search,
+        self.collector = Collector(cfg.env, cfg.num_envs, self.search_model, self.replay, search=self.search,
                                    seed=cfg.seed, segment_length=cfg.segment_length,
                                    history_steps=cfg.history_steps, keep_root_context=cfg.keep_root_context)
         self.reanalyzer = None
         if cfg.reanalyze_per_iteration:
-            self.reanalyzer = Reanalyzer(self.model, self.search, min(cfg.reanalyze_batch, cfg.reanalyze_per_iteration))
+            self.reanalyzer = Reanalyzer(self.search_model, self.search, min(cfg.reanalyze_batch, cfg.reanalyze_per_iteration))
         self.reanalysis_rng = np.random.default_rng([cfg.seed, 1])  # root noise of reanalysis searches
         self.out = Path(cfg.out)
         self.env_steps = self.iteration = 0
@@ -105,6 +111,23 @@ class Trainer:
         self.stop_return = cfg.stop_return if cfg.stop_return is not None else spec_threshold
         # Cache counters summed over iterations (each iteration's are logged, then reset).
         self.cache_totals = {"hits": 0, "misses": 0, "evictions": 0, "fallbacks": 0}
+
+    def _make_search_model(self) -> WorldModel:
+        """The model the searches use: the training model itself, or a copy in ``search_dtype``."""
+        if self.cfg.search_dtype == self.model_config.dtype:
+            return self.model
+        with torch.random.fork_rng():  # building a model draws init weights: keep training's RNG untouched
+            search_model = WorldModel(dataclasses.replace(self.model_config, dtype=self.cfg.search_dtype))
+        search_model.load_weights_from(self.model)
+        return search_model
+
+    def _refresh_search_model(self) -> None:
+        """After a weight update: clear the search caches (stale keys/values would mix old and new
+        weights); a separate search copy gets the new weights, which clears its caches too."""
+        if self.search_model is self.model:
+            self.model.clear_caches()
+        else:
+            self.search_model.load_weights_from(self.model)
 
     # ---------------------------------------------------------------- checkpoints
     def save(self, path: Path | None = None) -> Path:
@@ -132,6 +155,8 @@ class Trainer:
         self.best_eval_return = counters["best_eval_return"]
         if "reanalysis_rng" in counters:
             self.reanalysis_rng.bit_generator.state = counters["reanalysis_rng"]
+        if self.search_model is not self.model:
+            self.search_model.load_weights_from(self.model)  # the copy is derived, never saved
         self.collector.rebuild_contexts()  # the caches are empty, as after every iteration
 
     # ----------------------------------------------------------------------- loop
@@ -196,7 +221,7 @@ class Trainer:
                            solved_at)
 
     def _iteration(self) -> dict[str, float]:
-        cfg, model = self.cfg, self.model
+        cfg, model = self.cfg, self.search_model
         t0 = time.monotonic()
         sims = search_seconds = 0.0
         for _ in range(cfg.collect_steps):
@@ -213,12 +238,12 @@ class Trainer:
         if self.replay.num_steps >= cfg.min_replay_steps:
             for _ in range(max(1, round(cfg.replay_ratio * cfg.iteration_env_steps))):
                 losses.append(self.learner.update(self.replay.sample(cfg.batch_size)))
-            if self.reanalyzer is not None:
-                row.update(self._reanalyze())
         stats = model.cache_stats()  # logged before the caches are cleared
         for key in self.cache_totals:
             self.cache_totals[key] += stats[key]
-        model.clear_caches()
+        self._refresh_search_model()
+        if self.reanalyzer is not None and losses:  # with the new weights, in an arena of its own
+            row.update(self._reanalyze())
         model.reset_cache_stats()
         self.collector.rebuild_contexts()
         self.iteration += 1
@@ -245,7 +270,7 @@ class Trainer:
 
     def _evaluate(self) -> dict[str, float]:
         cfg = self.cfg
-        self.eval_returns = evaluate(self.model.state_dict(), self.model_config, cfg.env,
+        self.eval_returns = evaluate(self.model.state_dict(), self.search_model.config, cfg.env,
                                      episodes=cfg.eval_episodes, seed=cfg.seed + 10_000, search=self.search)
         mean = float(np.mean(self.eval_returns))
         tqdm.write(f"[eval] env_steps={self.env_steps} return={mean:.1f} ± {np.std(self.eval_returns):.1f}")

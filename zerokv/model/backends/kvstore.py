@@ -32,7 +32,7 @@ class KVStoreBackend(ContentKeys):
         self.cfg, self.transformer, self.store, self.name, self.work = cfg, transformer, store, name, work
         self.key_hash = key_hash
         # Bytes of one token's keys and values over all layers.
-        self.token_bytes = 2 * cfg.num_layers * cfg.embed_dim * 4
+        self.token_bytes = 2 * cfg.num_layers * cfg.embed_dim * cfg.torch_dtype.itemsize
         self.window = cfg.context_length - 1  # past tokens a new token can see
         # The seeds' `keys_values_wm_single_env`: the scratch cache a row is written into before
         # the store copies it into a slot.
@@ -40,7 +40,7 @@ class KVStoreBackend(ContentKeys):
 
     def _new_kv(self) -> KeysValues:
         c = self.cfg
-        return KeysValues(1, c.num_heads, c.max_tokens, c.embed_dim, c.num_layers, c.device)
+        return KeysValues(1, c.num_heads, c.max_tokens, c.embed_dim, c.num_layers, c.device, c.torch_dtype)
 
     def lookup(self, env_ids: Sequence[int], keys: Sequence[NodeKey | None]) -> list[KeysValues | None]:
         return [None if k is None else self.store.hierarchical_get(e, k) for e, k in zip(env_ids, keys, strict=True)]

@@ -70,8 +70,8 @@ class PagedBackend:
         self.cfg, self.transformer, self.work, self.key_hash = cfg, transformer, work, key_hash
         self.window = cfg.context_length - 1
         self.store = PagedArena(cfg.env_num, cfg.num_simulations, self.window, cfg.num_layers,
-                                cfg.num_heads, cfg.head_dim, cfg.device)
-        self.token_bytes = 2 * cfg.num_layers * cfg.embed_dim * 4
+                                cfg.num_heads, cfg.head_dim, cfg.device, cfg.torch_dtype)
+        self.token_bytes = 2 * cfg.num_layers * cfg.embed_dim * cfg.torch_dtype.itemsize
         self._bufs: dict[tuple[int, int], torch.Tensor] = {}
 
     # ------------------------------------------------------------------------ keys
@@ -166,7 +166,7 @@ class PagedBackend:
         if key not in self._bufs:
             c = self.cfg
             shape = (self.window + new_tokens, b, c.num_layers, 2, c.num_heads, c.head_dim)
-            self._bufs[key] = torch.zeros(shape, device=c.device)
+            self._bufs[key] = torch.zeros(shape, device=c.device, dtype=c.torch_dtype)
         return self._bufs[key]
 
     # ---------------------------------------------------------------------- store

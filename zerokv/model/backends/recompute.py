@@ -39,7 +39,7 @@ class _RecomputeBatch:
         self.past = max((p.size for p in pasts), default=0)
         b, slots = len(pasts), self.past + new_capacity
         device = transformer.ln_f.weight.device
-        self.tokens = torch.zeros(b, slots, cfg.embed_dim, device=device)
+        self.tokens = torch.zeros(b, slots, cfg.embed_dim, device=device, dtype=cfg.torch_dtype)
         self.positions = torch.zeros(b, slots, dtype=torch.long, device=device)
         self.valid = torch.zeros(b, slots, dtype=torch.bool, device=device)
         self.next_pos = torch.zeros(b, dtype=torch.long, device=device)
@@ -87,7 +87,8 @@ class RecomputeBackend(ContentKeys):
         return [p.size for p in pasts]
 
     def empty(self) -> TokenHistory:
-        return TokenHistory(torch.zeros(0, self.cfg.embed_dim, device=self.cfg.device), 0)
+        c = self.cfg
+        return TokenHistory(torch.zeros(0, c.embed_dim, device=c.device, dtype=c.torch_dtype), 0)
 
     def assemble(self, pasts: list[TokenHistory], new_tokens: int) -> _RecomputeBatch:
         self.work.bytes_copied += sum(p.tokens.numel() * p.tokens.element_size() for p in pasts)
