@@ -114,9 +114,16 @@ def rope_tables(
     only up to 256, and an angle of ~1000 rad only to ±2 rad. Only cos/sin are cast, to the
     activations' dtype (``apply_rope`` then stays in that dtype).
     """
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
-    angles = positions.to(torch.float32).unsqueeze(-1) * inv_freq  # (B, T, hd/2)
+    freqs = _inverse_frequencies(head_dim, theta, positions.device)
+    angles = positions.to(torch.float32).unsqueeze(-1) * freqs  # (B, T, hd/2)
     return angles.cos().unsqueeze(1).to(dtype), angles.sin().unsqueeze(1).to(dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _inverse_frequencies(head_dim: int, theta: float, device: torch.device) -> torch.Tensor:
+    """``(hd/2,)`` float32 rotary frequencies θ^(-2i/hd), computed once per shape (two forwards per
+    recurrent call would otherwise rebuild them)."""
+    return 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
