@@ -94,7 +94,7 @@ class BatchContext:
         k_buf, v_buf = self.k[layer], self.v[layer]
         k_buf[:, :, s0 : s0 + t] = k
         v_buf[:, :, s0 : s0 + t] = v
-        return F.scaled_dot_product_attention(q, k_buf[:, :, : s0 + t], v_buf[:, :, : s0 + t], attn_mask=self._mask)
+        return attention(q, k_buf[:, :, : s0 + t], v_buf[:, :, : s0 + t], self._mask)
 
     def end(self, t: int) -> None:
         self.fill += t
@@ -127,10 +127,27 @@ def _inverse_frequencies(head_dim: int, theta: float, device: torch.device) -> t
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (x[2i], x[2i+1]) of ``x (B, H, T, hd)`` by the position's angle."""
+    """Rotate pairs (x[2i], x[2i+1]) of ``x (..., B, H, T, hd)`` by the position's angle."""
     x1, x2 = x[..., 0::2], x[..., 1::2]
     out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
     return out.flatten(-2)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Softmax attention of ``q (B, H, T, hd)`` over ``k, v (B, H, S, hd)`` where ``mask (B, 1, T, S)``
+    is True; every query must see at least one key (each sees itself).
+
+    With gradients (training): ``F.scaled_dot_product_attention`` and its fused backward. Without
+    (search, reanalysis): two explicit matmuls with the softmax in float32 — at search shapes (1–2
+    queries over ≤ context_length keys) ``scaled_dot_product_attention`` on this CPU took 0.67 ms
+    (float32) and 2.7 ms (bfloat16) at 256 rows against 0.42 and 0.72 ms here, and the same at 8
+    rows. Every inference path (cached or recomputed) uses this one formula, so backends agree.
+    """
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    scores = (q @ k.transpose(-1, -2)).float().mul_(q.shape[-1] ** -0.5)  # (B, H, T, S)
+    weights = torch.softmax(scores.masked_fill_(~mask, float("-inf")), dim=-1)
+    return weights.to(v.dtype) @ v
 
 
 def window_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, k_valid: torch.Tensor, window: int) -> torch.Tensor:
@@ -152,9 +169,9 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend) -> torch.Tensor:
         b, t, e = x.shape
-        qkv = self.qkv(self.ln1(x)).view(b, t, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, T, hd)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        qkv = self.qkv(self.ln1(x)).view(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = apply_rope(qkv[:2], cos, sin)  # q and k rotated together: (2, B, H, T, hd)
+        v = qkv[2]  # each (B, H, T, hd)
         y = attend(q, k, v)  # (B, H, T, hd)
         x = x + self.proj(y.transpose(1, 2).reshape(b, t, e))
         return x + self.mlp(self.ln2(x))
@@ -186,7 +203,7 @@ class Transformer(nn.Module):
             mask = window_mask(positions, positions, valid, cfg.context_length)
             mask = mask | torch.eye(t, dtype=torch.bool, device=x.device)
             for block in self.blocks:
-                x = block(x, cos, sin, lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+                x = block(x, cos, sin, lambda q, k, v: attention(q, k, v, mask))
             return self.ln_f(x)
         context.begin(positions)
         for layer, block in enumerate(self.blocks):

@@ -13,12 +13,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from zerokv.cache.paged import NO_TOKEN, ROOT_NODE, PagedArena
 from zerokv.model.config import WorldModelConfig
 from zerokv.model.context import CacheWork, ContextBatch, NodeKey, make_keys
-from zerokv.model.transformer import BatchContext, Transformer, window_mask
+from zerokv.model.transformer import BatchContext, Transformer, attention, window_mask
 
 EMPTY = (-1, -1)  # the past of an env starting an episode
 
@@ -56,7 +55,7 @@ class PagedContext:
         kb[s0 : s0 + t] = k.permute(2, 0, 1, 3)  # (B, H, t, hd) → (t, B, H, hd)
         vb[s0 : s0 + t] = v.permute(2, 0, 1, 3)
         keys, values = kb[: s0 + t].permute(1, 2, 0, 3), vb[: s0 + t].permute(1, 2, 0, 3)  # (B, H, S, hd) views
-        return F.scaled_dot_product_attention(q, keys, values, attn_mask=self._mask)
+        return attention(q, keys, values, self._mask)
 
     def end(self, t: int) -> None:
         self.fill += t
