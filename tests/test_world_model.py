@@ -252,3 +252,13 @@ def test_rebuilt_root_context_equals_the_uninterrupted_one():
         assert wm.cache_stats()["fallbacks"] == 0
     for a, b in zip(flatten(outs[False]), flatten(outs[True]), strict=True):
         assert (a - b).abs().max().item() <= ATOL
+
+
+def test_copy_with_has_the_same_weights_under_another_config_and_leaves_the_rng_alone():
+    wm = build("paged")
+    state = torch.random.get_rng_state()
+    ref = wm.copy_with(cache_backend="none", env_num=5)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert ref.config.cache_backend == "none" and ref.config.env_num == 5 and not ref.training
+    for name, tensor in wm.state_dict().items():
+        assert torch.equal(ref.state_dict()[name], tensor) and ref.state_dict()[name] is not tensor, name

@@ -20,7 +20,6 @@ shared machine's drift hits both alike. Reported per model:
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import math
 import statistics
@@ -151,21 +150,12 @@ class _ModelRun:
             self.rel[k] = max(self.rel.get(k, 0.0), v)
 
 
-def _model(cfg: WorldModelConfig, source: WorldModel | None) -> WorldModel:
-    wm = WorldModel(cfg).eval()
-    if source is not None:
-        wm.load_weights_from(source)
-    return wm
-
-
 def run_precision_config(name: str, base: WorldModelConfig, budget: Budget, *, seed: int = 0) -> list[dict]:
     """Float32 vs bfloat16 search on one config: one record per model and one for the noise scale."""
     cfg = model_config(base, "paged", budget)
     torch.manual_seed(seed)  # the bench's weights
-    fp32 = _model(cfg, None)
-    with torch.random.fork_rng():  # the copies' own init draws are overwritten: leave the RNG alone
-        bf16 = _model(dataclasses.replace(cfg, dtype="bfloat16"), fp32)
-        reference = _model(dataclasses.replace(cfg, cache_backend=REFERENCE), fp32)
+    fp32 = WorldModel(cfg).eval()
+    bf16, reference = fp32.copy_with(dtype="bfloat16"), fp32.copy_with(cache_backend=REFERENCE)
     runs = [_ModelRun("float32", _Recorder(fp32)), _ModelRun("bfloat16", _Recorder(bf16))]
     search = SearchConfig(num_simulations=cfg.num_simulations)
     positions = make_observations(cfg, budget.warmup + budget.searches, seed + 7)

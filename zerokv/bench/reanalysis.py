@@ -12,7 +12,6 @@ them.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 
@@ -63,7 +62,7 @@ def run_reanalysis(
         obs, actions = make_histories(cfg, roots, seed + 11)
         ref = None
         for dtype in dtypes:
-            wm = f32 if dtype == cfg.dtype else _copy_in(f32, dtype)
+            wm = f32 if dtype == cfg.dtype else f32.copy_with(dtype=dtype)
             for chunk in (REFERENCE_CHUNK, roots):
                 reanalyzer = Reanalyzer(wm, search, roots_per_call=chunk)
                 reanalyzer(obs[:chunk], actions[:chunk], rng=np.random.default_rng(seed), add_noise=False)  # warm-up
@@ -84,13 +83,6 @@ def run_reanalysis(
             if rec["config"] == name:
                 rec["speedup"] = rec["roots_per_s"] / base_rate
     return records
-
-
-def _copy_in(model: WorldModel, dtype: str) -> WorldModel:
-    """A copy of ``model`` (same weights, cast) whose weights, activations and caches are ``dtype``."""
-    copy = WorldModel(dataclasses.replace(model.config, dtype=dtype)).eval()
-    copy.load_weights_from(model)
-    return copy
 
 
 def render_reanalysis(records: list[dict]) -> str:

@@ -182,6 +182,20 @@ class WorldModel(nn.Module):
             logger.info("cache stats before clear: %s", self.cache_stats())
         self._backend.clear()
 
+    def copy_with(self, **changes) -> WorldModel:
+        """A new model with this one's weights (cast) under ``dataclasses.replace(config, **changes)``,
+        e.g. ``dtype="bfloat16"`` for a search copy or ``cache_backend="none"`` for a reference.
+
+        It has its own weights and caches (unlike :meth:`arena`, which shares the modules) and is in
+        this model's train/eval mode; building it leaves the caller's torch RNG untouched (its own
+        init draws are overwritten anyway).
+        """
+        with torch.random.fork_rng(devices=[]):
+            copy = WorldModel(dataclasses.replace(self.config, **changes), key_hash=self._key_hash)
+        copy.train(self.training)
+        copy.load_weights_from(self)
+        return copy
+
     @torch.no_grad()
     def load_weights_from(self, other: WorldModel) -> None:
         """Copy ``other``'s weights into this model, cast to this model's dtype; clears the caches.

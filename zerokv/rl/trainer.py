@@ -15,7 +15,6 @@ threshold), and ``OUT/best.pt`` always holds the best-evaluated weights.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import logging
 import time
@@ -116,10 +115,7 @@ class Trainer:
         """The model the searches use: the training model itself, or a copy in ``search_dtype``."""
         if self.cfg.search_dtype == self.model_config.dtype:
             return self.model
-        with torch.random.fork_rng():  # building a model draws init weights: keep training's RNG untouched
-            search_model = WorldModel(dataclasses.replace(self.model_config, dtype=self.cfg.search_dtype))
-        search_model.load_weights_from(self.model)
-        return search_model
+        return self.model.copy_with(dtype=self.cfg.search_dtype)  # leaves training's RNG untouched
 
     def _refresh_search_model(self) -> None:
         """After a weight update: clear the search caches (stale keys/values would mix old and new
