@@ -27,12 +27,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import psutil
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from zerokv.bench.configs import REFERENCE, Budget, model_config
 from zerokv.bench.machine import CpuWatch, cpu_name, peak_rss_mb
 from zerokv.model.config import WorldModelConfig
+from zerokv.model.linear import linear
 from zerokv.model.world_model import WorldModel
 from zerokv.search import SearchConfig, plan
 
@@ -200,8 +200,12 @@ def recurrent_flops(cfg: WorldModelConfig) -> dict[str, int]:
 
 
 class MatmulProbe:
-    """This machine's ``F.linear`` rate on one recurrent call's matmuls (B = env_num rows), in
-    ``dtype`` (float32: the main bench's FLOP floor; bfloat16: ``--precision``'s second floor)."""
+    """This machine's rate on one recurrent call's matmuls (B = env_num rows), in ``dtype`` (float32:
+    the main bench's FLOP floor; bfloat16: ``--precision``'s second floor).
+
+    The matmuls run through the world model's own inference matmul (:func:`zerokv.model.linear.linear`,
+    oneDNN on CPU), so the floor drops with any faster kernel the model adopts.
+    """
 
     def __init__(
         self, cfg: WorldModelConfig, *, calls: int = 4, repeats: int = 3, dtype: torch.dtype = torch.float32
@@ -222,7 +226,7 @@ class MatmulProbe:
     def _one_call(self) -> None:
         for name, i, _ in self.shapes:
             w, bias = self.weights[name]
-            F.linear(self.inputs[i], w, bias)
+            linear(self.inputs[i], w, bias)
 
     def sample(self) -> float:
         """Best of ``repeats`` timings of ``calls`` calls' worth of matmuls → GFLOP/s (recorded)."""
@@ -413,7 +417,7 @@ def run_bench(
         "flop_floor_ms: FLOPs of one recurrent call on its 2 new tokens (2 passes x num_layers x [qkv 3E^2 + "
         "proj E^2 + MLP 2*mlp_ratio*E^2] + attention on <= context_length keys + only the heads each token "
         "needs: reward & latent on the action token, value & policy on the observation token; x2 for "
-        "multiply-add; x env_num rows) / this machine's float32 F.linear rate on those same matmuls at "
+        "multiply-add; x env_num rows) / this machine's float32 rate on those same matmuls, through the model's own inference matmul (zerokv.model.linear: oneDNN on CPU), at "
         "env_num rows (best of 3 per sample, sampled between search indices, median); "
         "recurrent_vs_floor = recurrent_ms / flop_floor_ms",
         "bytes_copied_per_node, host_syncs_per_sim: recurrent calls only (roots left out)",

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from zerokv.model.config import WorldModelConfig
+from zerokv.model.linear import MLP, Linear
 
 
 class SimNorm(nn.Module):
@@ -26,7 +27,7 @@ class VectorEncoder(nn.Module):
     def __init__(self, cfg: WorldModelConfig) -> None:
         super().__init__()
         d, e = cfg.observation_shape[0], cfg.embed_dim
-        self.net = nn.Sequential(nn.Linear(d, 2 * e), nn.LayerNorm(2 * e), nn.GELU(), nn.Linear(2 * e, e))
+        self.net = nn.Sequential(Linear(d, 2 * e), nn.LayerNorm(2 * e), nn.GELU(), Linear(2 * e, e))
         self.norm = SimNorm(cfg.latent_group_size)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -43,7 +44,7 @@ class ImageEncoder(nn.Module):
             nn.Conv2d(c, 32, 4, stride=2, padding=1), nn.GELU(),   # (B, 32, 32, 32)
             nn.Conv2d(32, 64, 4, stride=2, padding=1), nn.GELU(),  # (B, 64, 16, 16)
             nn.Conv2d(64, 64, 4, stride=2, padding=1), nn.GELU(),  # (B, 64, 8, 8)
-            nn.Flatten(), nn.Linear(64 * 8 * 8, e),
+            nn.Flatten(), Linear(64 * 8 * 8, e),
         )
         self.norm = SimNorm(cfg.latent_group_size)
 
@@ -55,6 +56,6 @@ def make_encoder(cfg: WorldModelConfig) -> nn.Module:
     return ImageEncoder(cfg) if cfg.obs_is_image else VectorEncoder(cfg)
 
 
-def mlp_head(in_dim: int, out_dim: int) -> nn.Sequential:
+def mlp_head(in_dim: int, out_dim: int) -> MLP:
     """UniZero's prediction head: Linear → GELU → Linear."""
-    return nn.Sequential(nn.Linear(in_dim, in_dim), nn.GELU(), nn.Linear(in_dim, out_dim))
+    return MLP(in_dim, in_dim, out_dim)

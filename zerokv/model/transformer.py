@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zerokv.model.config import WorldModelConfig
+from zerokv.model.linear import MLP, Linear
 
 
 class KVContext(Protocol):
@@ -162,10 +163,10 @@ class Block(nn.Module):
         e = cfg.embed_dim
         self.num_heads, self.head_dim = cfg.num_heads, cfg.head_dim
         self.ln1 = nn.LayerNorm(e)
-        self.qkv = nn.Linear(e, 3 * e)  # fused projection: one matmul for q, k and v
-        self.proj = nn.Linear(e, e)
+        self.qkv = Linear(e, 3 * e)  # fused projection: one matmul for q, k and v
+        self.proj = Linear(e, e)
         self.ln2 = nn.LayerNorm(e)
-        self.mlp = nn.Sequential(nn.Linear(e, cfg.mlp_ratio * e), nn.GELU(), nn.Linear(cfg.mlp_ratio * e, e))
+        self.mlp = MLP(e, cfg.mlp_ratio * e, e)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend) -> torch.Tensor:
         b, t, e = x.shape
