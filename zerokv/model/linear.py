@@ -3,8 +3,8 @@
 Why: on this project's benchmark machine (AMD EPYC, AVX-512) ``F.linear`` in float32 goes to MKL's
 sgemm, which ran the world model's shapes at 47–58 GFLOP/s at 8 rows and ~185 at 256; oneDNN's
 ``mkldnn::_linear_pointwise`` (the kernel ``torch.compile`` emits for CPU linears) ran the same
-matmuls at 103–114 and ~420 GFLOP/s (``/tmp/lpw2.py``-style timing, weights rotated so none sits
-in cache). In bfloat16 both already use oneDNN; there the gain is the fused GELU epilogue
+matmuls at 103–114 and ~420 GFLOP/s (each shape timed over 8 rotating weight matrices, so none
+sits in cache). In bfloat16 both already use oneDNN; there the gain is the fused GELU epilogue
 (25 vs 40 ms for an MLP's first layer on 4,352 rows).
 
 The fast path is taken only where it cannot change training: CPU tensors, float32 or bfloat16, and

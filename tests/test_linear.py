@@ -1,0 +1,54 @@
+"""zerokv.model.linear: the oneDNN inference matmul agrees with F.linear and leaves training alone."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zerokv.model.linear import MLP, Linear, linear, uses_onednn
+
+
+@pytest.mark.parametrize("rows", [1, 8, 257])
+@pytest.mark.parametrize("gelu", [False, True])
+def test_inference_path_matches_f_linear(rows, gelu):
+    gen = torch.Generator().manual_seed(rows)
+    x = torch.randn(rows, 3, 96, generator=gen)
+    w, b = torch.randn(40, 96, generator=gen) / 10, torch.randn(40, generator=gen)
+    with torch.no_grad():
+        assert uses_onednn(x, w) == torch.backends.mkldnn.is_available()
+        fast = linear(x, w, b, gelu=gelu)
+    expected = F.linear(x, w, b)
+    expected = F.gelu(expected) if gelu else expected
+    assert fast.shape == (rows, 3, 40)
+    torch.testing.assert_close(fast, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_bias_free_and_bfloat16():
+    x, w = torch.randn(8, 32), torch.randn(16, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(linear(x, w), F.linear(x, w), rtol=1e-5, atol=1e-5)
+        xb, wb = x.bfloat16(), w.bfloat16()
+        out = linear(xb, wb, gelu=True)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), F.gelu(F.linear(x, w)), rtol=0.05, atol=0.1)
+
+
+def test_training_keeps_autograd_and_plain_f_linear():
+    layer = Linear(12, 5)
+    x = torch.randn(4, 12)
+    assert not uses_onednn(x, layer.weight)  # weights require grad and grad mode is on
+    layer(x).sum().backward()
+    assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
+    assert not uses_onednn(x.double(), layer.weight.double())  # other dtypes: F.linear
+
+
+def test_mlp_has_the_sequential_parameter_names_and_function():
+    torch.manual_seed(0)
+    mlp = MLP(10, 20, 3)
+    reference = nn.Sequential(nn.Linear(10, 20), nn.GELU(), nn.Linear(20, 3))
+    assert list(mlp.state_dict()) == list(reference.state_dict())
+    reference.load_state_dict(mlp.state_dict())
+    x = torch.randn(6, 10)
+    with torch.no_grad():
+        torch.testing.assert_close(mlp(x), reference(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(mlp(x), reference(x))  # with grad: the same F.linear/F.gelu calls
