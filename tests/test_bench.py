@@ -108,6 +108,9 @@ def test_reanalysis_records_roots_per_second_and_the_same_answers():
     assert [r["dtype"] for r in (chunked, wide, bf16_chunked, bf16_wide)] == ["float32"] * 2 + ["bfloat16"] * 2
     assert bf16_wide["model_calls"] == sims and 0 <= bf16_wide["policy_tv"] <= 1
     assert bf16_wide["max_root_value_diff"] > 0  # really another precision
+    for rec in (chunked, wide, bf16_chunked, bf16_wide):
+        assert rec["matmul_floor_s"] > 0 and rec["vs_floor"] == rec["seconds"] / rec["matmul_floor_s"]
+        assert rec["speedup_bound"] == chunked["seconds"] / rec["matmul_floor_s"]
 
 
 def test_precision_records_speed_output_difference_and_policy_change():

@@ -12,6 +12,7 @@ them.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 
@@ -20,7 +21,8 @@ import torch
 
 from zerokv.bench.configs import Budget, model_config
 from zerokv.bench.report import _table
-from zerokv.model.config import WorldModelConfig
+from zerokv.bench.run import MatmulProbe
+from zerokv.model.config import DTYPES, WorldModelConfig
 from zerokv.model.world_model import WorldModel
 from zerokv.search import Reanalyzer, SearchConfig
 
@@ -41,6 +43,21 @@ def check_roots(roots) -> int:
     if isinstance(roots, bool) or not isinstance(roots, int) or roots < REFERENCE_CHUNK:
         raise ValueError(f"--reanalyze {roots!r}; must be an int >= {REFERENCE_CHUNK} (the reference's chunk)")
     return roots
+
+
+def matmul_floor_seconds(cfg: WorldModelConfig, roots: int, roots_per_call: int, dtype: str) -> float:
+    """Seconds the recurrent calls of reanalysing ``roots`` roots ``roots_per_call`` at a time need at
+    the least: each call's matmul FLOPs (:func:`~zerokv.bench.run.recurrent_flops`) at this machine's
+    ``dtype`` matmul rate at that many rows (:class:`~zerokv.bench.run.MatmulProbe`). The history
+    pass and everything but the matmuls are left out, so a run can only be slower."""
+    seconds, rates = 0.0, {}
+    for start in range(0, roots, roots_per_call):
+        rows = min(roots_per_call, roots - start)
+        if rows not in rates:
+            probe = MatmulProbe(dataclasses.replace(cfg, env_num=rows), dtype=DTYPES[dtype])
+            rates[rows] = max(probe.sample() for _ in range(3)) * 1e9 / probe.flops  # calls per second
+        seconds += cfg.num_simulations / rates[rows]
+    return seconds
 
 
 def run_reanalysis(
@@ -77,20 +94,27 @@ def run_reanalysis(
                     "max_root_value_diff": float(np.abs(out.root_value - ref.root_value).max()),
                     "same_visits": float((out.visit_counts == ref.visit_counts).all(axis=1).mean()),
                     "policy_tv": float(0.5 * np.abs(out.search_policy - ref.search_policy).sum(1).mean()),
+                    "matmul_floor_s": matmul_floor_seconds(cfg, roots, chunk, dtype),
                 })
         base_rate = next(r["roots_per_s"] for r in records if r["config"] == name)
+        base_seconds = next(r["seconds"] for r in records if r["config"] == name)
         for rec in records:
             if rec["config"] == name:
                 rec["speedup"] = rec["roots_per_s"] / base_rate
+                rec["vs_floor"] = rec["seconds"] / rec["matmul_floor_s"]
+                rec["speedup_bound"] = base_seconds / rec["matmul_floor_s"]  # at the matmul floor
     return records
 
 
 def render_reanalysis(records: list[dict]) -> str:
-    header = ["config", "dtype", "roots/call", "roots/s", "×", "calls", "rows/call", "max |Δ root value|",
-              "same visits", "policy TV"]
+    header = ["config", "dtype", "roots/call", "roots/s", "×", "calls", "rows/call", "matmul floor s", "s / floor",
+              "× at floor", "max |Δ root value|", "same visits", "policy TV"]
     rows = [[r["config"], r["dtype"], str(r["roots_per_call"]), f"{r['roots_per_s']:.1f}", f"{r['speedup']:.2f}×",
-             str(r["model_calls"]), f"{r['rows_per_call']:.0f}", f"{r['max_root_value_diff']:.1e}",
+             str(r["model_calls"]), f"{r['rows_per_call']:.0f}", f"{r['matmul_floor_s']:.2f}",
+             f"{r['vs_floor']:.2f}", f"{r['speedup_bound']:.1f}×", f"{r['max_root_value_diff']:.1e}",
              f"{100 * r['same_visits']:.0f}%", f"{r['policy_tv']:.3f}"] for r in records]
     n = records[0]["roots"] if records else 0
     return (f"Reanalysis of {n} replayed positions (paged backend, no root noise; × and differences against "
-            f"float32 in chunks of {REFERENCE_CHUNK}, the reference's way):\n" + _table(header, rows))
+            f"float32 in chunks of {REFERENCE_CHUNK}, the reference's way; matmul floor: the recurrent calls' "
+            f"matmul FLOPs at this machine's rate for that dtype and row count; × at floor: the speed-up "
+            f"if this run reached its floor):\n" + _table(header, rows))
