@@ -5,22 +5,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zerokv.model.linear import MLP, Linear, linear, uses_onednn
+from zerokv.model.linear import MLP, ONEDNN_MIN_MACS, Linear, linear, uses_onednn
 
 
 @pytest.mark.parametrize("rows", [1, 8, 257])
 @pytest.mark.parametrize("gelu", [False, True])
 def test_inference_path_matches_f_linear(rows, gelu):
     gen = torch.Generator().manual_seed(rows)
-    x = torch.randn(rows, 3, 96, generator=gen)
-    w, b = torch.randn(40, 96, generator=gen) / 10, torch.randn(40, generator=gen)
+    x = torch.randn(rows, 3, 256, generator=gen)
+    w, b = torch.randn(1024, 256, generator=gen) / 16, torch.randn(1024, generator=gen)
     with torch.no_grad():
-        assert uses_onednn(x, w) == torch.backends.mkldnn.is_available()
+        assert uses_onednn(x, w) == (torch.backends.mkldnn.is_available() and x.numel() * 1024 >= ONEDNN_MIN_MACS)
         fast = linear(x, w, b, gelu=gelu)
     expected = F.linear(x, w, b)
     expected = F.gelu(expected) if gelu else expected
-    assert fast.shape == (rows, 3, 40)
+    assert fast.shape == (rows, 3, 1024)
     torch.testing.assert_close(fast, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_small_float32_matmuls_stay_on_f_linear_and_bfloat16_always_takes_onednn():
+    w = torch.randn(64, 64)
+    with torch.no_grad():
+        assert not uses_onednn(torch.randn(8, 64), w)  # CartPole-sized: oneDNN's call overhead loses
+        assert uses_onednn(torch.randn(8, 64).bfloat16(), w.bfloat16()) == torch.backends.mkldnn.is_available()
+        big = torch.randn(ONEDNN_MIN_MACS // 64 // 64, 64)
+        assert uses_onednn(big, w) == torch.backends.mkldnn.is_available()
+        assert not uses_onednn(big[1:], w)
 
 
 def test_bias_free_and_bfloat16():

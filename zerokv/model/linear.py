@@ -1,17 +1,21 @@
 """Linear layers whose inference runs through oneDNN on the CPU.
 
 Why: on this project's benchmark machine (AMD EPYC, AVX-512) ``F.linear`` in float32 goes to MKL's
-sgemm, which ran the world model's shapes at 47–58 GFLOP/s at 8 rows and ~185 at 256; oneDNN's
-``mkldnn::_linear_pointwise`` (the kernel ``torch.compile`` emits for CPU linears) ran the same
-matmuls at 103–114 and ~420 GFLOP/s (each shape timed over 8 rotating weight matrices, so none
-sits in cache). In bfloat16 both already use oneDNN; there the gain is the fused GELU epilogue
-(25 vs 40 ms for an MLP's first layer on 4,352 rows).
+sgemm, which ran the world model's ``atari`` shapes at 47–58 GFLOP/s at 8 rows and ~185 at 256;
+oneDNN's ``mkldnn::_linear_pointwise`` (the kernel ``torch.compile`` emits for CPU linears) ran the
+same matmuls at 103–114 and ~420 GFLOP/s (each shape timed over 8 rotating weight matrices, so
+none sits in cache). But oneDNN costs ~20 µs a call against MKL's ~6, so small float32 matmuls
+(CartPole's embed-64 model: 324 vs 461 simulations/s) stay on MKL: oneDNN is used from
+:data:`ONEDNN_MIN_MACS` multiply-adds per call, where it measured at least as fast. In bfloat16
+both already use oneDNN; there the gain is the fused GELU epilogue (25 vs 40 ms for an MLP's first
+layer on 4,352 rows).
 
-The fast path is taken only where it cannot change training: CPU tensors, float32 or bfloat16, and
-no autograd (search, reanalysis, evaluation all run under ``torch.no_grad``). Everything else —
-training, other devices, other dtypes — is plain ``F.linear``. Both compute the same sums in a
-different order (≈1e-6 relative apart); every inference path, cached or recomputed, takes the same
-one, so the cache backends still agree with the ``none`` reference.
+The fast path is taken only where it cannot change training: CPU tensors, float32 (large enough)
+or bfloat16, and no autograd (search, reanalysis and evaluation run under ``torch.no_grad``).
+Everything else — training, other devices, other dtypes — is plain ``F.linear``. The two compute the
+same sums in another order, ≈1e-6 relative apart; since the choice depends on the row count, a
+``none`` recompute (more rows) may take oneDNN where a cached call took MKL, which the exactness
+tests' 1e-5 tolerance covers (and the search's visit counts are still identical: tested).
 
 :class:`Linear` and :class:`MLP` keep ``nn.Linear``'s and ``nn.Sequential``'s parameter names, so
 checkpoints are unchanged.
@@ -23,16 +27,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_FAST_DTYPES = (torch.float32, torch.bfloat16)
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+ONEDNN_MIN_MACS = 1 << 21
+"""Smallest float32 matmul (rows × in × out multiply-adds) sent to oneDNN. Measured crossover on
+the bench machine: 64→256 at 256 rows (4.2 M) 1.25× faster on oneDNN, at 64 rows (1.0 M) 0.66×;
+384→384 at 8 rows (1.2 M) 0.89×; 512→512 at 8 rows (2.1 M) 1.12×."""
 
 
 def uses_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """True where :func:`linear` runs through oneDNN (CPU, float32/bfloat16, no autograd)."""
-    return (
-        _ONEDNN and x.device.type == "cpu" and x.dtype in _FAST_DTYPES and weight.dtype == x.dtype
-        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-    )
+    """True where :func:`linear` runs through oneDNN: CPU, no autograd, and bfloat16 or a float32
+    matmul of at least :data:`ONEDNN_MIN_MACS` multiply-adds."""
+    if not _ONEDNN or x.device.type != "cpu" or weight.dtype != x.dtype:
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return False
+    if x.dtype == torch.bfloat16:
+        return True
+    return x.dtype == torch.float32 and x.numel() * weight.shape[0] >= ONEDNN_MIN_MACS
 
 
 def linear(
