@@ -262,3 +262,18 @@ def test_copy_with_has_the_same_weights_under_another_config_and_leaves_the_rng_
     assert ref.config.cache_backend == "none" and ref.config.env_num == 5 and not ref.training
     for name, tensor in wm.state_dict().items():
         assert torch.equal(ref.state_dict()[name], tensor) and ref.state_dict()[name] is not tensor, name
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rope_equals_the_pairwise_rotation_bit_for_bit(dtype):
+    from zerokv.model.transformer import apply_rope, rope_tables
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 4, 5, 16, generator=gen).to(dtype)  # (q/k, B, H, T, hd)
+    positions = torch.randint(0, 5000, (3, 5), generator=gen)
+    cos, sin = rope_tables(positions, 16, 10_000.0, dtype)
+    angles = positions.float().unsqueeze(-1) * (1.0 / 10_000.0 ** (torch.arange(0, 16, 2).float() / 16))
+    c, s = angles.cos().unsqueeze(1).to(dtype), angles.sin().unsqueeze(1).to(dtype)  # (B, 1, T, hd/2)
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    expected = torch.stack((x1 * c - x2 * s, x1 * s + x2 * c), dim=-1).flatten(-2)
+    assert torch.equal(apply_rope(x, cos, sin), expected)
