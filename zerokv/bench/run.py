@@ -10,7 +10,7 @@ play: search 0 starts the episodes, every later one passes that backend's previo
 as ``last_actions`` with a new observation. The world model is wrapped (:class:`InstrumentedModel`)
 to time every call and, when asked, record every output so each backend can be compared with the
 ``none`` reference. Between search indices the machine's float32 matmul rate is sampled at the
-recurrent call's row count (:func:`matmul_seconds`) for the FLOP floor (:func:`recurrent_flops`).
+recurrent call's row count (:class:`MatmulProbe`) for the FLOP floor (:func:`recurrent_flops`).
 """
 
 from __future__ import annotations
@@ -417,8 +417,9 @@ def run_bench(
         "flop_floor_ms: FLOPs of one recurrent call on its 2 new tokens (2 passes x num_layers x [qkv 3E^2 + "
         "proj E^2 + MLP 2*mlp_ratio*E^2] + attention on <= context_length keys + only the heads each token "
         "needs: reward & latent on the action token, value & policy on the observation token; x2 for "
-        "multiply-add; x env_num rows) / this machine's float32 rate on those same matmuls, through the model's own inference matmul (zerokv.model.linear: oneDNN on CPU), at "
-        "env_num rows (best of 3 per sample, sampled between search indices, median); "
+        "multiply-add; x env_num rows) / this machine's float32 rate on those same matmuls, through the "
+        "model's own inference matmul (zerokv.model.linear: oneDNN on CPU), at env_num rows (best of 3 "
+        "per sample, sampled between search indices, median); "
         "recurrent_vs_floor = recurrent_ms / flop_floor_ms",
         "bytes_copied_per_node, host_syncs_per_sim: recurrent calls only (roots left out)",
         "cache_mb / stored per live node: the backend's cache_stats()['nbytes'] (its memory figure); "

@@ -52,7 +52,9 @@ def linear(
     """``x @ weight.T + bias`` for ``x (..., in)``, ``weight (out, in)``; then exact (erf) GELU if
     ``gelu`` — fused into the matmul on the oneDNN path."""
     if uses_onednn(x, weight):
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu" if gelu else "none", [], "none" if gelu else "")
+        # (x, W, b, post-op, post-op scalars, post-op algorithm): GELU's "none" is the exact erf form.
+        post_op, algorithm = ("gelu", "none") if gelu else ("none", "")
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, post_op, [], algorithm)
     y = F.linear(x, weight, bias)
     return F.gelu(y) if gelu else y
 
