@@ -57,11 +57,12 @@ def test_each_node_stores_only_its_two_tokens():
     cfg = wm.config
     token_bytes = 2 * cfg.num_layers * cfg.embed_dim * 4  # keys and values, every layer, float32
     assert arena.node_bytes == 2 * token_bytes
-    rows = arena.kv.shape[0]
+    rows = arena.rows
+    assert arena.kv.shape == (cfg.num_layers, 2, cfg.num_heads, rows, cfg.head_dim)
     assert rows == cfg.env_num * (cfg.context_length - 1) + 2 * cfg.env_num * cfg.num_simulations
 
 
-def test_copies_per_expansion_are_one_read_of_the_visible_past():
+def test_copies_per_expansion_are_one_gather_of_the_visible_past_and_the_new_slots():
     wm = build()
     list(searches(wm, 1))  # warm
     wm.work.reset()
@@ -70,12 +71,13 @@ def test_copies_per_expansion_are_one_read_of_the_visible_past():
     token_bytes = 2 * cfg.num_layers * cfg.embed_dim * 4
     w = cfg.context_length - 1
     expansions = cfg.env_num * cfg.num_simulations
-    # Roots (this search starts episodes: one new token each): a gather of the (empty) window,
-    # then the window's w - 1 older tokens rewritten beside the new one.
-    roots = cfg.env_num * (w + w - 1) * token_bytes
-    # Each expansion reads its parent's w visible tokens once; writing its own two new tokens
-    # into their storage is not a copy.
-    assert wm.work.bytes_copied == roots + expansions * w * token_bytes
+    # Roots (this search starts episodes: one new token each): a gather of the (empty) window and
+    # the new token's slot, then the window's w - 1 older tokens rewritten beside the new one.
+    roots = cfg.env_num * (w + 1 + w - 1) * token_bytes
+    # Each expansion gathers its parent's w visible tokens once, plus placeholders for its two new
+    # tokens' slots (the gather fills the whole head-major buffer); attention then reads that
+    # buffer in place, and writing the two new tokens into their storage is not a copy.
+    assert wm.work.bytes_copied == roots + expansions * (w + 2) * token_bytes
     assert wm.work.host_syncs == 1  # the roots' content keys, once per search
 
 

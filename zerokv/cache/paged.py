@@ -5,15 +5,16 @@ predicted latent). So, as in vLLM's block tables, a node stores only the keys/va
 tokens, plus a small table naming the token rows of its visible past; each env's root context is
 stored once and shared by all its descendants.
 
-Layout: one token-row arena ``kv (rows, L, 2, H, hd)`` — every layer's key and value of a token
-in one row, so a single index op moves a token for all layers — with
+Layout: one token-row arena ``kv (L, 2, H, rows, hd)`` — head-major, so that one
+``index_select`` over the row axis moves tokens for every layer and head at once *and* yields a
+buffer whose per-layer keys are contiguous ``(H, B, S, hd)`` matrices for attention — with
 
     rows [e·W, (e+1)·W)                         env e's root window (W = context_length − 1)
     rows R + 2·(e·S + n − 1) + {0, 1}           node n ≥ 1 of env e: its action and latent tokens
 
 (R = env_num·W root rows, S = num_simulations). ``table[e, n]`` (W ints) lists the rows of node
 n's last W tokens, oldest first, right-aligned and padded with ``NO_TOKEN``; ``last_position[e, n]``
-is the absolute position of its newest token. A batch is assembled by one index gather per layer
+is the absolute position of its newest token. A batch is assembled by one index gather
 through the table — no clone, no pad-then-slice, no copy back.
 
 Invariant (checked by :meth:`check_invariants`): node (e, n) is *live* iff
@@ -47,7 +48,8 @@ class PagedArena:
         self.env_num, self.num_simulations, self.window = env_num, num_simulations, window
         self.root_rows = env_num * window
         rows = self.root_rows + 2 * env_num * num_simulations
-        self.kv = torch.zeros(rows, num_layers, 2, num_heads, head_dim, device=device, dtype=dtype)
+        self.rows = rows
+        self.kv = torch.zeros(num_layers, 2, num_heads, rows, head_dim, device=device, dtype=dtype)
         nodes = num_simulations + 1
         # Tables live on the host: bookkeeping is numpy (µs per op), and only the gather index of a
         # batch travels to the device — a host→device copy, never a device→host synchronisation.
@@ -141,7 +143,7 @@ class PagedArena:
     @property
     def node_bytes(self) -> int:
         """Bytes one search node stores: the keys and values of its two tokens, every layer."""
-        return 2 * self.kv[0].numel() * self.kv.element_size()
+        return 2 * (self.kv.numel() // self.rows) * self.kv.element_size()
 
     def check_invariants(self) -> None:
         table = self.table
