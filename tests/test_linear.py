@@ -5,7 +5,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zerokv.model.linear import MLP, ONEDNN_MIN_MACS, Linear, linear, uses_onednn
+from zerokv.model.config import WorldModelConfig
+from zerokv.model.encoders import ImageEncoder
+from zerokv.model.linear import MLP, ONEDNN_MIN_MACS, Linear, conv2d_gelu, linear, uses_onednn
 
 
 @pytest.mark.parametrize("rows", [1, 8, 257])
@@ -62,3 +64,30 @@ def test_mlp_has_the_sequential_parameter_names_and_function():
     with torch.no_grad():
         torch.testing.assert_close(mlp(x), reference(x), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(mlp(x), reference(x))  # with grad: the same F.linear/F.gelu calls
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_conv_gelu_matches_conv_then_gelu(dtype):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 8, 4, stride=2, padding=1).to(dtype)
+    x = torch.rand(5, 3, 16, 16).to(dtype).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        fused = conv2d_gelu(x, conv)
+        expected = F.gelu(conv(x))
+    assert fused.shape == (5, 8, 8, 8)
+    # bfloat16: the fused kernel skips one rounding of the convolution's output (one ulp apart).
+    tol = 1e-6 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(fused.float(), expected.float(), rtol=tol, atol=tol)
+
+
+def test_image_encoder_inference_equals_its_training_path_and_trains():
+    cfg = WorldModelConfig(observation_shape=(3, 64, 64), action_space_size=4, embed_dim=64, num_heads=2)
+    torch.manual_seed(0)
+    enc = ImageEncoder(cfg)
+    obs = torch.rand(4, 3, 64, 64)
+    with torch.no_grad():
+        fast = enc(obs)
+    slow = enc.norm(enc.net(obs))  # the Sequential itself: nn.Conv2d, nn.GELU, …, Linear (autograd path)
+    torch.testing.assert_close(fast, slow.detach(), rtol=1e-5, atol=1e-6)
+    (slow**2).sum().backward()  # gradients still reach the first convolution (SimNorm rows sum to 1: not .sum())
+    assert enc.net[0].weight.grad is not None and enc.net[0].weight.grad.abs().sum() > 0

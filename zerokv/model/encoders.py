@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from zerokv.model.config import WorldModelConfig
-from zerokv.model.linear import MLP, Linear
+from zerokv.model.linear import MLP, Linear, conv2d_gelu
 
 
 class SimNorm(nn.Module):
@@ -51,7 +51,10 @@ class ImageEncoder(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         # Channels-last convolutions: 462 vs 783 ms (float32) and 267 vs 381 ms (bfloat16) for the
         # 2,048 observations of a 256-root reanalysis on the 2-core bench machine.
-        return self.norm(self.net(obs.contiguous(memory_format=torch.channels_last)))
+        x = obs.contiguous(memory_format=torch.channels_last)
+        for conv in self.net[0:6:2]:  # each Conv2d → GELU pair, fused at inference
+            x = conv2d_gelu(x, conv)
+        return self.norm(self.net[7](self.net[6](x)))  # Flatten → Linear
 
 
 def make_encoder(cfg: WorldModelConfig) -> nn.Module:
