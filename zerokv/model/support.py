@@ -8,6 +8,8 @@ same heads without retuning — the reason UniZero (and zerokv) use it instead o
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 EPS = 0.001
@@ -46,6 +48,11 @@ def support_to_scalar(logits: torch.Tensor, support_size: int) -> torch.Tensor:
     but at least float32: bfloat16 logits (a bfloat16 search model) still give a float32 scalar
     rather than one rounded to ~3 significant digits.
     """
-    support = torch.arange(-support_size, support_size + 1, dtype=torch.float64, device=logits.device)
-    y = (torch.softmax(logits.double(), dim=-1) * support).sum(-1)
+    y = (torch.softmax(logits.double(), dim=-1) * _support(support_size, logits.device)).sum(-1)
     return h_inverse(y).to(torch.promote_types(logits.dtype, torch.float32))
+
+
+@functools.lru_cache(maxsize=8)
+def _support(support_size: int, device: torch.device) -> torch.Tensor:
+    """``(2S+1,)`` float64 ``[-S, …, S]``, built once per (size, device): every search call needs it."""
+    return torch.arange(-support_size, support_size + 1, dtype=torch.float64, device=device)

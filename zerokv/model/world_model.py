@@ -408,9 +408,9 @@ class WorldModel(nn.Module):
         t3 = time.perf_counter()
         work.cache_seconds += (t1 - t0) + (t3 - t2)
         work.forward_seconds += t2 - t1
-        s = self.config.support_size
+        value, reward = support_to_scalar(torch.stack([value_logits, reward_logits]), self.config.support_size)
         return _float32(InferenceOutput(
-            value=support_to_scalar(value_logits, s), reward=support_to_scalar(reward_logits, s),
+            value=value, reward=reward,
             policy_logits=policy_logits, latent_state=next_latent, value_logits=value_logits,
             reward_logits=reward_logits,
         ))
