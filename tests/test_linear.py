@@ -7,7 +7,18 @@ from torch import nn
 
 from zerokv.model.config import WorldModelConfig
 from zerokv.model.encoders import ImageEncoder
-from zerokv.model.linear import MLP, ONEDNN_MIN_MACS, Linear, conv2d_gelu, linear, uses_onednn
+from zerokv.model.linear import (
+    MLP,
+    ONEDNN_MIN_MACS,
+    Linear,
+    conv2d_gelu,
+    forget_packed_weights,
+    linear,
+    packed_weight,
+    uses_onednn,
+)
+
+ONEDNN = torch.backends.mkldnn.is_available()
 
 
 @pytest.mark.parametrize("rows", [1, 8, 257])
@@ -30,7 +41,7 @@ def test_small_float32_matmuls_stay_on_f_linear_and_bfloat16_always_takes_onednn
     with torch.no_grad():
         assert not uses_onednn(torch.randn(8, 64), w)  # CartPole-sized: oneDNN's call overhead loses
         assert uses_onednn(torch.randn(8, 64).bfloat16(), w.bfloat16()) == torch.backends.mkldnn.is_available()
-        big = torch.randn(ONEDNN_MIN_MACS // 64 // 64, 64)
+        big = torch.randn(-(-ONEDNN_MIN_MACS // (64 * 64)), 64)  # the fewest rows at the threshold
         assert uses_onednn(big, w) == torch.backends.mkldnn.is_available()
         assert not uses_onednn(big[1:], w)
 
@@ -43,6 +54,51 @@ def test_bias_free_and_bfloat16():
         out = linear(xb, wb, gelu=True)
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), F.gelu(F.linear(x, w)), rtol=0.05, atol=0.1)
+
+
+@pytest.mark.skipif(not ONEDNN, reason="packing is oneDNN's: this torch build has no mkldnn")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_weight_gives_the_plain_weights_result_bit_for_bit_at_any_row_count(dtype):
+    w, b = (torch.randn(768, 384) / 20).to(dtype), torch.randn(768).to(dtype)
+    packed = packed_weight(w)
+    assert packed.is_mkldnn and packed_weight(w) is packed  # made once, then reused
+    with torch.no_grad():
+        for rows in (8, 64, 300):
+            x = torch.randn(rows, 384).to(dtype)
+            assert uses_onednn(x, w)
+            plain = torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+            assert torch.equal(linear(x, w, b), plain)
+
+
+@pytest.mark.skipif(not ONEDNN, reason="packing is oneDNN's: this torch build has no mkldnn")
+def test_packed_weights_follow_every_kind_of_weight_update():
+    torch.manual_seed(0)
+    layer = Linear(512, 512)
+    x = torch.randn(8, 512)
+
+    def check():  # the inference path equals autograd's F.linear on the current weights
+        with torch.no_grad():
+            fast = layer(x)
+        torch.testing.assert_close(fast, F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
+        return fast
+
+    first = check()
+    optimizer = torch.optim.AdamW(layer.parameters(), lr=0.1)
+    layer(x).square().sum().backward()
+    optimizer.step()  # in place: bumps the weight's version
+    assert not torch.allclose(check(), first)
+    with torch.no_grad():
+        layer.load_state_dict({"weight": torch.randn(512, 512) / 20, "bias": torch.zeros(512)})
+    check()
+    layer.weight.data = torch.randn(512, 512) / 20  # a new tensor: a new data pointer
+    check()
+    layer.weight.data.copy_(torch.randn(512, 512) / 20)  # bypasses the version counter...
+    forget_packed_weights(layer)  # ...so the caller says so
+    check()
+    with torch.inference_mode():  # inference tensors have no version: never packed, still right
+        layer.weight = nn.Parameter(torch.randn(512, 512) / 20)
+        assert packed_weight(layer.weight) is layer.weight
+    check()
 
 
 def test_training_keeps_autograd_and_plain_f_linear():

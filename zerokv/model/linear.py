@@ -4,11 +4,16 @@ Why: on this project's benchmark machine (AMD EPYC, AVX-512) ``F.linear`` in flo
 sgemm, which ran the world model's ``atari`` shapes at 47–58 GFLOP/s at 8 rows and ~185 at 256;
 oneDNN's ``mkldnn::_linear_pointwise`` (the kernel ``torch.compile`` emits for CPU linears) ran the
 same matmuls at 103–114 and ~420 GFLOP/s (each shape timed over 8 rotating weight matrices, so
-none sits in cache). But oneDNN costs ~20 µs a call against MKL's ~6, so small float32 matmuls
-(CartPole's embed-64 model: 324 vs 461 simulations/s) stay on MKL: oneDNN is used from
-:data:`ONEDNN_MIN_MACS` multiply-adds per call, where it measured at least as fast. In bfloat16
-both already use oneDNN; there the gain is the fused GELU epilogue (25 vs 40 ms for an MLP's first
-layer on 4,352 rows).
+none sits in cache). In bfloat16 both already use oneDNN; there the gain is the fused GELU epilogue
+(25 vs 40 ms for an MLP's first layer on 4,352 rows).
+
+The weight goes to oneDNN *prepacked* (:func:`packed_weight`: its blocked layout, made once per
+weight version), as ``torch.compile``'s freezing pass does: given the plain ``(out, in)`` matrix,
+oneDNN reorders it on every call. One ``atari`` recurrent call's 23 matmuls at 8 rows took 3.5 vs
+5.7 ms in float32 and 1.9 vs 3.0 ms in bfloat16 (7–9% less at 256–512 rows), with bit-identical
+outputs at every row count. oneDNN still costs ~13 µs a call against MKL's ~4, so small float32
+matmuls (CartPole's embed-64 model) stay on MKL: oneDNN is used from :data:`ONEDNN_MIN_MACS`
+multiply-adds per call, where it measured at least as fast.
 
 The fast path is taken only where it cannot change training: CPU tensors, float32 (large enough)
 or bfloat16, and no autograd (search, reanalysis and evaluation run under ``torch.no_grad``).
@@ -26,12 +31,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.weak import WeakIdKeyDictionary
 
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-ONEDNN_MIN_MACS = 1 << 21
-"""Smallest float32 matmul (rows × in × out multiply-adds) sent to oneDNN. Measured crossover on
-the bench machine: 64→256 at 256 rows (4.2 M) 1.25× faster on oneDNN, at 64 rows (1.0 M) 0.66×;
-384→384 at 8 rows (1.2 M) 0.89×; 512→512 at 8 rows (2.1 M) 1.12×."""
+ONEDNN_MIN_MACS = 1_100_000
+"""Smallest float32 matmul (rows × in × out multiply-adds) sent to oneDNN (prepacked weight).
+Measured on the bench machine, MKL vs oneDNN: 64→256 at 64 rows (1.05 M) 15.4 vs 18.4 µs;
+384→384 at 8 rows (1.18 M) 27.6 vs 19.4 µs; 512→512 at 8 rows (2.1 M) 57.5 vs 25.3 µs."""
 
 
 def onednn_inference(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -50,6 +56,43 @@ def uses_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     if not onednn_inference(x, weight):
         return False
     return x.dtype == torch.bfloat16 or x.numel() * weight.shape[0] >= ONEDNN_MIN_MACS
+
+
+_PACKED: WeakIdKeyDictionary = WeakIdKeyDictionary()
+"""weight → ((version, data pointer), its oneDNN-packed copy); an entry dies with its weight."""
+
+
+def packed_weight(weight: torch.Tensor) -> torch.Tensor:
+    """``weight (out, in)`` in oneDNN's blocked layout (an opaque ``torch._mkldnn`` tensor), for
+    ``mkldnn::_linear_pointwise``.
+
+    Made on first use and again whenever the weight changes: an in-place update (optimizer step,
+    ``load_state_dict``, ``copy_``) bumps ``weight._version`` and a swapped ``.data`` moves its data
+    pointer — either one remakes the copy, so a search never sees stale weights. Two writes bypass
+    both (a write through ``weight.data``, and ``AdamW(fused=True)``'s step): after those, call
+    :func:`forget_packed_weights`. Costs a second copy of every packed weight (the ``atari``
+    model: ~70 MB in float32). Inference tensors (made under ``torch.inference_mode``) have no
+    version counter, so they are never packed (plain-weight oneDNN: same results, slower).
+    """
+    if weight.is_inference():
+        return weight
+    stamp = (weight._version, weight.data_ptr())
+    entry = _PACKED.get(weight)
+    if entry is None or entry[0] != stamp:
+        entry = (stamp, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None))
+        _PACKED[weight] = entry
+    return entry[1]
+
+
+def forget_packed_weights(module: nn.Module | None = None) -> None:
+    """Drop the packed copies of ``module``'s parameters (all of them if None); they are remade on
+    next use. Needed only after a weight write that bypasses the version counter (see
+    :func:`packed_weight`)."""
+    if module is None:
+        _PACKED.clear()
+        return
+    for param in module.parameters():
+        _PACKED.pop(param, None)
 
 
 def conv2d_gelu(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
@@ -77,7 +120,7 @@ def linear(
     if uses_onednn(x, weight):
         # (x, W, b, post-op, post-op scalars, post-op algorithm): GELU's "none" is the exact erf form.
         post_op, algorithm = ("gelu", "none") if gelu else ("none", "")
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, post_op, [], algorithm)
+        return torch.ops.mkldnn._linear_pointwise(x, packed_weight(weight), bias, post_op, [], algorithm)
     y = F.linear(x, weight, bias)
     return F.gelu(y) if gelu else y
 

@@ -27,6 +27,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from zerokv.model.config import WorldModelConfig
+from zerokv.model.linear import forget_packed_weights
 from zerokv.model.world_model import WorldModel
 from zerokv.rl.checkpoint import (
     checkpoint_path,
@@ -121,6 +122,7 @@ class Trainer:
         """After a weight update: clear the search caches (stale keys/values would mix old and new
         weights); a separate search copy gets the new weights, which clears its caches too."""
         if self.search_model is self.model:
+            forget_packed_weights(self.model)  # safe whatever optimizer wrote the weights (see packed_weight)
             self.model.clear_caches()
         else:
             self.search_model.load_weights_from(self.model)
