@@ -130,6 +130,14 @@ def test_load_weights_from_casts_copies_and_clears_the_caches():
     for name, tensor in target.state_dict().items():
         assert tensor.dtype == torch.bfloat16
         assert torch.equal(tensor, theirs[name].to(torch.bfloat16)), name
+    # bfloat16 matmuls run on oneDNN-packed weights, packed by the search above: the copy must
+    # compute with the new weights, exactly as a model that never held the old ones
+    obs = np.random.default_rng(3).normal(size=(3, 5)).astype(np.float32)
+    fresh = source.copy_with(dtype="bfloat16")
+    with torch.no_grad():
+        mine, expected = target.initial_inference(obs), fresh.initial_inference(obs)
+    assert torch.equal(mine.policy_logits, expected.policy_logits)
+    assert torch.equal(mine.latent_state, expected.latent_state)
     back = build("paged", seed=2)  # and back to float32, with another backend and env_num
     back.load_weights_from(target)
     assert all(torch.equal(t, target.state_dict()[n].float()) for n, t in back.state_dict().items())
