@@ -205,11 +205,11 @@ def test_main_runs_end_to_end(monkeypatch, tmp_path, capsys):
         (["--configs", ","], "selects nothing"),
         (["--backends", "none,paged-ish"], "unknown backend 'paged-ish'; allowed: none, legacy, manager, paged"),
         (["--backends", ","], "selects nothing; allowed: none, legacy, manager, paged"),
-        (["--searches", "0"], "searches=0; must be an int >= 1"),
+        (["--searches", "0"], "searches=0; must be a positive int"),
         (["--reanalyze", "4"], "--reanalyze 4; must be an int >= 8"),
-        (["--warmup", "0"], "warmup=0; must be an int >= 1"),
+        (["--warmup", "0"], "warmup=0; must be a positive int"),
         (["--simulations", "0"], "simulations=0"),
-        (["--threads", "0"], "threads=0; must be an int >= 1"),
+        (["--threads", "0"], "threads=0; must be a positive int"),
     ],
 )
 def test_bad_flags_name_the_value_and_what_is_allowed(argv, message):

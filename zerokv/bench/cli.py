@@ -21,6 +21,7 @@ from zerokv.bench.precision import render_precision, run_precision
 from zerokv.bench.reanalysis import check_roots, render_reanalysis, run_reanalysis
 from zerokv.bench.report import render, write_json, write_plot
 from zerokv.bench.run import BenchResult, run_bench
+from zerokv.checks import check_positive_int
 
 
 @dataclass
@@ -74,8 +75,7 @@ def budget_of(args: BenchArgs) -> Budget:
 
 def run(args: BenchArgs) -> BenchResult:
     """Validate ``args`` (ValueError naming the bad value and what is allowed), run, report."""
-    if isinstance(args.threads, bool) or not isinstance(args.threads, int) or args.threads < 1:
-        raise ValueError(f"threads={args.threads!r}; must be an int >= 1")
+    check_positive_int("threads", args.threads)
     configs = resolve_configs(args.configs)
     backends = resolve_backends(args.backends, with_reference=args.diff)
     budget = budget_of(args)

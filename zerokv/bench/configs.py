@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 
+from zerokv.checks import check_positive_int
 from zerokv.model.config import CACHE_BACKENDS, WorldModelConfig
 
 REFERENCE = "none"
@@ -42,15 +43,10 @@ class Budget:
     """Simulations per search; None keeps the config's own (50 for atari/small)."""
 
     def __post_init__(self) -> None:
-        for name, low in (("searches", 1), ("warmup", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name}={value!r}; must be an int >= {low}")
-        if self.simulations is not None and (
-            isinstance(self.simulations, bool) or not isinstance(self.simulations, int)
-            or self.simulations < 1
-        ):
-            raise ValueError(f"simulations={self.simulations!r}; must be an int >= 1 (or None)")
+        for name in ("searches", "warmup"):
+            check_positive_int(name, getattr(self, name))
+        if self.simulations is not None:
+            check_positive_int("simulations", self.simulations, note=" (or None)")
 
 
 QUICK = Budget(searches=2, warmup=1, simulations=10)

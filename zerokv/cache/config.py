@@ -5,14 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from zerokv.cache.pool import EvictionStrategy
+from zerokv.checks import check_positive_int
 
 __all__ = ["CacheConfig"]
 
 
 def _positive_int(name: str, value: object) -> None:
-    # bool is an int subclass; `True` pools of size 1 are a typo, not a size.
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"CacheConfig: {name}={value!r}; must be a positive int")
+    check_positive_int(name, value, owner="CacheConfig")
 
 
 @dataclass

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from zerokv.checks import check_positive_int
+
 __all__ = ["KVCache", "KeysValues"]
 
 
@@ -102,8 +104,7 @@ class KeysValues:
     ) -> None:
         for name, value in (("n", n), ("num_heads", num_heads), ("max_tokens", max_tokens),
                             ("embed_dim", embed_dim), ("num_layers", num_layers)):
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"KeysValues: {name}={value!r}; must be a positive int")
+            check_positive_int(name, value, owner="KeysValues")
         if embed_dim % num_heads:
             raise ValueError(f"KeysValues: embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
         self._layers = tuple(

@@ -9,6 +9,7 @@ from zerokv.cache.config import CacheConfig
 from zerokv.cache.kv import KeysValues
 from zerokv.cache.pool import KVCachePool
 from zerokv.cache.stats import CacheStats
+from zerokv.checks import check_positive_int
 
 __all__ = ["KVCacheManager", "pool_sizes"]
 
@@ -17,9 +18,7 @@ logger = logging.getLogger(__name__)
 
 def check_env_num(owner: str, env_num: object) -> int:
     """``env_num`` if it is a positive int, else ValueError naming it."""
-    if isinstance(env_num, bool) or not isinstance(env_num, int) or env_num <= 0:
-        raise ValueError(f"{owner}: env_num={env_num!r}; must be a positive int")
-    return env_num
+    return check_positive_int("env_num", env_num, owner=owner)
 
 
 def pool_sizes(config: CacheConfig, env_num: int, owner: str = "KVCacheManager") -> tuple[int, int]:

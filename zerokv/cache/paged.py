@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from zerokv.cache.stats import CacheStats
+from zerokv.checks import check_positive_int
 
 NO_TOKEN = -1  # table entry of a padding slot
 ROOT_NODE = 0  # node id of every tree's root
@@ -43,8 +44,7 @@ class PagedArena:
         head_dim: int, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
     ) -> None:
         for name, value in (("env_num", env_num), ("num_simulations", num_simulations), ("window", window)):
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"PagedArena: {name}={value!r}; must be a positive int")
+            check_positive_int(name, value, owner="PagedArena")
         self.env_num, self.num_simulations, self.window = env_num, num_simulations, window
         self.root_rows = env_num * window
         rows = self.root_rows + 2 * env_num * num_simulations

@@ -12,6 +12,7 @@ from itertools import count
 
 from zerokv.cache.kv import KeysValues
 from zerokv.cache.stats import CacheStats
+from zerokv.checks import check_positive_int
 
 __all__ = ["EvictionStrategy", "KVCachePool"]
 
@@ -75,8 +76,7 @@ class KVCachePool:
         self, pool_size: int, eviction_strategy: EvictionStrategy | str = EvictionStrategy.FIFO,
         enable_stats: bool = True, name: str = "default",
     ) -> None:
-        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size <= 0:
-            raise ValueError(f"KVCachePool {name!r}: pool_size={pool_size!r}; must be a positive int")
+        check_positive_int("pool_size", pool_size, owner=f"KVCachePool {name!r}")
         self._pool_size = pool_size
         self._strategy = EvictionStrategy.parse(eviction_strategy)
         self._stats_on = bool(enable_stats)

@@ -8,8 +8,8 @@ from typing import Literal
 import torch
 
 from zerokv.cache.pool import EvictionStrategy
+from zerokv.checks import check_bool, check_choice, check_float, check_positive_int
 
-CacheBackendName = Literal["none", "legacy", "manager", "paged"]
 CACHE_BACKENDS: tuple[str, ...] = ("none", "legacy", "manager", "paged")
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 """Allowed ``WorldModelConfig.dtype`` values and their torch dtypes."""
@@ -101,9 +101,14 @@ class WorldModelConfig:
         for name in ("action_space_size", "embed_dim", "num_layers", "num_heads", "context_length",
                      "max_tokens", "env_num", "num_simulations", "support_size", "latent_group_size",
                      "max_cache_size", "mlp_ratio"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name}={value!r}; must be a positive int")
+            setattr(self, name, check_positive_int(name, getattr(self, name)))
+        for name in ("init_pool_size", "recur_pool_size"):
+            if getattr(self, name) is not None:
+                setattr(self, name, check_positive_int(name, getattr(self, name)))
+        self.rope_theta = check_float("rope_theta", self.rope_theta, low=1.0, low_open=True)
+        self.validation_atol = check_float("validation_atol", self.validation_atol, low=0.0)
+        self.cache_validation_mode = check_bool("cache_validation_mode", self.cache_validation_mode)
+        self.enable_cache_logging = check_bool("enable_cache_logging", self.enable_cache_logging)
         if self.embed_dim % self.num_heads or (self.embed_dim // self.num_heads) % 2:
             raise ValueError(
                 f"embed_dim={self.embed_dim} must be divisible by num_heads={self.num_heads} "
@@ -118,6 +123,7 @@ class WorldModelConfig:
         if self.positional_encoding != "rope":
             raise ValueError(f"positional_encoding={self.positional_encoding!r}; allowed: 'rope'")
         if self.use_new_cache_manager is not None:
+            check_bool("use_new_cache_manager", self.use_new_cache_manager)
             implied = "manager" if self.use_new_cache_manager else "legacy"
             if self.cache_backend is not None and self.cache_backend != implied:
                 raise ValueError(
@@ -127,11 +133,9 @@ class WorldModelConfig:
             self.cache_backend = implied
         elif self.cache_backend is None:
             self.cache_backend = "paged"
-        if self.cache_backend not in CACHE_BACKENDS:
-            raise ValueError(f"cache_backend={self.cache_backend!r}; allowed: {', '.join(CACHE_BACKENDS)}")
+        check_choice("cache_backend", self.cache_backend, CACHE_BACKENDS)
         self.eviction_strategy = EvictionStrategy.parse(self.eviction_strategy).value
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype={self.dtype!r}; allowed: {', '.join(DTYPES)}")
+        check_choice("dtype", self.dtype, DTYPES)
 
     @property
     def head_dim(self) -> int:

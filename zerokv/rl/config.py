@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from zerokv.checks import check_choice, check_float, check_int, check_positive_int
 from zerokv.model.config import DTYPES
 
 try:
@@ -141,23 +142,16 @@ class TrainConfig:
                     "unroll_steps", "td_steps", "collect_steps", "replay_capacity", "eval_episodes",
                     "checkpoint_every", "threads", "reanalyze_batch")
         for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name}={value!r}; must be a positive int")
-        if isinstance(self.reanalyze_per_iteration, bool) or not isinstance(self.reanalyze_per_iteration, int) \
-                or self.reanalyze_per_iteration < 0:
-            raise ValueError(f"reanalyze_per_iteration={self.reanalyze_per_iteration!r}; must be an int >= 0 (0: off)")
+            check_positive_int(name, getattr(self, name))
+        check_int("reanalyze_per_iteration", self.reanalyze_per_iteration, low=0, note=" (0: off)")
         for name in ("learning_rate", "grad_clip", "replay_ratio"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name}={getattr(self, name)!r}; must be > 0")
-        if not 0 < self.target_update_rate <= 1:
-            raise ValueError(f"target_update_rate={self.target_update_rate}; must be in (0, 1]")
-        if self.stop_return is not None and self.stop_return != self.stop_return:  # NaN
-            raise ValueError("stop_return=nan; must be a number, inf (never stop early) or None (the env's threshold)")
-        if not 0 <= self.discount <= 1:
-            raise ValueError(f"discount={self.discount}; must be in [0, 1]")
-        if self.search_dtype not in DTYPES:
-            raise ValueError(f"search_dtype={self.search_dtype!r}; allowed: {', '.join(DTYPES)}")
+            check_float(name, getattr(self, name), low=0.0, low_open=True)
+        check_float("target_update_rate", self.target_update_rate, low=0.0, high=1.0, low_open=True)
+        if self.stop_return is not None:
+            check_float("stop_return", self.stop_return, allow_inf=True,
+                        note=", inf (never stop early) or None (the env's threshold)")
+        check_float("discount", self.discount, low=0.0, high=1.0)
+        check_choice("search_dtype", self.search_dtype, DTYPES)
 
     @property
     def iteration_env_steps(self) -> int:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from zerokv.checks import check_positive_int
 from zerokv.search.plan import SearchConfig, search_from_roots
 
 
@@ -53,8 +54,7 @@ class Reanalyzer:
     """
 
     def __init__(self, world_model, search: SearchConfig, roots_per_call: int = 256) -> None:
-        if isinstance(roots_per_call, bool) or not isinstance(roots_per_call, int) or roots_per_call < 1:
-            raise ValueError(f"roots_per_call={roots_per_call!r}; must be an int >= 1")
+        check_positive_int("roots_per_call", roots_per_call)
         self.search, self.roots_per_call = search, roots_per_call
         self.arena = world_model.arena(roots_per_call)
 

@@ -1,0 +1,89 @@
+"""Argument checks shared by every config and entry point: one message style, one place.
+
+Each check returns the value (normalised where it says so) or raises ``ValueError`` naming the
+argument, the value given and what is allowed, e.g. ``"env_num=0; must be an int >= 1"``.
+``owner`` prefixes the message with the class or function that rejected it.
+
+``bool`` is an ``int`` subclass in Python, but ``True`` given as a pool size or a step count is a
+typo, not a number: every integer check refuses it. numpy integers are accepted and returned as
+plain ``int``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+
+__all__ = ["check_bool", "check_choice", "check_float", "check_int", "check_positive_int"]
+
+
+def _where(owner: str | None, name: str, value: object) -> str:
+    return f"{owner + ': ' if owner else ''}{name}={value!r}"
+
+
+def check_int(name: str, value: object, *, low: int | None = None, high: int | None = None,
+              owner: str | None = None, note: str = "") -> int:
+    """``value`` as an ``int`` in ``[low, high]`` (either bound may be None: unbounded)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        ok = False
+    else:
+        value = int(value)
+        ok = (low is None or value >= low) and (high is None or value <= high)
+    if not ok:
+        if low is not None and high is not None:
+            allowed = f"an int in [{low}, {high}]"
+        elif low is not None:
+            allowed = f"an int >= {low}"
+        elif high is not None:
+            allowed = f"an int <= {high}"
+        else:
+            allowed = "an int"
+        raise ValueError(f"{_where(owner, name, value)}; must be {allowed}{note}")
+    return int(value)
+
+
+def check_positive_int(name: str, value: object, *, owner: str | None = None, note: str = "") -> int:
+    """``value`` as an ``int >= 1``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{_where(owner, name, value)}; must be a positive int{note}")
+    return int(value)
+
+
+def check_float(name: str, value: object, *, low: float | None = None, high: float | None = None,
+                low_open: bool = False, high_open: bool = False, allow_inf: bool = False,
+                owner: str | None = None, note: str = "") -> float:
+    """``value`` as a ``float`` within the bounds (open where asked); NaN never passes, and
+    ±inf only with ``allow_inf``."""
+    bad = isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating))
+    number = math.nan if bad else float(value)
+    if not bad:
+        bad = math.isnan(number) or (math.isinf(number) and not allow_inf)
+        bad = bad or (low is not None and (number <= low if low_open else number < low))
+        bad = bad or (high is not None and (number >= high if high_open else number > high))
+    if bad:
+        parts = []
+        if low is not None:
+            parts.append(f"{'>' if low_open else '>='} {low:g}")
+        if high is not None:
+            parts.append(f"{'<' if high_open else '<='} {high:g}")
+        kind = "a number" if allow_inf else "a finite number"
+        allowed = kind + (" " + " and ".join(parts) if parts else "")
+        raise ValueError(f"{_where(owner, name, value)}; must be {allowed}{note}")
+    return number
+
+
+def check_bool(name: str, value: object, *, owner: str | None = None) -> bool:
+    """``value`` if it is a real ``bool`` (``"yes"``, 1 or None are refused, not guessed)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{_where(owner, name, value)}; must be True or False")
+    return bool(value)
+
+
+def check_choice(name: str, value: object, allowed: Iterable[str], *, owner: str | None = None) -> str:
+    """``value`` if it is one of ``allowed``."""
+    allowed = tuple(allowed)
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{_where(owner, name, value)}; allowed: {', '.join(allowed)}")
+    return value
