@@ -84,7 +84,7 @@ def test_copies_per_expansion_are_one_gather_of_the_visible_past_and_the_new_slo
 def test_more_expansions_than_the_arena_holds_is_refused():
     wm = build(num_simulations=2)
     root = wm.initial_inference(np.zeros((3, 5), np.float32))
-    with pytest.raises(ValueError, match="node id 3"):
+    with pytest.raises(ValueError, match="child id 3"):
         wm.recurrent_inference(root.latent_state, np.zeros(3, int), parent_ids=np.zeros(3, int),
                                child_ids=np.full(3, 3))
 
@@ -96,11 +96,14 @@ def test_node_ids_are_required():
         wm.recurrent_inference(root.latent_state, np.zeros(3, int))
 
 
-def test_an_unknown_parent_is_a_counted_fallback():
+def test_a_parent_whose_past_is_gone_is_a_counted_fallback():
     wm = build()
     root = wm.initial_inference(np.zeros((3, 5), np.float32))
-    wm.recurrent_inference(root.latent_state, np.zeros(3, int), parent_ids=np.full(3, 5),
-                           child_ids=np.full(3, 1))
+    child = wm.recurrent_inference(root.latent_state, np.zeros(3, int), parent_ids=np.zeros(3, int),
+                                   child_ids=np.full(3, 1))
+    wm.clear_caches()  # mid-search: the nodes exist, their keys and values do not
+    wm.recurrent_inference(child.latent_state, np.zeros(3, int), parent_ids=np.full(3, 1),
+                           child_ids=np.full(3, 2))
     assert wm.cache_stats()["fallbacks"] == 3
     wm.kv_cache_manager.check_invariants()
 

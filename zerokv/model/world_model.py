@@ -32,15 +32,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from zerokv.model import inputs
 from zerokv.model.backends import make_backend
 from zerokv.model.config import WorldModelConfig
 from zerokv.model.context import CacheWork, KeyHash, NodeKey, default_key_hash
 from zerokv.model.encoders import SimNorm, make_encoder, mlp_head
+from zerokv.model.session import SearchNodes, ThreadOwner
 from zerokv.model.support import support_to_scalar
 from zerokv.model.transformer import Transformer
 
 logger = logging.getLogger(__name__)
-NO_ACTION = -1  # last_actions entry of an env whose episode just started
+NO_ACTION = inputs.NO_ACTION  # last_actions entry of an env whose episode just started
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,23 @@ class SequenceOutput:
 
 
 class WorldModel(nn.Module):
+    """The network, its three inference entry points and ``forward_sequence`` for training.
+
+    Inputs are checked once at each entry point (:mod:`zerokv.model.inputs`): a refused call
+    raises ``ValueError``/``TypeError`` and stores nothing.
+
+    Threads: a model belongs to one thread at a time. Its search state (the rooted envs, the
+    search's node ids, the cache epoch, the batch in flight) is one per model, so two threads'
+    interleaved searches would mix even under a lock. The first call of ``initial_inference``,
+    ``initial_inference_from_history`` or ``recurrent_inference`` binds the model to the calling
+    thread; any entry point (or ``clear_caches``) called from another thread raises a
+    ``RuntimeError`` naming both threads. For one search per thread give each thread its own
+    model: ``model.arena(n)`` shares the weights with caches of its own (train through the
+    original), ``model.copy_with()`` copies them. To hand a model over, call
+    ``model.release_thread()`` in its thread; the next call from any thread binds it again (a
+    finished thread releases it too). Building, copying and ``forward_sequence`` bind nothing.
+    """
+
     def __init__(self, config: WorldModelConfig, *, key_hash: KeyHash = default_key_hash) -> None:
         super().__init__()
         cfg = self.config = config
@@ -107,7 +126,8 @@ class WorldModel(nn.Module):
         self._backend = make_backend(cfg, self.transformer, self.work, key_hash)
         self._epoch = 0  # one per initial_inference: keys of different searches never meet
         self._root_keys: list[NodeKey | None] = [None] * cfg.env_num
-        self._search_env_ids: list[int] = list(range(cfg.env_num))
+        self._nodes = SearchNodes(cfg.env_num, cfg.num_simulations)
+        self._owner = ThreadOwner()
         self._fallbacks = 0
         self._node_hits = self._node_misses = 0  # per node lookup (a pool-level hierarchical miss is not one)
         self._last_log = time.monotonic()
@@ -178,9 +198,15 @@ class WorldModel(nn.Module):
 
     def clear_caches(self) -> None:
         """Empty every pool (e.g. after a weight update: stale caches would mix old and new weights)."""
+        self._owner.check("clear_caches")
         if self.config.enable_cache_logging:
             logger.info("cache stats before clear: %s", self.cache_stats())
         self._backend.clear()
+
+    def release_thread(self) -> None:
+        """Hand the model over: unbind it from its thread (call it there); the next entry-point
+        call from any thread binds it to that thread. See the class docstring's thread rule."""
+        self._owner.release()
 
     def copy_with(self, **changes) -> WorldModel:
         """A new model with this one's weights (cast) under ``dataclasses.replace(config, **changes)``,
@@ -252,9 +278,14 @@ class WorldModel(nn.Module):
         starts from the observation alone — the only place a context-free start is allowed, and
         a counted fallback when the env had a history.
         """
-        obs = self._as_obs(obs)
-        env_ids = self._check_env_ids(env_ids, obs.shape[0])
-        actions = self._check_actions(last_actions, obs.shape[0], allow_none=True)
+        self._owner.claim("initial_inference")
+        cfg = self.config
+        obs = inputs.observations(obs, cfg.observation_shape, steps=False, name="obs")
+        env_ids = inputs.env_ids(env_ids, obs.shape[0], cfg.env_num, unique=True)
+        actions = inputs.actions(last_actions, obs.shape[0], cfg.action_space_size, name="last_actions",
+                                 allow_no_action=True)
+        inputs.finite(obs, env_ids, "obs")
+        obs = obs.to(cfg.device, cfg.torch_dtype)
         latents = self.encoder(obs)  # (B, E)
         self._epoch += 1
         prev = [self._root_keys[e] if a != NO_ACTION else None for e, a in zip(env_ids, actions, strict=True)]
@@ -285,7 +316,7 @@ class WorldModel(nn.Module):
             self.update_cache_context(batch, row_envs, row_keys, is_init_infer=True)
         for e, k in zip(env_ids, keys, strict=True):
             self._root_keys[e] = k
-        self._search_env_ids = list(env_ids)
+        self._nodes.start(env_ids)
         self._maybe_log()
         return _float32(InferenceOutput(
             value=support_to_scalar(value_logits, self.config.support_size),
@@ -308,17 +339,20 @@ class WorldModel(nn.Module):
         their envs' init pools, like ``initial_inference``; used to rebuild contexts after a
         weight update and for reanalysis.
         """
-        obs = self._as_obs(observations, steps=True)  # (B, T, *obs_shape)
-        b, t = obs.shape[:2]
-        env_ids = self._check_env_ids(env_ids, b)
-        acts = np.asarray(actions, np.int64).reshape(b, t - 1) if t > 1 else np.zeros((b, 0), np.int64)
-        self._check_actions(acts.reshape(-1), acts.size, allow_none=False)
-        lengths = np.full(b, t, np.int64) if lengths is None else np.asarray(lengths, np.int64).reshape(b)
-        if lengths.size and (lengths.min() < 1 or lengths.max() > t):
-            bad = int(lengths[(lengths < 1) | (lengths > t)][0])
-            raise ValueError(f"history length {bad} outside [1, {t}] (T={t} observations given)")
-        self._epoch += 1
+        self._owner.claim("initial_inference_from_history")
         cfg = self.config
+        obs = inputs.observations(observations, cfg.observation_shape, steps=True, name="observations")
+        b, t = obs.shape[:2]  # (B, T, *obs_shape)
+        env_ids = inputs.env_ids(env_ids, b, cfg.env_num, unique=True)
+        acts = inputs.integers(actions, "actions")
+        if acts.size != b * (t - 1):
+            raise ValueError(f"{acts.size} actions for {b} histories of {t} observations (need [B, T-1])")
+        acts = acts.reshape(b, t - 1)
+        inputs.actions(acts.reshape(-1), acts.size, cfg.action_space_size, name="actions", allow_no_action=False)
+        lengths = inputs.history_lengths(lengths, b, t)
+        inputs.finite(obs, env_ids, "observations", used=torch.from_numpy(np.arange(t) >= t - lengths[:, None]))
+        obs = obs.to(cfg.device, cfg.torch_dtype)
+        self._epoch += 1
         value_logits = obs.new_zeros(b, cfg.support_bins)
         policy_logits = obs.new_zeros(b, cfg.action_space_size)
         root_latents = obs.new_zeros(b, cfg.embed_dim)
@@ -338,7 +372,7 @@ class WorldModel(nn.Module):
             self.update_cache_context(batch, row_envs, keys, is_init_infer=True)
             for e, k in zip(row_envs, keys, strict=True):
                 self._root_keys[e] = k
-        self._search_env_ids = list(env_ids)
+        self._nodes.start(env_ids)
         return _float32(InferenceOutput(
             value=support_to_scalar(value_logits, cfg.support_size), reward=obs.new_zeros(b),
             policy_logits=policy_logits, latent_state=root_latents, value_logits=value_logits,
@@ -363,8 +397,9 @@ class WorldModel(nn.Module):
         for i, (o, a) in enumerate(zip(observations, actions, strict=True)):
             if len(a) != len(o) - 1:
                 raise ValueError(f"history {i}: {len(o)} observations need {len(o) - 1} actions, got {len(a)}")
-            obs[i, t - len(o):] = np.asarray(o, np.float32)
-            acts[i, t - len(o):] = [int(x) for x in a]
+            name = f"observations[{i}]"
+            obs[i, t - len(o):] = inputs.observations(o, self.config.observation_shape, steps=False, name=name)
+            acts[i, t - len(o):] = inputs.integers(a, f"actions[{i}]")
         self.initial_inference_from_history(obs, acts, env_ids=env_ids, lengths=lengths)
 
     @torch.no_grad()
@@ -381,16 +416,17 @@ class WorldModel(nn.Module):
         token (→ reward, next latent), then the predicted latent's token (→ value, policy), and
         stores each child's past.
         """
+        self._owner.claim("recurrent_inference")
+        cfg = self.config
         if env_ids is None:
-            env_ids = self._search_env_ids
+            env_ids = self._nodes.root_envs
         else:  # several rows may share an env (multi-leaf search), each a distinct node
-            env_ids = self._check_env_ids(env_ids, latent_state.shape[0], unique=False)
-        if latent_state.dim() != 2 or latent_state.shape != (len(env_ids), self.config.embed_dim):
-            raise ValueError(
-                f"latent_state of shape {tuple(latent_state.shape)}; expected ({len(env_ids)}, {self.config.embed_dim})"
-            )
-        actions = self._check_actions(action, latent_state.shape[0], allow_none=False)
-        latent_state = latent_state.to(self.config.device, self.config.torch_dtype)
+            env_ids = inputs.env_ids(env_ids, len(env_ids), cfg.env_num, unique=False)
+        latent_state = inputs.latent(latent_state, env_ids, cfg.embed_dim)
+        actions = inputs.actions(action, len(env_ids), cfg.action_space_size, name="action", allow_no_action=False)
+        ids = self._nodes.check(parent_ids, child_ids, env_ids)
+        parent_ids, child_ids = (None, None) if ids is None else ids
+        latent_state = latent_state.to(cfg.device, cfg.torch_dtype)
         work, t0 = self.work, time.perf_counter()
         parent_keys = self._backend.node_keys(env_ids, latent_state, parent_ids, self._epoch)
         self.retrieve_or_generate_kvcache(latent_state, env_ids, parent_keys)
@@ -405,6 +441,8 @@ class WorldModel(nn.Module):
         t2 = time.perf_counter()
         child_keys = self._backend.node_keys(env_ids, next_latent, child_ids, self._epoch)
         self.update_cache_context(batch, env_ids, child_keys, is_init_infer=False)
+        if ids is not None:
+            self._nodes.add(env_ids, child_ids)
         t3 = time.perf_counter()
         work.cache_seconds += (t1 - t0) + (t3 - t2)
         work.forward_seconds += t2 - t1
@@ -441,40 +479,6 @@ class WorldModel(nn.Module):
         )
 
     # ------------------------------------------------------------------------- helpers
-    def _as_obs(self, obs, *, steps: bool = False) -> torch.Tensor:
-        """``obs`` as a tensor ``(B, *obs_shape)`` (``(B, T, *obs_shape)`` with ``steps``) on the model's device, in its dtype."""
-        obs = torch.as_tensor(np.asarray(obs) if not torch.is_tensor(obs) else obs, dtype=torch.float32)
-        shape = self.config.observation_shape
-        lead = 2 if steps else 1
-        if obs.dim() != len(shape) + lead or tuple(obs.shape[lead:]) != shape or (steps and obs.shape[1] < 1):
-            expected = ("B, T" if steps else "B") + "".join(f", {d}" for d in shape)
-            raise ValueError(f"obs of shape {tuple(obs.shape)}; expected ({expected})")
-        return obs.to(self.config.device, self.config.torch_dtype)
-
-    def _check_env_ids(self, env_ids, batch: int, *, unique: bool = True) -> list[int]:
-        ids = list(range(batch)) if env_ids is None else [int(e) for e in env_ids]
-        n = self.config.env_num
-        if len(ids) != batch:
-            raise ValueError(f"{len(ids)} env_ids for a batch of {batch}")
-        bad = [e for e in ids if not 0 <= e < n]
-        if bad:
-            raise ValueError(f"env_id {bad[0]} outside [0, {n}) (env_num={n})")
-        if unique and len(set(ids)) != len(ids):
-            raise ValueError(f"env_ids {ids} repeat an env; one row per env")
-        return ids
-
-    def _check_actions(self, actions, batch: int, *, allow_none: bool) -> list[int]:
-        if actions is None and allow_none:
-            return [NO_ACTION] * batch
-        acts = [NO_ACTION if a is None else int(a) for a in (actions.tolist() if hasattr(actions, "tolist") else actions)]
-        a_max = self.config.action_space_size
-        if len(acts) != batch:
-            raise ValueError(f"{len(acts)} actions for a batch of {batch}")
-        for a in acts:
-            if not (0 <= a < a_max or (allow_none and a == NO_ACTION)):
-                raise ValueError(f"action {a} outside [0, {a_max})")
-        return acts
-
     def _maybe_log(self) -> None:
         # Throttled: at most one line every 30 s, and only when asked for.
         if self.config.enable_cache_logging and time.monotonic() - self._last_log > 30:
