@@ -40,7 +40,7 @@ def test_node_ids_out_of_range_are_refused_and_leave_every_env_alone(backend, pa
     # a parent id of -1 used to wrap to a row of env 1's root window and overwrite it).
     for env in range(3):
         assert same(expand(wm, root, env, 2, 0, 1), expand(twin, twin_root, env, 2, 0, 1)), env
-    assert wm.cache_stats()["fallbacks"] == 0
+    assert wm.cache_stats().fallbacks == 0
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -91,7 +91,7 @@ def test_a_search_larger_than_the_model_was_built_for_is_refused(backend):
     wm = build(backend)  # num_simulations=12
     with pytest.raises(ValueError, match=r"child id 13 .*num_simulations=12"):
         plan(wm, OBS, config=SearchConfig(num_simulations=20), rng=np.random.default_rng(0))
-    assert wm.cache_stats()["fallbacks"] == 0
+    assert wm.cache_stats().fallbacks == 0
 
 
 # ---------------------------------------------------------------------------- observations
@@ -101,16 +101,16 @@ def test_a_non_finite_observation_is_refused_before_anything_is_stored(backend, 
     wm, twin = build(backend), build(backend)
     wm.initial_inference(OBS)
     twin.initial_inference(OBS)
-    size = wm.cache_stats()["size"]
+    size = wm.cache_stats().size
     obs = OBS.copy()
     obs[1, 3] = bad
     with pytest.raises(ValueError, match=rf"obs row 1 \(env 2\) .*{found}"):
         wm.initial_inference(obs, env_ids=[0, 2, 1], last_actions=[0, 1, 2])
-    assert wm.cache_stats()["size"] == size
+    assert wm.cache_stats().size == size
     # The envs go on as if the bad call had never been made.
     a = wm.initial_inference(OBS, env_ids=[0, 2, 1], last_actions=[0, 1, 2])
     b = twin.initial_inference(OBS, env_ids=[0, 2, 1], last_actions=[0, 1, 2])
-    assert same(a, b) and wm.cache_stats()["fallbacks"] == 0
+    assert same(a, b) and wm.cache_stats().fallbacks == 0
     history = np.stack([OBS, OBS], 1)  # [B, T=2, 5]
     history[2, 0, 0] = bad
     with pytest.raises(ValueError, match=rf"observations row 2 \(env 2\) .*{found}"):
@@ -173,4 +173,4 @@ def test_the_latent_state_is_checked(backend):
     # Nothing was stored by the refused calls: node 1 is still free, and numpy latents work.
     out = wm.recurrent_inference(root.latent_state.numpy().astype(np.float64), ZEROS, parent_ids=ZEROS,
                                  child_ids=ONES)
-    assert torch.isfinite(out.value).all() and wm.cache_stats()["fallbacks"] == 0
+    assert torch.isfinite(out.value).all() and wm.cache_stats().fallbacks == 0

@@ -77,7 +77,7 @@ def test_every_backend_matches_the_reference(image):
         diff = max((a - b).abs().max().item() for a, b in zip(reference, outputs, strict=True))
         assert diff <= ATOL, f"{backend}: max |diff| {diff}"
         stats = wm.cache_stats()
-        assert stats["fallbacks"] == 0 and stats["misses"] == 0
+        assert stats.fallbacks == 0 and stats.misses == 0
 
 
 @pytest.mark.parametrize("leaves_per_call", [1, 4], ids=["one-leaf", "multi-leaf"])
@@ -96,7 +96,7 @@ def test_real_searches_give_identical_visit_counts(leaves_per_call):
             assert out.model_calls == 12 if leaves_per_call == 1 else out.model_calls < 12
         results[backend] = np.stack(visits)
         stats = wm.cache_stats()
-        assert stats["fallbacks"] == 0 and stats["misses"] == 0
+        assert stats.fallbacks == 0 and stats.misses == 0
     np.testing.assert_array_equal(results["none"], results["legacy"])
     np.testing.assert_array_equal(results["none"], results["manager"])
     np.testing.assert_array_equal(results["none"], results["paged"])
@@ -123,7 +123,7 @@ def test_a_colliding_hash_still_gives_the_right_answers(backend):
     wm = WorldModel(tiny_config(backend), key_hash=lambda env, epoch, payload: 0).eval()
     outputs = search_shaped(wm, False)
     assert max((a - b).abs().max().item() for a, b in zip(reference, outputs, strict=True)) <= ATOL
-    assert wm.cache_stats()["fallbacks"] == 0
+    assert wm.cache_stats().fallbacks == 0
 
 
 @pytest.mark.parametrize("backend", ["legacy", "manager"])
@@ -131,16 +131,16 @@ def test_eviction_through_the_real_path(backend):
     wm = build(backend, recur_pool_size=3)
     root = wm.initial_inference(np.zeros((3, 5), np.float32))
     first = wm.recurrent_inference(root.latent_state, np.zeros(3, int))  # 3 children fill the pool
-    assert wm.cache_stats()["evictions"] == 0
+    assert wm.cache_stats().evictions == 0
     wm.recurrent_inference(root.latent_state, np.ones(3, int))  # 3 more evict the first three
-    assert wm.cache_stats()["evictions"] == 3
-    before = wm.cache_stats()["fallbacks"]
+    assert wm.cache_stats().evictions == 3
+    before = wm.cache_stats().fallbacks
     wm.recurrent_inference(first.latent_state, np.zeros(3, int))  # their pasts are gone
-    assert wm.cache_stats()["fallbacks"] == before + 3
+    assert wm.cache_stats().fallbacks == before + 3
 
 
 def test_no_silent_context_loss_with_default_pools_and_counted_with_tiny_ones():
-    def run(**overrides) -> dict:
+    def run(**overrides):
         wm = build("manager", **overrides)
         rng, last = np.random.default_rng(0), None
         for _ in range(3):
@@ -149,9 +149,9 @@ def test_no_silent_context_loss_with_default_pools_and_counted_with_tiny_ones():
             last = out.action
         return wm.cache_stats()
 
-    assert run()["fallbacks"] == 0
+    assert run().fallbacks == 0
     tiny = run(recur_pool_size=4)
-    assert tiny["fallbacks"] > 0 and tiny["evictions"] > 0
+    assert tiny.fallbacks > 0 and tiny.evictions > 0
 
 
 def test_validation_mode_passes_for_every_backend_on_real_searches():
@@ -180,17 +180,17 @@ def test_clear_caches_empties_every_pool():
     wm = build("manager")
     root = wm.initial_inference(np.zeros((3, 5), np.float32))
     wm.recurrent_inference(root.latent_state, np.zeros(3, int))
-    assert wm.cache_stats()["size"] == 6
+    assert wm.cache_stats().size == 6
     wm.clear_caches()
     stats = wm.cache_stats()
-    assert stats["size"] == 0
-    summary = stats["summary"]
+    assert stats.size == 0
+    summary = stats.summary
     assert all("size=0" in s for s in summary["init_pools"].values())
     assert "size=0" in summary["recur_pool"]
     assert wm.keys_values_wm_list == [] and wm.keys_values_wm_size_list == []
     # The next real step finds no previous root: a counted fallback, not a silent one.
     wm.initial_inference(np.zeros((3, 5), np.float32), last_actions=[0, 1, 2])
-    assert wm.cache_stats()["fallbacks"] == 3
+    assert wm.cache_stats().fallbacks == 3
 
 
 def test_the_seeds_switch_and_names():
@@ -249,7 +249,7 @@ def test_rebuilt_root_context_equals_the_uninterrupted_one():
             wm.clear_caches()
             wm.rebuild_root_contexts([0, 1, 2], [obs[:3, e] for e in range(3)], [acts[:2, e] for e in range(3)])
         outs[rebuild] = wm.initial_inference(obs[3], last_actions=last)
-        assert wm.cache_stats()["fallbacks"] == 0
+        assert wm.cache_stats().fallbacks == 0
     for a, b in zip(flatten(outs[False]), flatten(outs[True]), strict=True):
         assert (a - b).abs().max().item() <= ATOL
 

@@ -70,10 +70,11 @@ def _flat(values):
             yield v
 
 
-def env_ids(ids, batch: int, env_num: int, *, unique: bool) -> list[int]:
-    """Env ids of ``batch`` rows (None: ``0 … batch-1``), each in ``[0, env_num)``; ``unique``: no repeats."""
+def env_ids(ids, batch: int | None, env_num: int, *, unique: bool) -> list[int]:
+    """Env ids of ``batch`` rows (None: ``0 … batch-1``), each in ``[0, env_num)``; ``unique``: no
+    repeats. ``batch`` None: any number of rows (the caller checks it)."""
     out = list(range(batch)) if ids is None else integers(ids, "env_ids").tolist()
-    if len(out) != batch:
+    if batch is not None and len(out) != batch:
         raise ValueError(f"{len(out)} env_ids for a batch of {batch}")
     bad = [e for e in out if not 0 <= e < env_num]
     if bad:
@@ -174,6 +175,22 @@ def history_lengths(lengths, batch: int, steps: int) -> np.ndarray:
         bad = int(out[(out < 1) | (out > steps)][0])
         raise ValueError(f"history length {bad} outside [1, {steps}] (T={steps} observations given)")
     return out
+
+
+def right_aligned(histories: Sequence, actions: Sequence, shape: tuple[int, ...]):
+    """Histories of different lengths in one batch: ``histories[i] [T_i, *shape]`` and
+    ``actions[i] [T_i - 1]`` → ``(obs [B, T, *shape] float32, acts [B, T-1] int64, lengths [B])``
+    with T the longest, each row right-aligned (zeros before it)."""
+    lengths = [len(o) for o in histories]
+    t = max(lengths)
+    obs = np.zeros((len(histories), t, *shape), np.float32)
+    acts = np.zeros((len(histories), t - 1), np.int64)
+    for i, (o, a) in enumerate(zip(histories, actions, strict=True)):
+        if len(a) != len(o) - 1:
+            raise ValueError(f"history {i}: {len(o)} observations need {len(o) - 1} actions, got {len(a)}")
+        obs[i, t - len(o):] = observations(o, shape, steps=False, name=f"observations[{i}]")
+        acts[i, t - len(o):] = integers(a, f"actions[{i}]")
+    return obs, acts, lengths
 
 
 # -------------------------------------------------------------------------- node ids
