@@ -50,7 +50,6 @@ __all__ = ["NO_TOKEN", "ROOT_NODE", "Gathered", "PagedArena"]
 NO_TOKEN = -1  # table entry of a padding slot
 ROOT_NODE = 0  # node id of every tree's root
 NO_GENERATION = -1  # node_generation of a node never written
-NO_PAST = -1  # env of a gather row that has no past (an episode's first root)
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,8 +88,8 @@ class WorldModelConfig:
     """Hidden width of each block's MLP, as a multiple of embed_dim."""
     dtype: str = "float32"
     """Dtype of the parameters, activations and every KV-cache buffer: "float32" (the exact
-    reference) or "bfloat16", a search-only mode (~2.5-4x faster matmuls on CPUs with bf16
-    units; ~3 significant digits, so logits move by 1e-2 to 1e-1 and search policies a little —
+    reference) or "bfloat16", a search-only mode (faster matmuls on CPUs with bfloat16 units;
+    ~3 significant digits, so logits move by 1e-2 to 1e-1 and search policies a little —
     `zerokv bench --precision` measures both). Inputs may come in float32 and every
     InferenceOutput field is float32 whatever the dtype. A bfloat16 model is not trained:
     ``forward_sequence`` refuses; train a float32 model and copy its weights with

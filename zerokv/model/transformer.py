@@ -155,8 +155,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     ``(x[2i]·cos − x[2i+1]·sin, x[2i+1]·cos + x[2i]·sin)`` with :func:`rope_tables`' ``cos, sin``.
 
     Written as ``x·cos + swap(x)·sin`` (``swap`` exchanges each pair): the same products and sums
-    bit for bit as the pairwise form, in three contiguous kernels instead of strided halves —
-    2–4× faster at search shapes.
+    bit for bit as the pairwise form, in three contiguous kernels instead of strided halves
+    (faster at search shapes: README, "Kernel choices, measured").
     """
     swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
     return x * cos + swapped * sin
@@ -167,10 +167,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     is True; every query must see at least one key (each sees itself).
 
     With gradients (training): ``F.scaled_dot_product_attention`` and its fused backward. Without
-    (search, reanalysis): two explicit matmuls with the softmax in float32 — at search shapes (1–2
-    queries over ≤ context_length keys) ``scaled_dot_product_attention`` on this CPU took 0.67 ms
-    (float32) and 2.7 ms (bfloat16) at 256 rows against 0.42 and 0.72 ms here, and the same at 8
-    rows. Every inference path (cached or recomputed) uses this one formula, so backends agree.
+    (search, reanalysis): two explicit matmuls with the softmax in float32, which at search shapes
+    (1–2 queries over ≤ context_length keys) ran faster than ``scaled_dot_product_attention`` on
+    the bench CPU in both dtypes (README, "Kernel choices, measured"). Every inference path
+    (cached or recomputed) uses this one formula, so backends agree.
     """
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
