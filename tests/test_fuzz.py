@@ -13,21 +13,13 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kvutil import one_thread  # noqa: F401  (fixture)
 
 from zerokv import WorldModel, WorldModelConfig
 from zerokv.search import SearchConfig, plan
 
 ENVS, SIMS, ACTIONS, OBS_DIM = 3, 4, 2, 3
 ATOL = 1e-5
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds synchronisation (on a busy machine, 100x)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def build(backend: str) -> WorldModel:
@@ -209,8 +201,9 @@ def plan_call(data, rng, wm, ref, spec: Spec, fault: str | None) -> None:
         spec.new_search(envs, sims=sims)
 
 
+@pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("backend", ["legacy", "manager", "paged"])
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                  HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_random_calls_are_refused_or_match_the_reference(backend, data):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from kvutil import one_thread  # noqa: F401  (fixture)
 from test_world_model import build, flatten
 
 from zerokv.search import SearchConfig, plan
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 BACKENDS = ("none", "legacy", "manager", "paged")
 OBS = np.random.default_rng(0).random((3, 5), dtype=np.float32)
 ZEROS, ONES = np.zeros(3, int), np.ones(3, int)

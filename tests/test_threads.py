@@ -6,10 +6,12 @@ import threading
 
 import numpy as np
 import pytest
+from kvutil import one_thread  # noqa: F401  (fixture)
 from test_world_model import build
 
 from zerokv.search import SearchConfig, plan
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 SEARCH = SearchConfig(num_simulations=6)
 
 

@@ -216,6 +216,10 @@ def node_ids(parent_ids, child_ids, env_ids: Sequence[int], created: np.ndarray,
         if ids.size != b:
             raise ValueError(f"{ids.size} {label} for a batch of {b}")
     envs = np.asarray(env_ids, np.int64)
+    if ((parents >= 0) & (parents <= sims) & (children >= 1) & (children <= sims)).all() \
+            and created[envs, parents].all() and not created[envs, children].any() \
+            and len(set((envs * (sims + 1) + children).tolist())) == b:
+        return parents, children  # the common case, in one pass; below, which rule failed
     for row in np.flatnonzero((parents < 0) | (parents > sims)).tolist()[:1]:
         raise ValueError(f"parent id {parents[row]} of env {envs[row]} (row {row}) outside [0, {sims}]: "
                          f"a search's node ids run from 0 (the root) to num_simulations={sims}")
@@ -235,9 +239,6 @@ def node_ids(parent_ids, child_ids, env_ids: Sequence[int], created: np.ndarray,
     for row in np.flatnonzero(created[envs, children]).tolist()[:1]:
         raise ValueError(f"child id {children[row]} of env {envs[row]} (row {row}) already exists in this "
                          "search: node ids are never reused within a search")
-    pairs = envs * (sims + 1) + children
-    if len(np.unique(pairs)) != b:
-        _, first, counts = np.unique(pairs, return_index=True, return_counts=True)
-        row = int(first[counts > 1][0])
-        raise ValueError(f"child id {children[row]} of env {envs[row]} appears twice in this call")
-    return parents, children
+    _, first, counts = np.unique(envs * (sims + 1) + children, return_index=True, return_counts=True)
+    row = int(first[counts > 1][0])
+    raise ValueError(f"child id {children[row]} of env {envs[row]} appears twice in this call")
