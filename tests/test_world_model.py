@@ -339,3 +339,14 @@ def test_cache_stats_is_one_typed_record_counted_once(backend):
     assert wm.cache_stats().rebuilds == 2 and wm.cache_stats().hits == 15
     wm.reset_cache_stats()
     assert (wm.cache_stats().hits, wm.cache_stats().rebuilds) == (0, 0)
+
+
+def test_weights_are_shared_only_by_the_same_architecture():
+    wm = build("paged")
+    view = WorldModel(tiny_config("none", env_num=5), share_weights_with=wm)  # another backend and env_num
+    assert view.transformer is wm.transformer and view.head_latent is wm.head_latent and not view.training
+    obs = np.random.default_rng(0).random((3, 5), dtype=np.float32)
+    torch.testing.assert_close(view.initial_inference(obs).policy_logits, wm.initial_inference(obs).policy_logits,
+                               rtol=0, atol=ATOL)
+    with pytest.raises(ValueError, match="embed_dim=64 differs from the shared model's 32"):
+        WorldModel(tiny_config("paged", embed_dim=64), share_weights_with=wm)
