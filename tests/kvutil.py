@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from zerokv.cache import KeysValues
@@ -22,3 +23,13 @@ def value_of(kv: KeysValues | None) -> float | None:
     k, v = kv[1].get()
     assert k.eq(k.flatten()[0]).all() and v.eq(-k).all()
     return k.flatten()[0].item()
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op torch thread for the test: on tiny tensors a second thread only adds
+    synchronisation, which on a busy machine made such tests ~100× slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

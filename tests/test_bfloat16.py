@@ -61,13 +61,14 @@ def test_weights_caches_and_batch_buffers_are_bfloat16_and_outputs_float32(backe
     root = wm.initial_inference(np.zeros((3, 5), np.float32))
     child = wm.recurrent_inference(root.latent_state, np.zeros(3, int), parent_ids=np.zeros(3, int),
                                    child_ids=np.ones(3, int))
-    batch = wm.trim_and_pad_kv_cache(new_tokens=2)  # the last call's pasts, assembled again
+    wm.retrieve_or_generate_kvcache(child.latent_state, [0, 1, 2], node_ids=np.ones(3, int))  # the children
+    batch = wm.trim_and_pad_kv_cache(new_tokens=2)
     tensors = float_tensors(wm) + float_tensors(batch)
     assert len(tensors) > len(list(wm.parameters()))  # the caches were reached, not only the weights
     assert {t.dtype for t in tensors} == {torch.bfloat16}
     for out in (root, child):
         assert all(t.dtype == torch.float32 for t in flatten(out))
-    assert wm.cache_stats()["fallbacks"] == 0
+    assert wm.cache_stats().fallbacks == 0
 
 
 def test_an_image_model_runs_in_bfloat16():
@@ -93,7 +94,7 @@ def test_bfloat16_outputs_stay_close_to_the_float32_reference(backend):
     bf16_none = search_shaped(build("none", dtype="bfloat16"), False)
     cache_diff = max((a - b).abs().max().item() for a, b in zip(bf16_none, outputs, strict=True))
     assert cache_diff <= 1e-2  # a cache is no further from bf16 recompute than bf16 rounding (measured: 0)
-    assert wm.cache_stats()["fallbacks"] == 0 and wm.cache_stats()["misses"] == 0
+    assert wm.cache_stats().fallbacks == 0 and wm.cache_stats().misses == 0
 
 
 def test_bfloat16_searches_keep_the_float32_search_policy():
@@ -112,7 +113,7 @@ def test_bfloat16_searches_keep_the_float32_search_policy():
             counts.append(out.visit_counts)
             last = out.action
         visits[key] = np.concatenate(counts)
-        assert wm.cache_stats()["fallbacks"] == 0
+        assert wm.cache_stats().fallbacks == 0
     for backend in ("legacy", "manager", "paged"):
         np.testing.assert_array_equal(visits["none"], visits[backend])
     change = policy_distance(visits["float32"], visits["none"])
@@ -123,9 +124,9 @@ def test_load_weights_from_casts_copies_and_clears_the_caches():
     source = build("manager")  # float32, seed 0
     target = build("manager", seed=1, dtype="bfloat16")
     plan(target, np.zeros((3, 5), np.float32), config=SearchConfig(num_simulations=4), rng=np.random.default_rng(0))
-    assert target.cache_stats()["size"] > 0
+    assert target.cache_stats().size > 0
     target.load_weights_from(source)
-    assert target.cache_stats()["size"] == 0  # stale keys/values would mix old and new weights
+    assert target.cache_stats().size == 0  # stale keys/values would mix old and new weights
     theirs = source.state_dict()
     for name, tensor in target.state_dict().items():
         assert tensor.dtype == torch.bfloat16
@@ -166,4 +167,4 @@ def test_a_bfloat16_model_accepts_float32_and_float64_inputs():
     wm.recurrent_inference(root.latent_state.double(), np.zeros(3, int), parent_ids=np.zeros(3, int),
                            child_ids=np.ones(3, int))
     wm.rebuild_root_contexts([0], [np.zeros((2, 5), np.float32)], [[1]])
-    assert wm.cache_stats()["fallbacks"] == 0
+    assert wm.cache_stats().fallbacks == 0

@@ -80,7 +80,7 @@ def test_reanalysis_leaves_the_collectors_contexts_alone():
     wm.reset_cache_stats()
     nxt, last = rng.random((3, *wm.config.observation_shape), dtype=np.float32), np.array([0, 1, 2])
     a, b = wm.initial_inference(nxt, last_actions=last), twin.initial_inference(nxt, last_actions=last)
-    assert wm.cache_stats()["hits"] == 3 and wm.cache_stats()["fallbacks"] == 0
+    assert wm.cache_stats().hits == 3 and wm.cache_stats().fallbacks == 0
     torch.testing.assert_close(a.policy_logits, b.policy_logits, rtol=0, atol=0)
 
 

@@ -77,7 +77,7 @@ def test_every_backend_matches_the_reference(image):
         diff = max((a - b).abs().max().item() for a, b in zip(reference, outputs, strict=True))
         assert diff <= ATOL, f"{backend}: max |diff| {diff}"
         stats = wm.cache_stats()
-        assert stats["fallbacks"] == 0 and stats["misses"] == 0
+        assert stats.fallbacks == 0 and stats.misses == 0
 
 
 @pytest.mark.parametrize("leaves_per_call", [1, 4], ids=["one-leaf", "multi-leaf"])
@@ -96,7 +96,7 @@ def test_real_searches_give_identical_visit_counts(leaves_per_call):
             assert out.model_calls == 12 if leaves_per_call == 1 else out.model_calls < 12
         results[backend] = np.stack(visits)
         stats = wm.cache_stats()
-        assert stats["fallbacks"] == 0 and stats["misses"] == 0
+        assert stats.fallbacks == 0 and stats.misses == 0
     np.testing.assert_array_equal(results["none"], results["legacy"])
     np.testing.assert_array_equal(results["none"], results["manager"])
     np.testing.assert_array_equal(results["none"], results["paged"])
@@ -123,7 +123,7 @@ def test_a_colliding_hash_still_gives_the_right_answers(backend):
     wm = WorldModel(tiny_config(backend), key_hash=lambda env, epoch, payload: 0).eval()
     outputs = search_shaped(wm, False)
     assert max((a - b).abs().max().item() for a, b in zip(reference, outputs, strict=True)) <= ATOL
-    assert wm.cache_stats()["fallbacks"] == 0
+    assert wm.cache_stats().fallbacks == 0
 
 
 @pytest.mark.parametrize("backend", ["legacy", "manager"])
@@ -131,16 +131,16 @@ def test_eviction_through_the_real_path(backend):
     wm = build(backend, recur_pool_size=3)
     root = wm.initial_inference(np.zeros((3, 5), np.float32))
     first = wm.recurrent_inference(root.latent_state, np.zeros(3, int))  # 3 children fill the pool
-    assert wm.cache_stats()["evictions"] == 0
+    assert wm.cache_stats().evictions == 0
     wm.recurrent_inference(root.latent_state, np.ones(3, int))  # 3 more evict the first three
-    assert wm.cache_stats()["evictions"] == 3
-    before = wm.cache_stats()["fallbacks"]
+    assert wm.cache_stats().evictions == 3
+    before = wm.cache_stats().fallbacks
     wm.recurrent_inference(first.latent_state, np.zeros(3, int))  # their pasts are gone
-    assert wm.cache_stats()["fallbacks"] == before + 3
+    assert wm.cache_stats().fallbacks == before + 3
 
 
 def test_no_silent_context_loss_with_default_pools_and_counted_with_tiny_ones():
-    def run(**overrides) -> dict:
+    def run(**overrides):
         wm = build("manager", **overrides)
         rng, last = np.random.default_rng(0), None
         for _ in range(3):
@@ -149,19 +149,27 @@ def test_no_silent_context_loss_with_default_pools_and_counted_with_tiny_ones():
             last = out.action
         return wm.cache_stats()
 
-    assert run()["fallbacks"] == 0
+    assert run().fallbacks == 0
     tiny = run(recur_pool_size=4)
-    assert tiny["fallbacks"] > 0 and tiny["evictions"] > 0
+    assert tiny.fallbacks > 0 and tiny.evictions > 0
 
 
 def test_validation_mode_passes_for_every_backend_on_real_searches():
+    def visits(wm) -> np.ndarray:
+        rng, last, counts = np.random.default_rng(0), None, []
+        for _ in range(2):
+            out = plan(wm, rng.random((3, 5), dtype=np.float32), config=SearchConfig(num_simulations=12), rng=rng,
+                       last_actions=last)
+            counts.append(out.visit_counts)
+            last = out.action
+        return np.stack(counts)
+
+    reference = visits(build("none"))
     for backend in ("legacy", "manager", "paged"):
         wm = build(backend, cache_validation_mode=True)
-        rng, last = np.random.default_rng(0), None
-        for _ in range(2):
-            out = plan(wm, rng.random((3, 5), dtype=np.float32), config=SearchConfig(num_simulations=12),
-                       rng=rng, last_actions=last)
-            last = out.action
+        np.testing.assert_array_equal(visits(wm), reference)  # validation changes no answer
+        stats = wm.cache_stats()
+        assert stats.backend == f"{backend}+validation" and stats.fallbacks == 0 and stats.hits > 0
 
 
 def test_validation_mode_raises_on_a_corrupted_entry():
@@ -180,31 +188,62 @@ def test_clear_caches_empties_every_pool():
     wm = build("manager")
     root = wm.initial_inference(np.zeros((3, 5), np.float32))
     wm.recurrent_inference(root.latent_state, np.zeros(3, int))
-    assert wm.cache_stats()["size"] == 6
+    assert wm.cache_stats().size == 6
     wm.clear_caches()
     stats = wm.cache_stats()
-    assert stats["size"] == 0
-    summary = stats["summary"]
+    assert stats.size == 0
+    summary = stats.summary
     assert all("size=0" in s for s in summary["init_pools"].values())
     assert "size=0" in summary["recur_pool"]
     assert wm.keys_values_wm_list == [] and wm.keys_values_wm_size_list == []
     # The next real step finds no previous root: a counted fallback, not a silent one.
     wm.initial_inference(np.zeros((3, 5), np.float32), last_actions=[0, 1, 2])
-    assert wm.cache_stats()["fallbacks"] == 3
+    assert wm.cache_stats().fallbacks == 3
 
 
-def test_the_seeds_switch_and_names():
+def test_the_seeds_switch():
     assert WorldModelConfig(use_new_cache_manager=True).cache_backend == "manager"
     assert WorldModelConfig(use_new_cache_manager=False).cache_backend == "legacy"
     assert WorldModelConfig().cache_backend == "paged"
     with pytest.raises(ValueError, match="contradicts"):
         WorldModelConfig(use_new_cache_manager=False, cache_backend="manager")
-    wm = build("legacy")
-    for name in ("retrieve_or_generate_kvcache", "trim_and_pad_kv_cache", "update_cache_context",
-                 "clear_caches", "kv_cache_manager", "keys_values_wm_list", "keys_values_wm_size_list"):
-        assert hasattr(wm, name)
-    assert type(wm.kv_cache_manager).__name__ == "LegacyKVStore"
+    assert type(build("legacy").kv_cache_manager).__name__ == "LegacyKVStore"
     assert type(build("manager").kv_cache_manager).__name__ == "KVCacheManager"
+    assert type(build("paged").kv_cache_manager).__name__ == "PagedArena"
+
+
+@pytest.mark.parametrize("backend", ["none", "legacy", "manager", "paged"])
+def test_the_seeds_names_expand_a_node_exactly_as_recurrent_inference(backend):
+    wm, twin = build(backend), build(backend)
+    obs = np.random.default_rng(0).random((3, 5), dtype=np.float32)
+    roots = [m.initial_inference(obs) for m in (wm, twin)]
+    acts, ones = torch.tensor([0, 1, 2]), np.ones(3, int)
+    expected = twin.recurrent_inference(roots[1].latent_state, acts, parent_ids=np.zeros(3, int), child_ids=ones)
+    # One expansion by hand, through the seeds' names.
+    sizes = wm.retrieve_or_generate_kvcache(roots[0].latent_state, [0, 1, 2], node_ids=np.zeros(3, int))
+    assert sizes == wm.keys_values_wm_size_list and len(wm.keys_values_wm_list) == 3 and min(sizes) >= 1
+    batch = wm.trim_and_pad_kv_cache(new_tokens=2)
+    with torch.no_grad():
+        h_act = batch.forward(wm.action_embedding(acts).unsqueeze(1))[:, 0]
+        latent = wm.head_latent(h_act)
+        h_obs = batch.forward(latent.unsqueeze(1))[:, 0]
+        wm.update_cache_context(batch, [0, 1, 2], latent, node_ids=ones, is_init_infer=False)
+    torch.testing.assert_close(wm.head_policy(h_obs), expected.policy_logits, rtol=0, atol=ATOL)
+    torch.testing.assert_close(latent, expected.latent_state, rtol=0, atol=ATOL)
+    # The stored children are the same: their own children agree too, and nothing fell back.
+    a, b = (m.recurrent_inference(lat, acts, parent_ids=ones, child_ids=np.full(3, 2))
+            for m, lat in ((wm, latent), (twin, expected.latent_state)))
+    torch.testing.assert_close(a.value_logits, b.value_logits, rtol=0, atol=ATOL)
+    assert wm.cache_stats().fallbacks == 0 and wm.cache_stats().hits == twin.cache_stats().hits
+    # Roots through update_cache_context start a search, like initial_inference.
+    with torch.no_grad():
+        fresh = wm.trim_and_pad_kv_cache(new_tokens=1)  # the same pasts; any context will do
+        fresh.forward(roots[0].latent_state.unsqueeze(1))
+        wm.update_cache_context(fresh, [0, 1, 2], roots[0].latent_state, is_init_infer=True)
+    with pytest.raises(ValueError, match="parent id 1 of env 0 .*is not a node of this search"):
+        wm.recurrent_inference(latent, acts, parent_ids=ones, child_ids=np.full(3, 2))
+    wm.clear_caches()
+    assert wm.keys_values_wm_list == [] and wm.cache_stats().size == 0
 
 
 @pytest.mark.parametrize(
@@ -249,7 +288,7 @@ def test_rebuilt_root_context_equals_the_uninterrupted_one():
             wm.clear_caches()
             wm.rebuild_root_contexts([0, 1, 2], [obs[:3, e] for e in range(3)], [acts[:2, e] for e in range(3)])
         outs[rebuild] = wm.initial_inference(obs[3], last_actions=last)
-        assert wm.cache_stats()["fallbacks"] == 0
+        assert wm.cache_stats().fallbacks == 0
     for a, b in zip(flatten(outs[False]), flatten(outs[True]), strict=True):
         assert (a - b).abs().max().item() <= ATOL
 
@@ -277,3 +316,37 @@ def test_rope_equals_the_pairwise_rotation_bit_for_bit(dtype):
     x1, x2 = x[..., 0::2], x[..., 1::2]
     expected = torch.stack((x1 * c - x2 * s, x1 * s + x2 * c), dim=-1).flatten(-2)
     assert torch.equal(apply_rope(x, cos, sin), expected)
+
+
+@pytest.mark.parametrize("backend", ["none", "legacy", "manager", "paged"])
+def test_cache_stats_is_one_typed_record_counted_once(backend):
+    import dataclasses
+
+    from zerokv import CacheReport, StatsSource
+
+    wm = build(backend)
+    assert isinstance(wm.kv_cache_manager, StatsSource)
+    out = plan(wm, np.zeros((3, 5), np.float32), config=SearchConfig(num_simulations=4), rng=np.random.default_rng(0))
+    wm.initial_inference(np.ones((3, 5), np.float32), last_actions=out.action)
+    stats = wm.cache_stats()
+    assert isinstance(stats, CacheReport) and stats.backend == backend
+    # 4 expansions × 3 envs find their parents, then 3 roots their previous roots: each lookup once.
+    assert (stats.hits, stats.misses, stats.fallbacks, stats.rebuilds) == (15, 0, 0, 0) and stats.hit_rate == 1.0
+    assert stats.size == wm.kv_cache_manager.totals().size > 0 and stats.nbytes > 0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stats.hits = 0
+    wm.rebuild_root_contexts([0, 2], [np.zeros((2, 5), np.float32)] * 2, [[0], [1]])
+    assert wm.cache_stats().rebuilds == 2 and wm.cache_stats().hits == 15
+    wm.reset_cache_stats()
+    assert (wm.cache_stats().hits, wm.cache_stats().rebuilds) == (0, 0)
+
+
+def test_weights_are_shared_only_by_the_same_architecture():
+    wm = build("paged")
+    view = WorldModel(tiny_config("none", env_num=5), share_weights_with=wm)  # another backend and env_num
+    assert view.transformer is wm.transformer and view.head_latent is wm.head_latent and not view.training
+    obs = np.random.default_rng(0).random((3, 5), dtype=np.float32)
+    torch.testing.assert_close(view.initial_inference(obs).policy_logits, wm.initial_inference(obs).policy_logits,
+                               rtol=0, atol=ATOL)
+    with pytest.raises(ValueError, match="embed_dim=64 differs from the shared model's 32"):
+        WorldModel(tiny_config("paged", embed_dim=64), share_weights_with=wm)

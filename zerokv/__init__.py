@@ -14,9 +14,11 @@ from zerokv.cache import (
     KVStore,
     LegacyKVStore,
     PagedArena,
+    StatsSource,
 )
 from zerokv.model.config import WorldModelConfig
 from zerokv.model.context import CacheValidationError, NodeKey
+from zerokv.model.context_cache import CacheReport
 from zerokv.model.world_model import InferenceOutput, SequenceOutput, WorldModel
 from zerokv.search import (
     RecurrentFnOutput,
@@ -29,6 +31,7 @@ from zerokv.search import (
 
 __all__ = [
     "CacheConfig",
+    "CacheReport",
     "CacheStats",
     "CacheValidationError",
     "EvictionStrategy",
@@ -46,6 +49,7 @@ __all__ = [
     "SearchConfig",
     "SearchOutput",
     "SequenceOutput",
+    "StatsSource",
     "WorldModel",
     "WorldModelConfig",
     "muzero_search",

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from zerokv.bench.configs import REFERENCE, Budget, model_config
 from zerokv.bench.machine import CpuWatch, cpu_name, peak_rss_mb
 from zerokv.model.config import WorldModelConfig
+from zerokv.model.context_cache import CacheReport
 from zerokv.model.linear import linear
 from zerokv.model.world_model import WorldModel
 from zerokv.search import SearchConfig, plan
@@ -273,7 +274,7 @@ def compare_traces(ref: Trace, other: Trace) -> tuple[dict[str, float], dict[str
     return worst, rel, same_tree
 
 
-def summarise(name: str, cfg: WorldModelConfig, samples: list[SearchSample], stats: dict,
+def summarise(name: str, cfg: WorldModelConfig, samples: list[SearchSample], stats: CacheReport,
               flop_floor_ms: float) -> dict:
     """One result record: medians over the timed searches (see ``zerokv.bench.report.METRICS``)."""
     sims, envs = cfg.num_simulations, cfg.env_num
@@ -293,11 +294,11 @@ def summarise(name: str, cfg: WorldModelConfig, samples: list[SearchSample], sta
         "recurrent_ms": recurrent_ms,
         "cache_share": float(statistics.median(c / (c + f) for c, f in forward_cache)),
         "bytes_copied_per_node": med(lambda s: s.bytes_copied / (envs * s.calls)),
-        "bytes_stored_per_node": stats["nbytes"] / stats["size"] if stats["size"] else 0.0,
+        "bytes_stored_per_node": stats.nbytes / stats.size if stats.size else 0.0,
         "host_syncs_per_sim": med(lambda s: s.host_syncs / s.calls),
-        "hit_rate": float(stats["hit_rate"]),
-        "fallbacks": int(stats["fallbacks"]),
-        "cache_mb": stats["nbytes"] / 2**20,
+        "hit_rate": float(stats.hit_rate),
+        "fallbacks": int(stats.fallbacks),
+        "cache_mb": stats.nbytes / 2**20,
         "max_abs_diff_vs_none": math.nan,  # filled in by run_bench (network outputs)
         "max_rel_diff_scalars_vs_none": math.nan,  # filled in by run_bench (value, reward)
         "trees_match_none": None,  # filled in by run_bench (same actions and visit counts)
@@ -308,9 +309,9 @@ def summarise(name: str, cfg: WorldModelConfig, samples: list[SearchSample], sta
         "cache_ms": med(lambda s: 1e3 * s.cache_seconds / s.calls),
         "root_ms": med(lambda s: 1e3 * s.root_seconds),
         "bookkeeping_share": med(lambda s: s.bookkeeping_seconds / s.seconds),
-        "cache_bytes": int(stats["nbytes"]),
-        "live_entries": int(stats["size"]),
-        "evictions": int(stats["evictions"]),
+        "cache_bytes": int(stats.nbytes),
+        "live_entries": int(stats.size),
+        "evictions": int(stats.evictions),
         "max_depth": max(s.max_depth for s in samples),
         "diff_by_output": None,  # max |diff| vs none per output (scalars and network outputs)
         "rel_diff_by_output": None,  # max |a-b|/max(1,|b|) vs none for value and reward
@@ -422,7 +423,7 @@ def run_bench(
         "per sample, sampled between search indices, median); "
         "recurrent_vs_floor = recurrent_ms / flop_floor_ms",
         "bytes_copied_per_node, host_syncs_per_sim: recurrent calls only (roots left out)",
-        "cache_mb / stored per live node: the backend's cache_stats()['nbytes'] (its memory figure); "
+        "cache_mb / stored per live node: the backend's cache_stats().nbytes (its memory figure); "
         "peak_rss_mb is the whole process's peak after the record's config ran: all backends' models are "
         "alive at once (interleaving), so it cannot be split per backend; cache_mb is the per-backend figure",
         "evictions: pool slots of earlier searches reused by later ones; a 100% hit rate with 0 "

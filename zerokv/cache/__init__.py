@@ -1,4 +1,4 @@
-"""KV cache storage: per-layer key/value tensors, pools with eviction, and the two stores."""
+"""KV cache storage: per-layer key/value tensors, pools with eviction, the seeds' two stores and the paged arena."""
 
 from zerokv.cache.config import CacheConfig
 from zerokv.cache.kv import KeysValues, KVCache
@@ -6,7 +6,7 @@ from zerokv.cache.legacy import LegacyKVStore
 from zerokv.cache.manager import KVCacheManager
 from zerokv.cache.paged import PagedArena
 from zerokv.cache.pool import EvictionStrategy, KVCachePool
-from zerokv.cache.protocol import KVStore
+from zerokv.cache.protocol import KVStore, StatsSource
 from zerokv.cache.stats import CacheStats
 
 __all__ = [
@@ -20,4 +20,5 @@ __all__ = [
     "KeysValues",
     "LegacyKVStore",
     "PagedArena",
+    "StatsSource",
 ]

@@ -19,13 +19,25 @@ through the table — no clone, no pad-then-slice, no copy back.
 
 Invariant (checked by :meth:`check_invariants`): node (e, n) is *live* iff
 ``node_generation[e, n] == generation[e]``; ``live[e]`` counts env e's live search nodes; a live
-node's table names only env e's root rows and rows of live nodes of env e; a new root for env e
-starts a new generation — an O(1) reset that retires the previous search's nodes, so nothing is
-ever evicted inside a search and nothing leaks across searches. Host-side bookkeeping
-(generations, lengths, tables) is numpy: no device→host synchronisation per simulation.
+node's table names only env e's root rows and rows of live nodes of env e, and holds
+``length[e, n]`` real rows; a new root for env e starts a new generation — an O(1) reset that
+retires the previous search's nodes, so nothing is ever evicted inside a search and nothing leaks
+across searches. Host-side bookkeeping (generations, lengths, tables) is numpy: no device→host
+synchronisation per simulation.
+
+Ownership. Nobody else writes the arena: its storage and tables change only through
+:meth:`write_roots`, :meth:`write_children`, :meth:`write_fallbacks` and :meth:`clear`, and it
+is read through :meth:`gather`, :meth:`live_mask`, :meth:`has_root` and :meth:`lengths`. Every
+storage access goes through :meth:`_put` (writes) and :meth:`_take` (the gather): a storage dtype
+other than the compute dtype (bfloat16/float8/int8 with per-token, per-head scales) would
+quantize in ``_put`` and dequantize in ``_take``, and nowhere else. A snapshot of the root
+contexts (export/import) is the root rows plus ``table[:, ROOT_NODE]``, ``last_position[:, 0]``,
+``length[:, 0]`` and ``root_keys``, written back through the same path as :meth:`write_roots`.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -33,23 +45,46 @@ import torch
 from zerokv.cache.stats import CacheStats
 from zerokv.checks import check_positive_int
 
+__all__ = ["NO_TOKEN", "ROOT_NODE", "Gathered", "PagedArena"]
+
 NO_TOKEN = -1  # table entry of a padding slot
 ROOT_NODE = 0  # node id of every tree's root
-NO_GENERATION = -1
+NO_GENERATION = -1  # node_generation of a node never written
+
+
+@dataclass(frozen=True, slots=True)
+class Gathered:
+    """One batch's pasts, gathered: B rows, W past slots each, then T slots for new tokens.
+
+    kv:        ``(L, 2, H, B, W + T, hd)`` in the compute dtype; the T new-token slots hold
+               placeholders the forward overwrites before reading them
+    positions: ``(B, W + T)`` int64 (device): absolute position of each past slot (a path suffix)
+    valid:     ``(B, W + T)`` bool (device): True where a past slot holds a real token
+    last:      ``(B,)`` int64 (host): position of each row's newest past token (-1: no past)
+    lengths:   ``(B,)`` int64 (host): real past tokens per row (≤ W)
+    """
+
+    kv: torch.Tensor
+    positions: torch.Tensor
+    valid: torch.Tensor
+    last: np.ndarray
+    lengths: np.ndarray
 
 
 class PagedArena:
+    """Keys and values of one search's nodes for ``env_num`` envs (see the module docstring)."""
+
     def __init__(
         self, env_num: int, num_simulations: int, window: int, num_layers: int, num_heads: int,
         head_dim: int, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
     ) -> None:
-        for name, value in (("env_num", env_num), ("num_simulations", num_simulations), ("window", window)):
+        for name, value in (("env_num", env_num), ("num_simulations", num_simulations), ("window", window),
+                            ("num_layers", num_layers), ("num_heads", num_heads), ("head_dim", head_dim)):
             check_positive_int(name, value, owner="PagedArena")
         self.env_num, self.num_simulations, self.window = env_num, num_simulations, window
         self.root_rows = env_num * window
-        rows = self.root_rows + 2 * env_num * num_simulations
-        self.rows = rows
-        self.kv = torch.zeros(num_layers, 2, num_heads, rows, head_dim, device=device, dtype=dtype)
+        self.rows = self.root_rows + 2 * env_num * num_simulations
+        self._kv = torch.zeros(num_layers, 2, num_heads, self.rows, head_dim, device=device, dtype=dtype)
         nodes = num_simulations + 1
         # Tables live on the host: bookkeeping is numpy (µs per op), and only the gather index of a
         # batch travels to the device — a host→device copy, never a device→host synchronisation.
@@ -60,34 +95,126 @@ class PagedArena:
         self.length = np.zeros((env_num, nodes), np.int64)  # real tokens in each node's table row
         self.live = np.zeros(env_num, np.int64)  # live search nodes (children) per env
         self.root_keys: list = [None] * env_num
-        self.stats = CacheStats()
-        self.keys_values_wm_list: list = []  # the seeds' names: the pasts of the current batch
-        self.keys_values_wm_size_list: list[int] = []
+        self._buffers: dict[tuple[int, int], torch.Tensor] = {}  # gather outputs, one per shape
 
-    # ------------------------------------------------------------------ addressing
-    def check_env(self, env_id: int) -> None:
-        if not 0 <= env_id < self.env_num:
-            raise ValueError(f"env_id {env_id} outside [0, {self.env_num})")
+    @property
+    def kv(self) -> torch.Tensor:
+        """The storage ``(L, 2, H, rows, hd)``, for reading (write through the named operations)."""
+        return self._kv
 
-    def check_node(self, node: int) -> None:
-        if not 0 < node <= self.num_simulations:
-            raise ValueError(
-                f"node id {node} outside [1, {self.num_simulations}]: the arena holds num_simulations "
-                f"={self.num_simulations} nodes per env and search"
-            )
+    # ----------------------------------------------------------------------- reads
+    def live_mask(self, envs: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+        """``(B,)`` bool: node ``nodes[i]`` of env ``envs[i]`` is live (ids must be in range)."""
+        return self.node_generation[envs, nodes] == self.generation[envs]
 
-    def root_row_range(self, env_id: int) -> range:
-        return range(env_id * self.window, (env_id + 1) * self.window)
+    def has_root(self, env_id: int, key) -> bool:
+        """Env ``env_id``'s root is live and was stored under ``key`` (compared by equality)."""
+        return self.root_keys[env_id] == key and bool(self.live_mask(np.array([env_id]), np.array([ROOT_NODE]))[0])
 
-    def node_row(self, env_id: int, node: int) -> int:
-        """First of the two rows of node ``node`` (≥ 1) of env ``env_id``."""
-        return self.root_rows + 2 * (env_id * self.num_simulations + node - 1)
+    def lengths(self, envs: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+        """``(B,)`` real past tokens of each node; rows with ``envs < 0`` (no past) have 0."""
+        return np.where(envs < 0, 0, self.length[np.maximum(envs, 0), np.maximum(nodes, 0)])
 
-    def is_live(self, env_id: int, node: int) -> bool:
-        return self.node_generation[env_id, node] == self.generation[env_id]
+    def gather(self, envs: np.ndarray, nodes: np.ndarray, new_tokens: int) -> Gathered:
+        """Every row's visible past, in one gather through the node table (``envs[i] < 0``: none).
 
-    # ------------------------------------------------------------------- lifecycle
-    def start_root(self, env_id: int, key, length: int) -> None:
+        The buffer is reused across calls of the same shape: valid until the next gather of that
+        shape.
+        """
+        b, w = len(envs), self.window
+        none = envs < 0
+        e, n = np.maximum(envs, 0), np.maximum(nodes, 0)
+        idx = np.where(none[:, None], NO_TOKEN, self.table[e, n])  # (B, W) host
+        last = np.where(none, -1, self.last_position[e, n])
+        positions = np.zeros((b, w + new_tokens), np.int64)
+        positions[:, :w] = last[:, None] - (w - 1) + np.arange(w)  # the window is a path suffix
+        valid = np.zeros((b, w + new_tokens), bool)
+        valid[:, :w] = idx != NO_TOKEN
+        rows = np.zeros((b, w + new_tokens), np.int64)  # new-token slots gather row 0: placeholders
+        rows[:, :w] = np.maximum(idx, 0)
+        buf = self._buffer(b, new_tokens)
+        self._take(rows.reshape(-1), buf.flatten(3, 4))
+        dev = self._kv.device
+        return Gathered(buf, torch.from_numpy(positions).to(dev), torch.from_numpy(valid).to(dev), last,
+                        np.where(none, 0, self.length[e, n]))
+
+    # ---------------------------------------------------------------------- writes
+    def write_roots(self, envs: np.ndarray, keys: list, window: torch.Tensor, lengths: np.ndarray,
+                    last: np.ndarray) -> None:
+        """New roots: env ``envs[i]``'s window is ``window[:, :, :, i]`` ``(L, 2, H, B, W, hd)``,
+        its last ``lengths[i]`` slots real, the newest at position ``last[i]``; stored under ``keys[i]``.
+
+        Each root starts a new generation of its env: the previous search's nodes retire.
+        """
+        w = self.window
+        self._check_envs(envs)
+        rows = envs[:, None] * w + np.arange(w)  # (B, W): the envs' root rows
+        self._put(rows.reshape(-1), window.flatten(3, 4))
+        self.table[envs, ROOT_NODE] = np.where(np.arange(w) >= w - lengths[:, None], rows, NO_TOKEN)
+        self.last_position[envs, ROOT_NODE] = last
+        for env, key, length in zip(envs.tolist(), keys, lengths.tolist(), strict=True):
+            self._start_root(env, key, length)
+
+    def write_children(self, envs: np.ndarray, children: np.ndarray, parents: np.ndarray,
+                       tokens: torch.Tensor, last: np.ndarray) -> None:
+        """Child ``children[i]`` of env ``envs[i]``, expanded from node ``parents[i]`` of that env:
+        its two tokens ``tokens[:, :, :, i]`` ``(L, 2, H, B, 2, hd)``, the newest at ``last[i]``."""
+        self._check_envs(envs)
+        self._check_nodes(children, low=1)
+        self._check_nodes(parents, low=0)
+        first = self.root_rows + 2 * (envs * self.num_simulations + children - 1)
+        rows = np.stack([first, first + 1], 1)  # (B, 2): each child's action, then latent token
+        self._put(rows.reshape(-1), tokens.flatten(3, 4))
+        visible = np.concatenate([self.table[envs, parents], rows], 1)[:, -self.window:]
+        lengths = np.minimum(self.window, self.length[envs, parents] + 2)
+        self.table[envs, children] = visible
+        self.last_position[envs, children] = last
+        self._add_nodes(envs, children, lengths)
+
+    def write_fallbacks(self, envs: np.ndarray, nodes: np.ndarray, kv: torch.Tensor) -> None:
+        """Context-free one-token pasts for nodes whose own were lost: node ``nodes[i]`` of env
+        ``envs[i]`` gets the keys/values ``kv[:, :, :, i]`` ``(L, 2, H, B, hd)`` at position 0, in
+        its own storage (a root: its window's newest row; a node: its first row)."""
+        self._check_envs(envs)
+        self._check_nodes(nodes, low=0)
+        root = nodes == ROOT_NODE
+        rows = np.where(root, envs * self.window + self.window - 1,
+                        self.root_rows + 2 * (envs * self.num_simulations + nodes - 1))
+        self._put(rows, kv)
+        self.table[envs, nodes] = NO_TOKEN
+        self.table[envs, nodes, -1] = rows
+        self.last_position[envs, nodes] = 0
+        for env in envs[root].tolist():
+            self._start_root(env, self.root_keys[env], 1)
+        self._add_nodes(envs[~root], nodes[~root], np.ones(int((~root).sum()), np.int64))
+
+    def clear(self) -> None:
+        """Retire every node and root (O(env_num))."""
+        self.generation += 1
+        self.live[:] = 0
+        self.root_keys = [None] * self.env_num
+
+    # ------------------------------------------------------- storage: the only accesses
+    def _put(self, rows: np.ndarray, values: torch.Tensor) -> None:
+        """Store ``values (L, 2, H, len(rows), hd)`` at token ``rows`` (compute dtype → storage)."""
+        index = torch.from_numpy(np.ascontiguousarray(rows, np.int64)).to(self._kv.device)
+        self._kv.index_copy_(3, index, values.to(self._kv.dtype))
+
+    def _take(self, rows: np.ndarray, out: torch.Tensor) -> None:
+        """Fill ``out (L, 2, H, len(rows), hd)`` with token ``rows`` (storage → compute dtype)."""
+        index = torch.from_numpy(rows).to(self._kv.device)
+        torch.index_select(self._kv, 3, index, out=out)
+
+    def _buffer(self, b: int, new_tokens: int) -> torch.Tensor:
+        key = (b, new_tokens)
+        if key not in self._buffers:
+            layers, _, heads, _, hd = self._kv.shape
+            shape = (layers, 2, heads, b, self.window + new_tokens, hd)
+            self._buffers[key] = torch.zeros(shape, device=self._kv.device, dtype=self._kv.dtype)
+        return self._buffers[key]
+
+    # -------------------------------------------------------------------- lifecycle
+    def _start_root(self, env_id: int, key, length: int) -> None:
         """A new root for ``env_id``: a new generation (the previous search's nodes retire)."""
         self.generation[env_id] += 1
         self.node_generation[env_id, ROOT_NODE] = self.generation[env_id]
@@ -95,66 +222,65 @@ class PagedArena:
         self.live[env_id] = 0
         self.root_keys[env_id] = key
 
-    def add_node(self, env_id: int, node: int, length: int) -> None:
-        if not self.is_live(env_id, node):
-            self.live[env_id] += 1
-        self.node_generation[env_id, node] = self.generation[env_id]
-        self.length[env_id, node] = length
+    def _add_nodes(self, envs: np.ndarray, nodes: np.ndarray, lengths: np.ndarray) -> None:
+        fresh = self.node_generation[envs, nodes] != self.generation[envs]
+        np.add.at(self.live, envs[fresh], 1)
+        self.node_generation[envs, nodes] = self.generation[envs]
+        self.length[envs, nodes] = lengths
 
-    def add_nodes(self, env_ids: np.ndarray, nodes: np.ndarray, lengths: np.ndarray) -> None:
-        """Vectorised :meth:`add_node` for one batch (one node per env)."""
-        fresh = self.node_generation[env_ids, nodes] != self.generation[env_ids]
-        np.add.at(self.live, env_ids[fresh], 1)
-        self.node_generation[env_ids, nodes] = self.generation[env_ids]
-        self.length[env_ids, nodes] = lengths
+    def _check_envs(self, envs: np.ndarray) -> None:
+        if envs.size and (envs.min() < 0 or envs.max() >= self.env_num):
+            bad = int(envs[(envs < 0) | (envs >= self.env_num)][0])
+            raise ValueError(f"PagedArena: env id {bad} outside [0, {self.env_num})")
 
-    def clear(self) -> None:
-        """Retire every node and root (O(env_num))."""
-        self.generation += 1
-        self.live[:] = 0
-        self.root_keys = [None] * self.env_num
-        self.keys_values_wm_list.clear()
-        self.keys_values_wm_size_list.clear()
+    def _check_nodes(self, nodes: np.ndarray, *, low: int) -> None:
+        if nodes.size and (nodes.min() < low or nodes.max() > self.num_simulations):
+            bad = int(nodes[(nodes < low) | (nodes > self.num_simulations)][0])
+            raise ValueError(f"PagedArena: node id {bad} outside [{low}, {self.num_simulations}]: the arena "
+                             f"holds num_simulations={self.num_simulations} nodes per env and search")
 
-    # ------------------------------------------------------------ stats protocol
+    # -------------------------------------------------------------- stats protocol
     def __len__(self) -> int:
-        roots = sum(self.is_live(e, ROOT_NODE) for e in range(self.env_num))
-        return int(self.live.sum()) + roots
+        """Live entries: every live root and search node."""
+        return int(self.live.sum()) + self._live_roots()
+
+    def _live_roots(self) -> int:
+        return int((self.node_generation[:, ROOT_NODE] == self.generation).sum())
 
     def totals(self) -> CacheStats:
-        return CacheStats(self.stats.hits, self.stats.misses, 0, len(self))
+        """Live entries only: lookups are counted once, by the world model's cache layer."""
+        return CacheStats(size=len(self))
 
     def reset_stats(self) -> None:
-        self.stats.reset()
+        """Nothing to reset: the arena counts no lookups (see :meth:`totals`)."""
 
     def get_stats_summary(self) -> dict:
-        s = self.totals()
-        return {"stats_enabled": True, "arena": str(s), "capacity_nodes": self.env_num * self.num_simulations}
-
-    def clear_all(self) -> None:
-        self.clear()
+        return {"stats_enabled": True, "live_roots": self._live_roots(), "live_nodes": int(self.live.sum()),
+                "capacity_nodes": self.env_num * self.num_simulations}
 
     @property
     def nbytes(self) -> int:
         """Bytes allocated by the arena (keys, values and tables)."""
-        kv = self.kv.numel() * self.kv.element_size()
-        return kv + self.table.nbytes + self.last_position.nbytes
+        return self._kv.numel() * self._kv.element_size() + self.table.nbytes + self.last_position.nbytes
 
     @property
     def node_bytes(self) -> int:
         """Bytes one search node stores: the keys and values of its two tokens, every layer."""
-        return 2 * (self.kv.numel() // self.rows) * self.kv.element_size()
+        return 2 * (self._kv.numel() // self.rows) * self._kv.element_size()
 
     def check_invariants(self) -> None:
-        table = self.table
+        """Assert the invariant of the module docstring (tests call it after every operation)."""
         for e in range(self.env_num):
-            live_nodes = [n for n in range(1, self.num_simulations + 1) if self.is_live(e, n)]
-            assert self.live[e] == len(live_nodes), (e, self.live[e], live_nodes)
-            allowed = set(self.root_row_range(e))
-            for n in live_nodes:
-                allowed |= {self.node_row(e, n), self.node_row(e, n) + 1}
-            for n in ([ROOT_NODE] if self.is_live(e, ROOT_NODE) else []) + live_nodes:
-                rows = table[e, n]
+            live = [n for n in range(1, self.num_simulations + 1)
+                    if self.node_generation[e, n] == self.generation[e]]
+            assert self.live[e] == len(live), (e, self.live[e], live)
+            allowed = set(range(e * self.window, (e + 1) * self.window))
+            for n in live:
+                first = self.root_rows + 2 * (e * self.num_simulations + n - 1)
+                allowed |= {first, first + 1}
+            root_live = self.node_generation[e, ROOT_NODE] == self.generation[e]
+            for n in ([ROOT_NODE] if root_live else []) + live:
+                rows = self.table[e, n]
                 real = rows[rows != NO_TOKEN]
                 assert len(real) == self.length[e, n], (e, n, rows, self.length[e, n])
                 assert set(real.tolist()) <= allowed, (e, n, rows)

@@ -1,4 +1,4 @@
-"""``KVStore``: what the world model needs from a cache backend (chosen once, at construction)."""
+"""The stores' protocols: the statistics every store reports, and the seeds' KV store interface."""
 
 from __future__ import annotations
 
@@ -8,17 +8,37 @@ from typing import Protocol, runtime_checkable
 from zerokv.cache.kv import KeysValues
 from zerokv.cache.stats import CacheStats
 
-__all__ = ["KVStore"]
+__all__ = ["KVStore", "StatsSource"]
 
 
 @runtime_checkable
-class KVStore(Protocol):
-    """A store of root (init) caches per env and of search-node (recurrent) caches.
+class StatsSource(Protocol):
+    """What every store reports about itself (KVCacheManager, LegacyKVStore, PagedArena, and the
+    reference's TokenStore); the world model's ``cache_stats()`` reads only this.
 
-    Contract shared by every backend: ``set_*`` stores a private copy; ``get_*`` returns the
-    store's own object (read-only for the caller) or None; ``hierarchical_get`` looks in the env's
-    init caches first, then in the recurrent ones. ``isinstance(x, KVStore)`` checks only that the
-    members exist (runtime protocols cannot check signatures).
+    ``totals()`` sums the store's own counters (per-pool probes where it has pools; a store whose
+    lookups are made for it, like the paged arena, counts none) and its live entries (``size``).
+    """
+
+    def totals(self) -> CacheStats: ...
+
+    def reset_stats(self) -> None: ...
+
+    def get_stats_summary(self) -> dict: ...
+
+    @property
+    def nbytes(self) -> int: ...
+
+
+@runtime_checkable
+class KVStore(StatsSource, Protocol):
+    """The seeds' store of root (init) caches per env and of search-node (recurrent) caches: what
+    the ``legacy`` and ``manager`` backends (``KVStoreBackend``) use.
+
+    Contract: ``set_*`` stores a private copy; ``get_*`` returns the store's own object (read-only
+    for the caller) or None; ``hierarchical_get`` looks in the env's init caches first, then in the
+    recurrent ones. ``isinstance(x, KVStore)`` checks only that the members exist (runtime
+    protocols cannot check signatures).
     """
 
     keys_values_wm_list: list
@@ -39,12 +59,3 @@ class KVStore(Protocol):
     def hierarchical_get(self, env_id: int, cache_key: Hashable) -> KeysValues | None: ...
 
     def clear_all(self) -> None: ...
-
-    def reset_stats(self) -> None: ...
-
-    def get_stats_summary(self) -> dict: ...
-
-    def totals(self) -> CacheStats: ...
-
-    @property
-    def nbytes(self) -> int: ...

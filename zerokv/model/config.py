@@ -13,6 +13,11 @@ from zerokv.checks import check_bool, check_choice, check_float, check_positive_
 CACHE_BACKENDS: tuple[str, ...] = ("none", "legacy", "manager", "paged")
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 """Allowed ``WorldModelConfig.dtype`` values and their torch dtypes."""
+ARCHITECTURE: tuple[str, ...] = (
+    "observation_shape", "action_space_size", "embed_dim", "num_layers", "num_heads", "context_length",
+    "support_size", "latent_group_size", "positional_encoding", "rope_theta", "mlp_ratio", "device", "dtype",
+)
+"""The fields that shape the network's weights (the rest configure its caches and search)."""
 
 
 @dataclass
@@ -83,8 +88,8 @@ class WorldModelConfig:
     """Hidden width of each block's MLP, as a multiple of embed_dim."""
     dtype: str = "float32"
     """Dtype of the parameters, activations and every KV-cache buffer: "float32" (the exact
-    reference) or "bfloat16", a search-only mode (~2.5-4x faster matmuls on CPUs with bf16
-    units; ~3 significant digits, so logits move by 1e-2 to 1e-1 and search policies a little —
+    reference) or "bfloat16", a search-only mode (faster matmuls on CPUs with bfloat16 units;
+    ~3 significant digits, so logits move by 1e-2 to 1e-1 and search policies a little —
     `zerokv bench --precision` measures both). Inputs may come in float32 and every
     InferenceOutput field is float32 whatever the dtype. A bfloat16 model is not trained:
     ``forward_sequence`` refuses; train a float32 model and copy its weights with
@@ -136,6 +141,14 @@ class WorldModelConfig:
         check_choice("cache_backend", self.cache_backend, CACHE_BACKENDS)
         self.eviction_strategy = EvictionStrategy.parse(self.eviction_strategy).value
         check_choice("dtype", self.dtype, DTYPES)
+
+    def check_same_architecture(self, other: WorldModelConfig) -> None:
+        """Raise naming the first :data:`ARCHITECTURE` field in which ``other`` differs: two models
+        can share weights only if none does."""
+        for name in ARCHITECTURE:
+            if getattr(self, name) != getattr(other, name):
+                raise ValueError(f"{name}={getattr(self, name)!r} differs from the shared model's "
+                                 f"{getattr(other, name)!r}: weights are shared only by the same architecture")
 
     @property
     def head_dim(self) -> int:

@@ -1,4 +1,4 @@
-"""What every context backend shares: node keys, the cost counters, the batch wrapper.
+"""What every context backend shares: node keys and the cost counters.
 
 Keys are :class:`NodeKey`: (env, search epoch, the latent's exact bytes). A lookup only hits an
 entry whose key is *equal* — the hash just picks a bucket — so a colliding hash function can slow
@@ -11,8 +11,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-
-from zerokv.model.transformer import KVContext, Transformer
 
 KeyHash = Callable[[int, int, bytes], int]
 
@@ -27,9 +25,9 @@ class CacheWork:
     host_syncs: int = 0
     """Device→host transfers (latent keys, row sizes) made for cache bookkeeping."""
     cache_seconds: float = 0.0
-    """Wall time in lookup, batch assembly, key making and storing."""
+    """Wall time of recurrent calls in lookup, batch assembly, key making and storing."""
     forward_seconds: float = 0.0
-    """Wall time in the transformer forward of the new tokens and their heads."""
+    """Wall time of recurrent calls in the transformer forward of the new tokens and their heads."""
 
     def reset(self) -> None:
         self.bytes_copied = self.host_syncs = 0
@@ -72,26 +70,6 @@ def make_keys(
         payload = row.tobytes()
         keys.append(NodeKey(int(env_id), epoch, payload, key_hash(int(env_id), epoch, payload)))
     return keys
-
-
-class ContextBatch:
-    """The WM cache of one forward: a context (dense or paged) and how to run new tokens on it."""
-
-    def __init__(self, transformer: Transformer, context: KVContext) -> None:
-        self.transformer = transformer
-        self.context = context
-        self._start_fill = context.fill
-
-    @property
-    def new_tokens(self) -> int:
-        """Tokens run on this batch so far."""
-        return self.context.fill - self._start_fill
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``tokens (B, t, E)`` → hidden states ``(B, t, E)``, appended to the context."""
-        t = tokens.shape[1]
-        pos = self.context.next_positions().unsqueeze(1) + torch.arange(t, device=tokens.device)
-        return self.transformer(tokens, pos, self.context)
 
 
 class CacheValidationError(RuntimeError):

@@ -1,19 +1,17 @@
 """Linear layers (and the image encoder's convolutions) whose inference runs through oneDNN on the CPU.
 
 Why: on this project's benchmark machine (AMD EPYC, AVX-512) ``F.linear`` in float32 goes to MKL's
-sgemm, which ran the world model's ``atari`` shapes at 47–58 GFLOP/s at 8 rows and ~185 at 256;
-oneDNN's ``mkldnn::_linear_pointwise`` (the kernel ``torch.compile`` emits for CPU linears) ran the
-same matmuls at 103–114 and ~420 GFLOP/s (each shape timed over 8 rotating weight matrices, so
-none sits in cache). In bfloat16 both already use oneDNN; there the gain is the fused GELU epilogue
-(25 vs 40 ms for an MLP's first layer on 4,352 rows).
+sgemm, which ran the world model's search shapes at about half the rate of oneDNN's
+``mkldnn::_linear_pointwise`` (the kernel ``torch.compile`` emits for CPU linears). In bfloat16
+both already use oneDNN; there the gain is the fused GELU epilogue.
 
 The weight goes to oneDNN *prepacked* (:func:`packed_weight`: its blocked layout, made once per
 weight version), as ``torch.compile``'s freezing pass does: given the plain ``(out, in)`` matrix,
-oneDNN reorders it on every call. One ``atari`` recurrent call's 23 matmuls at 8 rows took 3.5 vs
-5.7 ms in float32 and 1.9 vs 3.0 ms in bfloat16 (7–9% less at 256–512 rows), with bit-identical
-outputs at every row count. oneDNN still costs ~13 µs a call against MKL's ~4, so small float32
-matmuls (CartPole's embed-64 model) stay on MKL: oneDNN is used from :data:`ONEDNN_MIN_MACS`
-multiply-adds per call, where it measured at least as fast.
+oneDNN reorders it on every call. Packed outputs are bit-identical to plain ones at every row
+count. oneDNN costs more per call than MKL, so small float32 matmuls (CartPole's embed-64 model)
+stay on MKL: oneDNN is used from :data:`ONEDNN_MIN_MACS` multiply-adds per call, where it
+measured at least as fast. The figures behind each choice are in the README ("Kernel choices,
+measured").
 
 The fast path is taken only where it cannot change training: CPU tensors, float32 (large enough)
 or bfloat16, and no autograd (search, reanalysis and evaluation run under ``torch.no_grad``).
@@ -35,9 +33,8 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 ONEDNN_MIN_MACS = 1_100_000
-"""Smallest float32 matmul (rows × in × out multiply-adds) sent to oneDNN (prepacked weight).
-Measured on the bench machine, MKL vs oneDNN: 64→256 at 64 rows (1.05 M) 15.4 vs 18.4 µs;
-384→384 at 8 rows (1.18 M) 27.6 vs 19.4 µs; 512→512 at 8 rows (2.1 M) 57.5 vs 25.3 µs."""
+"""Smallest float32 matmul (rows × in × out multiply-adds) sent to oneDNN (prepacked weight): the
+crossover measured on the bench machine (README, "Kernel choices, measured")."""
 
 
 def onednn_inference(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -99,10 +96,8 @@ def conv2d_gelu(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     """``gelu(conv(x))`` (exact erf GELU), the GELU fused into oneDNN's convolution at inference.
 
     CPU convolutions run through oneDNN anyway, so the fused kernel costs no extra call; it saves
-    the GELU's pass over the activations: the image encoder's three layers on 2,048 observations
-    (a 256-root reanalysis) took 277 vs 398 ms in float32 and 144 vs 213 ms in bfloat16 on the
-    bench machine, ≤ 2.4e-7 apart in float32 (bfloat16: one rounding of the convolution's output
-    fewer).
+    the GELU's pass over the activations (README, "Kernel choices, measured"); ≤ 2.4e-7 apart
+    from the unfused form in float32 (bfloat16: one rounding of the convolution's output fewer).
     """
     if onednn_inference(x, conv.weight) and conv.padding_mode == "zeros" and isinstance(conv.padding, tuple):
         return torch.ops.mkldnn._convolution_pointwise(

@@ -6,8 +6,9 @@ its past, and a cached token never needs a positional shift: the property zerokv
 rests on (DESIGN.md §5).
 
 :class:`BatchContext` is the *WM cache*: the keys/values of B rows' pasts plus the tokens being
-added, in preallocated buffers ``(B, H, S, hd)``. Rows are right-aligned (padding, if any, sits on
-the left and is masked out through ``valid``). The same forward serves the "none" reference (a
+added, in preallocated buffers ``(B, H, S, hd)``, and the transformer that runs new tokens on
+them. Rows are right-aligned (padding, if any, sits on the left and is masked out through
+``valid``). The same forward serves the "none" reference (a
 fresh context over a node's whole token sequence), the cached backends (a context assembled from
 stored caches), and training (``context=None``).
 """
@@ -41,41 +42,61 @@ class KVContext(Protocol):
     def end(self, t: int) -> None: ...
 
 
+class TokenRunner:
+    """Mixin of a KV context that runs new tokens through its ``transformer``: a batch the world
+    model can call ``forward`` on (:class:`~zerokv.model.backends.protocol.ContextBatch`)."""
+
+    __slots__ = ()
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens (B, t, E)`` → hidden states ``(B, t, E)``, appended to the context."""
+        t = tokens.shape[1]
+        pos = self.next_positions().unsqueeze(1) + torch.arange(t, device=tokens.device)
+        return self.transformer(tokens, pos, self)
+
+
 @dataclass(slots=True)
-class BatchContext:
+class BatchContext(TokenRunner):
     """Past and new keys/values of B rows in dense buffers (the WM cache of the seeds' design).
 
-    k, v:      per layer ``(B, H, S, hd)`` buffers, slots ``[:fill]`` in use
-    positions: ``(B, S)`` absolute token position of each slot (rotary phase and window)
-    valid:     ``(B, S)`` True where a slot holds a real token (False: left padding)
-    fill:      slots in use, equal for all rows
-    window:    attention window in tokens
+    k, v:       per layer ``(B, H, S, hd)`` buffers, slots ``[:fill]`` in use
+    positions:  ``(B, S)`` absolute token position of each slot (rotary phase and window)
+    valid:      ``(B, S)`` True where a slot holds a real token (False: left padding)
+    fill:       slots in use, equal for all rows
+    start_fill: slots the pasts filled (``fill - start_fill`` tokens were run on the batch)
     """
 
+    transformer: Transformer
     k: list[torch.Tensor]
     v: list[torch.Tensor]
     positions: torch.Tensor
     valid: torch.Tensor
-    fill: int
-    window: int
+    fill: int = 0
+    start_fill: int = 0
     _mask: torch.Tensor | None = None
 
     @classmethod
-    def empty(cls, cfg: WorldModelConfig, batch: int, slots: int, device, dtype=None) -> BatchContext:
-        """Zeroed buffers of ``batch`` rows and ``slots`` slots, in ``dtype`` (default: the model's)."""
-        dtype = cfg.torch_dtype if dtype is None else dtype
+    def empty(cls, transformer: Transformer, batch: int, slots: int) -> BatchContext:
+        """Zeroed buffers of ``batch`` rows and ``slots`` slots, on the transformer's device and dtype."""
+        cfg = transformer.cfg
         shape = (batch, cfg.num_heads, slots, cfg.head_dim)
+        device, dtype = cfg.device, cfg.torch_dtype
         return cls(
+            transformer,
             k=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.num_layers)],
             v=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.num_layers)],
             positions=torch.zeros(batch, slots, dtype=torch.long, device=device),
             valid=torch.zeros(batch, slots, dtype=torch.bool, device=device),
-            fill=0, window=cfg.context_length,
         )
 
     @property
     def capacity(self) -> int:
         return self.positions.shape[1]
+
+    @property
+    def new_tokens(self) -> int:
+        """Tokens run on this batch since its pasts were assembled."""
+        return self.fill - self.start_fill
 
     def next_positions(self) -> torch.Tensor:
         """``(B,)`` the position the next token of each row takes (last real position + 1)."""
@@ -88,7 +109,8 @@ class BatchContext:
             raise ValueError(f"batch context overflow: {s0} slots used + {t} new > capacity {self.capacity}")
         self.positions[:, s0 : s0 + t] = positions
         self.valid[:, s0 : s0 + t] = True
-        self._mask = window_mask(positions, self.positions[:, : s0 + t], self.valid[:, : s0 + t], self.window)
+        window = self.transformer.cfg.context_length
+        self._mask = window_mask(positions, self.positions[:, : s0 + t], self.valid[:, : s0 + t], window)
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         s0, t = self.fill, k.shape[2]
@@ -100,10 +122,6 @@ class BatchContext:
     def end(self, t: int) -> None:
         self.fill += t
         self._mask = None
-
-    @property
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (*self.k, *self.v))
 
 
 def rope_tables(
@@ -137,8 +155,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     ``(x[2i]·cos − x[2i+1]·sin, x[2i+1]·cos + x[2i]·sin)`` with :func:`rope_tables`' ``cos, sin``.
 
     Written as ``x·cos + swap(x)·sin`` (``swap`` exchanges each pair): the same products and sums
-    bit for bit as the pairwise form, in three contiguous kernels instead of strided halves —
-    2–4× faster at search shapes.
+    bit for bit as the pairwise form, in three contiguous kernels instead of strided halves
+    (faster at search shapes: README, "Kernel choices, measured").
     """
     swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
     return x * cos + swapped * sin
@@ -149,10 +167,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     is True; every query must see at least one key (each sees itself).
 
     With gradients (training): ``F.scaled_dot_product_attention`` and its fused backward. Without
-    (search, reanalysis): two explicit matmuls with the softmax in float32 — at search shapes (1–2
-    queries over ≤ context_length keys) ``scaled_dot_product_attention`` on this CPU took 0.67 ms
-    (float32) and 2.7 ms (bfloat16) at 256 rows against 0.42 and 0.72 ms here, and the same at 8
-    rows. Every inference path (cached or recomputed) uses this one formula, so backends agree.
+    (search, reanalysis): two explicit matmuls with the softmax in float32, which at search shapes
+    (1–2 queries over ≤ context_length keys) ran faster than ``scaled_dot_product_attention`` on
+    the bench CPU in both dtypes (README, "Kernel choices, measured"). Every inference path
+    (cached or recomputed) uses this one formula, so backends agree.
     """
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)

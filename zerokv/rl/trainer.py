@@ -238,7 +238,7 @@ class Trainer:
                 losses.append(self.learner.update(self.replay.sample(cfg.batch_size)))
         stats = model.cache_stats()  # logged before the caches are cleared
         for key in self.cache_totals:
-            self.cache_totals[key] += stats[key]
+            self.cache_totals[key] += getattr(stats, key)
         self._refresh_search_model()
         if self.reanalyzer is not None and losses:  # with the new weights, in an arena of its own
             row.update(self._reanalyze())
@@ -246,8 +246,8 @@ class Trainer:
         self.collector.rebuild_contexts()
         self.iteration += 1
         row.update({
-            "cache/hit_rate": stats["hit_rate"], "cache/evictions": stats["evictions"],
-            "cache/fallbacks": stats["fallbacks"], "cache/misses": stats["misses"],
+            "cache/hit_rate": stats.hit_rate, "cache/evictions": stats.evictions,
+            "cache/fallbacks": stats.fallbacks, "cache/misses": stats.misses,
             "speed/sims_per_s": sims / max(search_seconds, 1e-9),
             "speed/env_steps_per_s": cfg.iteration_env_steps / max(time.monotonic() - t0, 1e-9),
             "speed/collect_share": collect_seconds / max(time.monotonic() - t0, 1e-9),

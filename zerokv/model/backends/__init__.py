@@ -1,12 +1,8 @@
 """How a node gets its past: the context backends, chosen once when the world model is built.
 
-Every backend offers the same steps, named after the seeds' world-model methods:
-
-``root_keys`` / ``node_keys``  address roots and search nodes
-``lookup``    find each row's past (``retrieve_or_generate_kvcache``'s lookup half)
-``generate``  a context-free one-token past from a latent, for a miss (its generate half)
-``assemble``  batch the pasts for one transformer forward (``trim_and_pad_kv_cache``)
-``store_batch``  keep each row's new past under its key (``update_cache_context``)
+Every backend implements :class:`~zerokv.model.backends.protocol.ContextBackend` (keys, lookups
+of roots and of search nodes, context-free fallbacks, batch assembly, storing), each with its
+own ``Past`` type:
 
 * ``none``    :class:`RecomputeBackend`, the reference: recompute from input tokens.
 * ``legacy``  :class:`KVStoreBackend` over :class:`~zerokv.cache.LegacyKVStore` (the seeds' old system).
@@ -20,17 +16,24 @@ from __future__ import annotations
 from zerokv.cache import CacheConfig, KVCacheManager, LegacyKVStore
 from zerokv.model.backends.kvstore import KVStoreBackend
 from zerokv.model.backends.paged import PagedBackend
+from zerokv.model.backends.protocol import (
+    EMPTY_REF,
+    ContextBackend,
+    ContextBatch,
+    NodeRef,
+    PastPair,
+)
 from zerokv.model.backends.recompute import RecomputeBackend, TokenHistory, TokenStore
 from zerokv.model.backends.validating import ValidatingBackend
 from zerokv.model.config import WorldModelConfig
 from zerokv.model.context import CacheWork, KeyHash
 from zerokv.model.transformer import Transformer
 
-__all__ = ["KVStoreBackend", "PagedBackend", "RecomputeBackend", "TokenHistory", "TokenStore",
-           "ValidatingBackend", "make_backend"]
+__all__ = ["EMPTY_REF", "ContextBackend", "ContextBatch", "KVStoreBackend", "NodeRef", "PagedBackend", "PastPair",
+           "RecomputeBackend", "TokenHistory", "TokenStore", "ValidatingBackend", "make_backend"]
 
 
-def make_backend(cfg: WorldModelConfig, transformer: Transformer, work: CacheWork, key_hash: KeyHash):
+def make_backend(cfg: WorldModelConfig, transformer: Transformer, work: CacheWork, key_hash: KeyHash) -> ContextBackend:
     """Build the context backend named by the config — the only place the choice is made."""
     if cfg.cache_backend == "none":
         return RecomputeBackend(cfg, transformer, work, key_hash)

@@ -14,7 +14,7 @@ import torch
 from zerokv.cache import KeysValues, KVStore
 from zerokv.model.backends.keys import ContentKeys
 from zerokv.model.config import WorldModelConfig
-from zerokv.model.context import CacheWork, ContextBatch, NodeKey
+from zerokv.model.context import CacheWork, NodeKey
 from zerokv.model.transformer import BatchContext, Transformer
 
 
@@ -42,13 +42,17 @@ class KVStoreBackend(ContentKeys):
         c = self.cfg
         return KeysValues(1, c.num_heads, c.max_tokens, c.embed_dim, c.num_layers, c.device, c.torch_dtype)
 
-    def lookup(self, env_ids: Sequence[int], keys: Sequence[NodeKey | None]) -> list[KeysValues | None]:
+    def lookup_roots(self, env_ids: Sequence[int], keys: Sequence[NodeKey | None]) -> list[KeysValues | None]:
         return [None if k is None else self.store.hierarchical_get(e, k) for e, k in zip(env_ids, keys, strict=True)]
+
+    def lookup_nodes(self, env_ids: Sequence[int], keys: Sequence[NodeKey]) -> list[KeysValues | None]:
+        """The seeds' ``retrieve_or_generate_kvcache`` lookup: the env's init pool, then the recurrent pool."""
+        return [self.store.hierarchical_get(e, k) for e, k in zip(env_ids, keys, strict=True)]
 
     def generate(self, latents: torch.Tensor, env_ids, keys) -> list[KeysValues]:
         """Context-free one-token caches: each latent run alone at position 0 (the seeds' miss path)."""
-        ctx = BatchContext.empty(self.cfg, latents.shape[0], 1, latents.device)
-        ContextBatch(self.transformer, ctx).forward(latents.unsqueeze(1))
+        ctx = BatchContext.empty(self.transformer, latents.shape[0], 1)
+        ctx.forward(latents.unsqueeze(1))
         out = []
         for row in range(latents.shape[0]):
             kv = self._new_kv()
@@ -63,11 +67,11 @@ class KVStoreBackend(ContentKeys):
     def empty(self) -> KeysValues:
         return self._new_kv()
 
-    def assemble(self, pasts: list[KeysValues], new_tokens: int) -> ContextBatch:
+    def assemble(self, pasts: Sequence[KeysValues], new_tokens: int) -> BatchContext:
         """``trim_and_pad_kv_cache``: right-align each row's past in a fresh batch context."""
         p = max((kv.size for kv in pasts), default=0)
         self.work.bytes_copied += self.token_bytes * sum(kv.size for kv in pasts)
-        ctx = BatchContext.empty(self.cfg, len(pasts), p + new_tokens, self.cfg.device)
+        ctx = BatchContext.empty(self.transformer, len(pasts), p + new_tokens)
         for row, kv in enumerate(pasts):
             n = kv.size
             lo = p - n
@@ -77,14 +81,20 @@ class KVStoreBackend(ContentKeys):
                 ctx.v[layer][row, :, lo:p] = v[0]
             ctx.positions[row, lo:p] = torch.arange(kv.start_position, kv.start_position + n)
             ctx.valid[row, lo:p] = True
-        ctx.fill = p
-        return ContextBatch(self.transformer, ctx)
+        ctx.fill = ctx.start_fill = p
+        return ctx
 
-    def store_batch(self, batch: ContextBatch, env_ids: Sequence[int], keys: Sequence[NodeKey], root: bool) -> None:
+    def store_roots(self, batch: BatchContext, env_ids: Sequence[int], keys: Sequence[NodeKey]) -> None:
+        self._store(batch, env_ids, keys, root=True)
+
+    def store_nodes(self, batch: BatchContext, env_ids: Sequence[int], keys: Sequence[NodeKey]) -> None:
+        self._store(batch, env_ids, keys, root=False)
+
+    def _store(self, ctx: BatchContext, env_ids: Sequence[int], keys: Sequence[NodeKey], root: bool) -> None:
         """``update_cache_context``: keep each row's last ``window`` tokens under its key."""
-        ctx, scratch = batch.context, self.keys_values_wm_single_env
+        scratch = self.keys_values_wm_single_env
         real = ctx.valid[:, : ctx.fill].sum(dim=1).tolist()
-        new = batch.new_tokens
+        new = ctx.new_tokens
         self.work.host_syncs += 1
         for row, (env_id, key) in enumerate(zip(env_ids, keys, strict=True)):
             n = min(real[row], self.window)

@@ -31,7 +31,11 @@ class TokenHistory:
 
 
 class _RecomputeBatch:
-    """Keeps input tokens; every forward recomputes the transformer over past + new tokens."""
+    """Keeps input tokens; every forward recomputes the transformer over past + new tokens.
+
+    tokens, positions, valid: ``(B, P + T, E)``, ``(B, P + T)``, ``(B, P + T)``: the rows' pasts
+    right-aligned in the first P slots, then the new tokens.
+    """
 
     def __init__(self, transformer: Transformer, pasts: list[TokenHistory], new_capacity: int) -> None:
         cfg = transformer.cfg
@@ -77,8 +81,11 @@ class RecomputeBackend(ContentKeys):
         self.cfg, self.transformer, self.work, self.key_hash = cfg, transformer, work, key_hash
         self.store = TokenStore()
 
-    def lookup(self, env_ids: Sequence[int], keys: Sequence[NodeKey | None]) -> list[TokenHistory | None]:
+    def lookup_roots(self, env_ids: Sequence[int], keys: Sequence[NodeKey | None]) -> list[TokenHistory | None]:
         return [None if k is None else self.store.get(k) for k in keys]
+
+    def lookup_nodes(self, env_ids: Sequence[int], keys: Sequence[NodeKey]) -> list[TokenHistory | None]:
+        return [self.store.get(k) for k in keys]
 
     def generate(self, latents: torch.Tensor, env_ids, keys) -> list[TokenHistory]:
         return [TokenHistory(row.unsqueeze(0).clone(), 0) for row in latents]
@@ -90,11 +97,14 @@ class RecomputeBackend(ContentKeys):
         c = self.cfg
         return TokenHistory(torch.zeros(0, c.embed_dim, device=c.device, dtype=c.torch_dtype), 0)
 
-    def assemble(self, pasts: list[TokenHistory], new_tokens: int) -> _RecomputeBatch:
+    def assemble(self, pasts: Sequence[TokenHistory], new_tokens: int) -> _RecomputeBatch:
         self.work.bytes_copied += sum(p.tokens.numel() * p.tokens.element_size() for p in pasts)
         return _RecomputeBatch(self.transformer, pasts, new_tokens)
 
-    def store_batch(self, batch: _RecomputeBatch, env_ids: Sequence[int], keys: Sequence[NodeKey], root: bool) -> None:
+    def store_roots(self, batch: _RecomputeBatch, env_ids: Sequence[int], keys: Sequence[NodeKey]) -> None:
+        self.store_nodes(batch, env_ids, keys)  # one dict: roots and nodes alike
+
+    def store_nodes(self, batch: _RecomputeBatch, env_ids: Sequence[int], keys: Sequence[NodeKey]) -> None:
         self.work.host_syncs += 1  # history() reads row sizes
         for row, key in enumerate(keys):
             history = batch.history(row, self.cfg.receptive_field)
@@ -111,8 +121,6 @@ class TokenStore:
     def __init__(self) -> None:
         self._entries: dict[NodeKey, TokenHistory] = {}
         self.stats = CacheStats()
-        self.keys_values_wm_list: list = []
-        self.keys_values_wm_size_list: list[int] = []
 
     def get(self, key: NodeKey) -> TokenHistory | None:
         found = self._entries.get(key)
@@ -129,11 +137,6 @@ class TokenStore:
     def clear(self) -> None:
         self._entries.clear()
         self.stats.size = 0
-        self.keys_values_wm_list.clear()
-        self.keys_values_wm_size_list.clear()
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
     def totals(self) -> CacheStats:
         return CacheStats(self.stats.hits, self.stats.misses, self.stats.evictions, self.stats.size)

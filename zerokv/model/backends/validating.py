@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import torch
 
+from zerokv.model.backends.protocol import PastPair
 from zerokv.model.context import CacheValidationError
 
 
 class _ValidatingBatch:
+    """Both backends' batches; every forward runs on both and compares the hidden states."""
+
     def __init__(self, primary, reference, atol: float) -> None:
         self.primary, self.reference, self.atol = primary, reference, atol
 
@@ -25,7 +28,8 @@ class _ValidatingBatch:
 class ValidatingBackend:
     """Runs ``primary`` and the "none" reference side by side; any disagreement raises.
 
-    Keys are (primary key, reference key) pairs: each backend keeps its own addressing.
+    Pasts are :class:`PastPair` (primary, reference) and keys are pairs of both backends' keys:
+    each backend keeps its own addressing.
     """
 
     def __init__(self, primary, reference, atol: float) -> None:
@@ -41,42 +45,55 @@ class ValidatingBackend:
         return list(zip(self.primary.node_keys(env_ids, latents, node_ids, epoch),
                         self.reference.node_keys(env_ids, latents, node_ids, epoch), strict=True))
 
-    def lookup(self, env_ids, keys):
+    def lookup_roots(self, env_ids, keys) -> list[PastPair | None]:
         prim, ref = _split(keys)
-        pairs = []
-        for p, r in zip(self.primary.lookup(env_ids, prim), self.reference.lookup(env_ids, ref), strict=True):
-            if (p is None) != (r is None):
-                found = "the cache" if r is None else "the reference"
-                raise CacheValidationError(f"only {found} found a node's past (an eviction or a key mismatch)")
-            pairs.append(None if p is None else (p, r))
-        return pairs
+        return _pairs(self.primary.lookup_roots(env_ids, prim), self.reference.lookup_roots(env_ids, ref))
 
-    def generate(self, latents, env_ids, keys):
+    def lookup_nodes(self, env_ids, keys) -> list[PastPair | None]:
         prim, ref = _split(keys)
-        return list(zip(self.primary.generate(latents, env_ids, prim),
-                        self.reference.generate(latents, env_ids, ref), strict=True))
+        return _pairs(self.primary.lookup_nodes(env_ids, prim), self.reference.lookup_nodes(env_ids, ref))
+
+    def generate(self, latents, env_ids, keys) -> list[PastPair]:
+        prim, ref = _split(keys)
+        return [PastPair(p, r) for p, r in zip(self.primary.generate(latents, env_ids, prim),
+                                               self.reference.generate(latents, env_ids, ref), strict=True)]
 
     def sizes(self, pasts) -> list[int]:
-        return self.primary.sizes([p for p, _ in pasts])
+        return self.primary.sizes([p.primary for p in pasts])
 
-    def empty(self):
-        return (self.primary.empty(), self.reference.empty())
+    def empty(self) -> PastPair:
+        return PastPair(self.primary.empty(), self.reference.empty())
 
     def assemble(self, pasts, new_tokens: int) -> _ValidatingBatch:
         return _ValidatingBatch(
-            self.primary.assemble([p for p, _ in pasts], new_tokens),
-            self.reference.assemble([r for _, r in pasts], new_tokens),
+            self.primary.assemble([p.primary for p in pasts], new_tokens),
+            self.reference.assemble([p.reference for p in pasts], new_tokens),
             self.atol,
         )
 
-    def store_batch(self, batch: _ValidatingBatch, env_ids, keys, root: bool) -> None:
+    def store_roots(self, batch: _ValidatingBatch, env_ids, keys) -> None:
         prim, ref = _split(keys)
-        self.primary.store_batch(batch.primary, env_ids, prim, root)
-        self.reference.store_batch(batch.reference, env_ids, ref, root)
+        self.primary.store_roots(batch.primary, env_ids, prim)
+        self.reference.store_roots(batch.reference, env_ids, ref)
+
+    def store_nodes(self, batch: _ValidatingBatch, env_ids, keys) -> None:
+        prim, ref = _split(keys)
+        self.primary.store_nodes(batch.primary, env_ids, prim)
+        self.reference.store_nodes(batch.reference, env_ids, ref)
 
     def clear(self) -> None:
         self.primary.clear()
         self.reference.clear()
+
+
+def _pairs(primary: list, reference: list) -> list[PastPair | None]:
+    out = []
+    for p, r in zip(primary, reference, strict=True):
+        if (p is None) != (r is None):
+            found = "the cache" if r is None else "the reference"
+            raise CacheValidationError(f"only {found} found a node's past (an eviction or a key mismatch)")
+        out.append(None if p is None else PastPair(p, r))
+    return out
 
 
 def _split(pairs) -> tuple[list, list]:
