@@ -19,6 +19,7 @@ from zerokv.model.config import WorldModelConfig
 from zerokv.model.context import CacheValidationError, NodeKey
 from zerokv.model.world_model import InferenceOutput, SequenceOutput, WorldModel
 from zerokv.search import (
+    Expansion,
     RecurrentFnOutput,
     RootFnOutput,
     SearchConfig,
@@ -32,6 +33,7 @@ __all__ = [
     "CacheStats",
     "CacheValidationError",
     "EvictionStrategy",
+    "Expansion",
     "InferenceOutput",
     "KVCache",
     "KVCacheManager",
