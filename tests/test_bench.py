@@ -12,7 +12,15 @@ from zerokv.bench.configs import resolve_backends
 from zerokv.bench.multileaf import parse_leaves, policy_distance, run_multi_leaf
 from zerokv.bench.precision import render_precision, run_precision
 from zerokv.bench.reanalysis import run_reanalysis
-from zerokv.bench.run import NETWORK_OUTPUTS, MatmulProbe, recurrent_flops, rotated
+from zerokv.bench.recording import (
+    NETWORK_OUTPUTS,
+    RecordedCall,
+    RecordedRoot,
+    Trace,
+    TraceDiff,
+    compare_traces,
+)
+from zerokv.bench.run import MatmulProbe, recurrent_flops, rotated
 from zerokv.model.config import WorldModelConfig
 
 TINY = WorldModelConfig(
@@ -85,6 +93,35 @@ def test_flop_count_by_hand():
     flops = recurrent_flops(TINY)
     assert flops["matmul"] == 2 * b * (blocks + heads)
     assert flops["total"] == 2 * b * (blocks + heads + attention)
+
+
+def _outputs(value: float, logits: list[float], reward=None) -> dict:
+    out = {"value": np.array([value]), "policy_logits": np.array([logits]), "value_logits": np.array([logits]),
+           "latent_state": np.array([logits])}
+    if reward is not None:
+        out |= {"reward": np.array([reward]), "reward_logits": np.array([logits])}
+    return out
+
+
+def test_compare_traces_by_hand():
+    def trace(root_value, call_value, action, visits):
+        call = RecordedCall([0], np.array([action]), np.array([0]), np.array([1]),
+                            _outputs(call_value, [0.0, 1.0], reward=1.0))
+        return Trace([RecordedRoot(np.zeros((1, 2)), _outputs(root_value, [0.0, 0.0]))], [call],
+                     [np.array([visits])])
+
+    ref = trace(4.0, 0.5, 1, [1, 0])
+    same = compare_traces(ref, trace(4.0, 0.5, 1, [1, 0]))
+    assert isinstance(same, TraceDiff) and same.same_tree
+    assert same.max_abs_network == same.max_rel_scalars == 0.0
+    # value: |4 - 2| = 2 at the root, relative 2 / max(1, 4) = 0.5; |0.5 - 0.25| = 0.25 relative 0.25
+    d = compare_traces(ref, trace(2.0, 0.25, 1, [1, 0]))
+    assert d.abs_by_output["value"] == 2.0 and d.rel_by_scalar["value"] == 0.5
+    assert d.max_abs_network == 0.0 and d.max_rel_scalars == 0.5 and d.same_tree
+    assert not compare_traces(ref, trace(4.0, 0.5, 0, [1, 0])).same_tree  # another action
+    assert not compare_traces(ref, trace(4.0, 0.5, 1, [0, 1])).same_tree  # other visit counts
+    shorter = compare_traces(ref, Trace(ref.roots, [], ref.visit_counts))
+    assert shorter.max_abs_network == math.inf and not shorter.same_tree
 
 
 def test_multi_leaf_records_speed_and_policy_change():

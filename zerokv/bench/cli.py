@@ -39,7 +39,7 @@ class BenchArgs:
     simulations: int | None = None
     """Simulations per search (default: the config's 50; 10 with --quick)."""
     quick: bool = False
-    """A smoke run in well under a minute (10 simulations, 1 warm-up, 2 timed searches)."""
+    """A smoke run, not a measurement (10 simulations, 1 warm-up, 2 timed searches)."""
     diff: bool = True
     """Compare every output with the "none" backend (max_abs_diff_vs_none)."""
     json: str | None = None
