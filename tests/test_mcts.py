@@ -378,6 +378,7 @@ def test_deterministic_for_seed_and_seeds_differ():
     assert any(not np.array_equal(o.action, first.action) for o in others)
 
 
+@pytest.mark.slow
 def test_temperature_sampling_follows_counts():
     # A small temperature behaves like argmax without overflowing.
     rewards = np.array([[0.2, 0.5, 1.0, 0.1]])
