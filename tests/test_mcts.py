@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from zerokv.search import (
     SearchConfig,
     SearchOutput,
     muzero_search,
+    plan,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -506,3 +508,36 @@ def test_bad_recurrent_output():
 
     with pytest.raises(ValueError, match=r"call 1: policy_logits .* \(2, 3\), got \(2, 2\)"):
         run(make_root(2, 3), wrong_logits, 2)
+
+
+class FakeWorldModel:
+    """Two actions, all values 0, child latent = parent latent + 1; records every call's rows."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[int], np.ndarray]] = []
+
+    def initial_inference(self, obs, env_ids=None, last_actions=None):
+        b = len(obs)
+        return SimpleNamespace(value=torch.zeros(b), policy_logits=torch.zeros(b, 2), latent_state=torch.zeros(b, 1))
+
+    def recurrent_inference(self, latent, action, env_ids=None, *, parent_ids=None, child_ids=None):
+        self.calls.append((list(env_ids), np.array(child_ids)))
+        r = latent.shape[0]
+        return SimpleNamespace(reward=torch.zeros(r), value=torch.zeros(r), policy_logits=torch.zeros(r, 2),
+                               latent_state=latent + 1)
+
+
+@pytest.mark.parametrize("leaves", [1, 3])
+def test_plan_sends_each_row_to_its_trees_env(leaves):
+    """Trees are the envs named by env_ids, in order: every row of every call goes to its tree's
+    env, and each env's nodes 1..num_simulations are created exactly once."""
+    model, env_ids = FakeWorldModel(), [5, 2]
+    plan(model, np.zeros((2, 1), np.float32), config=SearchConfig(num_simulations=6, leaves_per_call=leaves),
+         rng=np.random.default_rng(0), env_ids=env_ids)
+    created: dict[int, list[int]] = {5: [], 2: []}
+    for envs, child in model.calls:
+        assert leaves > 1 or envs == env_ids
+        for env, node in zip(envs, child.tolist(), strict=True):
+            created[env].append(node)
+    assert {env: sorted(nodes) for env, nodes in created.items()} == {5: [1, 2, 3, 4, 5, 6], 2: [1, 2, 3, 4, 5, 6]}
+    assert (len(model.calls) == 6) == (leaves == 1)
