@@ -51,6 +51,22 @@ def test_a_user_error_is_one_line_and_exit_code_2(argv, message, capsys, tmp_pat
     assert message in one_error_line(capsys, exc, argv[0])
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("c.yaml", "num_envs: [1\n", "c.yaml is not valid YAML"),
+        ("c.toml", "num_envs = \n", "c.toml is not valid TOML"),
+        ("c.yaml", "num_envs: '8'\n", "num_envs='8'; must be a positive int"),
+        ("c.yaml", "num_env: 8\n", "unknown keys ['num_env']"),
+    ],
+)
+def test_a_bad_config_file_is_one_line(name, text, message, tmp_path, capsys):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--config", str(tmp_path / name), "--out", str(tmp_path / "run")])
+    assert message in one_error_line(capsys, exc, "train")
+
+
 def test_an_unknown_command_is_one_line(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["trian"])

@@ -203,13 +203,13 @@ def load_overrides(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"config file {path} does not exist")
-    text = path.read_text()
-    if path.suffix == ".toml":
-        data = tomllib.loads(text)
-    elif path.suffix in (".yaml", ".yml"):
-        data = yaml.safe_load(text) or {}
-    else:
+    if path.suffix not in (".toml", ".yaml", ".yml"):
         raise ValueError(f"config file {path}: unknown suffix {path.suffix!r}; allowed: .yaml, .yml, .toml")
+    text = path.read_text()
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else (yaml.safe_load(text) or {})
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
+        raise ValueError(f"config file {path} is not valid {path.suffix[1:].upper()}: {e}") from e
     if not isinstance(data, dict):
         raise ValueError(f"config file {path} must hold a mapping of flag names to values")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
