@@ -26,7 +26,7 @@ from zerokv.bench.precision import render_precision, run_precision
 from zerokv.bench.reanalysis import check_roots, render_reanalysis, run_reanalysis
 from zerokv.bench.report import render, write_json, write_plot
 from zerokv.bench.run import BenchResult, run_bench
-from zerokv.bench.soak import SOAK_BACKENDS, render_soak, run_soak
+from zerokv.bench.soak import SOAK_BACKENDS, check_searches, render_soak, run_soak
 from zerokv.checks import check_positive_int
 from zerokv.model.config import CACHE_BACKENDS
 
@@ -130,6 +130,7 @@ def run_soak_command(args: BenchArgs) -> BenchResult:
                                     ("--quick", args.quick)) if on]
     if others:
         raise ValueError(f"--soak runs alone; drop {', '.join(others)}")
+    check_searches(args.soak)
     configs = resolve_configs(args.configs or SOAK_CONFIGS)
     backends = resolve_backends(args.backends or ",".join(SOAK_BACKENDS), with_reference=False)
     if args.simulations is not None:

@@ -137,12 +137,17 @@ def soak_backend(cfg: WorldModelConfig, searches: int, *, seed: int = 0, threads
     }
 
 
+def check_searches(searches) -> int:
+    """``searches`` if it is an int >= MIN_SEARCHES, else a ValueError saying so."""
+    return check_int("searches", searches, low=MIN_SEARCHES, note=" (--soak N: a search after the warm-up)")
+
+
 def run_soak(
     configs: Mapping[str, WorldModelConfig], backends: Sequence[str], searches: int, *, seed: int = 0,
     threads: int = 2, isolate: bool = True, progress: bool = True,
 ) -> list[dict]:
     """One record per (config, backend); with ``isolate`` each backend runs in a fresh process."""
-    check_int("searches", searches, low=MIN_SEARCHES, note=" (--soak N: a search after the warm-up)")
+    check_searches(searches)
     records = []
     for name, base in configs.items():
         for backend in backends:
