@@ -51,7 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from zerokv.checks import check_bool, check_float
+from zerokv.search.checks import check_recurrent_output, validate_call
 from zerokv.search.config import SearchConfig
 from zerokv.search.records import (
     Expansion,
@@ -104,7 +104,7 @@ def muzero_search(
     Raises ValueError on invalid arguments or model outputs.
     """
     start = time.perf_counter()
-    legal = _validate(root, config, rng, legal_actions_mask, add_noise, temperature)
+    legal = validate_call(root, config, rng, legal_actions_mask, add_noise, temperature)
     batch, num_actions = legal.shape
     sims = config.num_simulations
 
@@ -138,7 +138,7 @@ def muzero_search(
             out = recurrent_fn(request)
             model_seconds += time.perf_counter() - model_start
             calls += 1
-            reward, value, logits = _check_recurrent_output(out, root.latent, num_actions, calls, len(leaves.rows))
+            reward, value, logits = check_recurrent_output(out, root.latent, num_actions, calls, len(leaves.rows))
             latents[tree_t, node_t] = out.latent.to(latents.dtype)
             tree.add_child(leaves.node, leaves.parent, leaves.action, reward, softmax(logits), rows=leaves.rows)
             for part in leaves.slots:  # each slot holds distinct trees
@@ -335,81 +335,3 @@ def _choose_action(
     threshold = rng.random(visit_counts.shape[0])[:, None] * cdf[:, -1:]  # [B, 1] in [0, total)
     # First index whose cdf exceeds the threshold; it always has a positive weight.
     return np.argmax(cdf > threshold, axis=1).astype(np.int64)
-
-
-def _validate(
-    root: RootFnOutput,
-    config: SearchConfig,
-    rng: np.random.Generator,
-    legal_actions_mask: np.ndarray | None,
-    add_noise: bool,
-    temperature: float,
-) -> np.ndarray:
-    """Check the per-call arguments of `muzero_search` (the config checked itself when it was
-    built); return the legal mask [B, A] bool."""
-    if not isinstance(config, SearchConfig):
-        raise TypeError(f"config is a {type(config).__name__}; expected a zerokv.search.SearchConfig")
-    if not isinstance(rng, np.random.Generator):
-        raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    check_bool("add_noise", add_noise)
-    check_float("temperature", temperature, low=0.0)
-    logits = np.asarray(root.policy_logits)
-    if logits.ndim != 2 or logits.shape[0] < 1 or logits.shape[1] < 1:
-        raise ValueError(
-            f"root.policy_logits must have shape [B, A] with B, A >= 1, got shape {logits.shape}"
-        )
-    batch, num_actions = logits.shape
-    value_shape = np.shape(root.value)
-    if value_shape != (batch,):
-        raise ValueError(f"root.value must have shape [B] = ({batch},), got {value_shape}")
-    if not isinstance(root.latent, torch.Tensor):
-        raise ValueError(f"root.latent must be a torch.Tensor, got {type(root.latent).__name__}")
-    if root.latent.ndim < 2 or root.latent.shape[0] != batch:
-        raise ValueError(
-            f"root.latent must have shape [B, E] with B = {batch}, got {tuple(root.latent.shape)}"
-        )
-    if legal_actions_mask is None:
-        return np.ones((batch, num_actions), dtype=bool)
-    legal = np.asarray(legal_actions_mask)
-    if legal.shape != (batch, num_actions):
-        raise ValueError(
-            f"legal_actions_mask must have shape [B, A] = ({batch}, {num_actions}), "
-            f"got {legal.shape}"
-        )
-    if legal.dtype != np.bool_:
-        raise ValueError(f"legal_actions_mask must have dtype bool, got {legal.dtype}")
-    no_legal = np.flatnonzero(~legal.any(axis=1))
-    if no_legal.size:
-        raise ValueError(
-            f"every row of legal_actions_mask needs at least one legal action; "
-            f"rows {no_legal.tolist()} have none"
-        )
-    return legal
-
-
-def _check_recurrent_output(
-    out: RecurrentFnOutput, root_latent: torch.Tensor, num_actions: int, sim: int, batch: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Shape/finiteness checks of one `recurrent_fn` result for `batch` rows; returns
-    (reward [R], value [R], policy_logits [R, A]) as float64 arrays."""
-    reward = np.asarray(out.reward, dtype=np.float64)
-    value = np.asarray(out.value, dtype=np.float64)
-    logits = np.asarray(out.policy_logits, dtype=np.float64)
-    where = f"recurrent_fn output at call {sim}"
-    if reward.shape != (batch,) or value.shape != (batch,):
-        raise ValueError(
-            f"{where}: reward and value must have shape ({batch},), "
-            f"got {reward.shape} and {value.shape}"
-        )
-    if logits.shape != (batch, num_actions):
-        raise ValueError(
-            f"{where}: policy_logits must have shape ({batch}, {num_actions}), got {logits.shape}"
-        )
-    want = (batch, *root_latent.shape[1:])
-    if tuple(out.latent.shape) != want:
-        raise ValueError(f"{where}: latent must have shape {want}, got {tuple(out.latent.shape)}")
-    if not (np.isfinite(reward).all() and np.isfinite(value).all()):
-        raise ValueError(
-            f"{where}: reward and value must be finite, got reward={reward}, value={value}"
-        )
-    return reward, value, logits
