@@ -206,7 +206,7 @@ def test_policy_distance_by_hand():
         parse_leaves("1,4")
 
 
-def test_report_json_and_plot(tiny_result, tmp_path):
+def test_report_and_json(tiny_result, tmp_path):
     text = render(tiny_result)
     header = next(line for line in text.splitlines() if line.startswith("metric"))
     assert header.split() == ["metric", "old", "(legacy)", "manager", "paged", "manager×", "paged×"]
@@ -218,6 +218,10 @@ def test_report_json_and_plot(tiny_result, tmp_path):
     assert set(KEYS) <= set(doc[0])
     meta = json.loads((tmp_path / "b.meta.json").read_text())
     assert meta["peak_rss_mb"] > 0 and meta["configs"]["tiny"]["matmul_gflops"] > 0
+
+
+@pytest.mark.slow
+def test_plot(tiny_result, tmp_path):  # slow: matplotlib's import
     write_plot(tiny_result, tmp_path / "b.png")
     assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
