@@ -21,6 +21,7 @@ from zerokv.model.context import CacheValidationError, NodeKey
 from zerokv.model.context_cache import CacheReport
 from zerokv.model.world_model import InferenceOutput, SequenceOutput, WorldModel
 from zerokv.search import (
+    Expansion,
     RecurrentFnOutput,
     RootFnOutput,
     SearchConfig,
@@ -35,6 +36,7 @@ __all__ = [
     "CacheStats",
     "CacheValidationError",
     "EvictionStrategy",
+    "Expansion",
     "InferenceOutput",
     "KVCache",
     "KVCacheManager",
