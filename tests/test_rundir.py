@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from zerokv.rl.config import TrainConfig
+from zerokv.rl.progress import truncate_progress
 from zerokv.rl.rundir import RESUMABLE_FIELDS, RunDir, RunDirError, resume_config
 
 
@@ -95,12 +96,12 @@ def test_unusable_paths_fail_at_open_with_one_line(tmp_path, monkeypatch):
 
 
 def test_progress_is_cut_back_to_the_checkpoint(tmp_path):
-    run = opened(tmp_path)
-    run.progress_csv.write_text("env_steps,loss\n8,1.0\n16,0.5\n24,0.25\n")
-    assert run.truncate_progress(16) == 1
-    assert run.progress_csv.read_text().splitlines() == ["env_steps,loss", "8,1.0", "16,0.5"]
-    assert run.truncate_progress(16) == 0
-    run.close()
+    path = tmp_path / "progress.csv"
+    path.write_text("env_steps,loss\n8,1.0\n16,0.5\n24,0.25\n")
+    assert truncate_progress(path, 16) == 1
+    assert path.read_text().splitlines() == ["env_steps,loss", "8,1.0", "16,0.5"]
+    assert truncate_progress(path, 16) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["progress.csv"]
 
 
 def test_resume_keeps_the_saved_config_and_refuses_other_values_by_name():

@@ -18,10 +18,10 @@ from the saved value is refused by name unless it is in `RESUMABLE_FIELDS`.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import errno
 import fcntl
+import json
 import os
 import shutil
 from pathlib import Path
@@ -52,7 +52,6 @@ class RunDir:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.checkpoints = self.path / "checkpoints"
-        self.progress_csv = self.path / "progress.csv"
         self._lock_file = None
         self.notes: list[str] = []
         """What `open` did that the user should hear about (stale lock, orphans removed)."""
@@ -158,25 +157,11 @@ class RunDir:
         remove_orphans(self.path)
         self.notes.append(f"--overwrite: deleted the previous run in {self.path}")
 
-    # ------------------------------------------------------------------ progress.csv
-    def truncate_progress(self, env_steps: int) -> int:
-        """Drops the rows of progress.csv after `env_steps` (written after the checkpoint a
-        resume starts from, e.g. before a kill); returns how many were dropped."""
-        if not self.progress_csv.is_file():
-            return 0
-        with self.progress_csv.open(newline="") as f:
-            rows = list(csv.reader(f))
-        if not rows or "env_steps" not in rows[0]:
-            return 0
-        col = rows[0].index("env_steps")
-        keep = [rows[0]] + [r for r in rows[1:] if len(r) > col and r[col] and float(r[col]) <= env_steps]
-        dropped = len(rows) - len(keep)
-        if dropped:
-            tmp = self.path / f".progress.csv.{os.getpid()}{TEMP_SUFFIX}"
-            with tmp.open("w", newline="") as f:
-                csv.writer(f).writerows(keep)
-            os.replace(tmp, self.progress_csv)
-        return dropped
+    def write_config(self, config: dict) -> None:
+        """`config.json`, replaced atomically."""
+        tmp = self.path / f".config.json.{os.getpid()}{TEMP_SUFFIX}"
+        tmp.write_text(json.dumps(config, indent=2, sort_keys=True))
+        os.replace(tmp, self.path / "config.json")
 
 
 def _empty_dir(path: Path) -> bool:

@@ -22,11 +22,8 @@ model is built; ``--resume`` runs with the saved config.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import logging
-import os
 import shutil
 import time
 import uuid
@@ -35,14 +32,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from zerokv.model.config import WorldModelConfig
 from zerokv.model.linear import forget_packed_weights
 from zerokv.model.world_model import WorldModel
 from zerokv.rl.checkpoint import (
-    TEMP_SUFFIX,
     CheckpointError,
     checkpoint_path,
     latest_checkpoint,
@@ -56,6 +51,7 @@ from zerokv.rl.envs import EnvOptions, env_spec, is_atari, registered_sticky_pro
 from zerokv.rl.evaluator import evaluate
 from zerokv.rl.learner import Learner
 from zerokv.rl.observations import observations_as_float
+from zerokv.rl.progress import ProgressLog, truncate_progress
 from zerokv.rl.replay import ReplayBuffer
 from zerokv.rl.rundir import RunDir, resume_config
 from zerokv.rl.snapshot import list_snapshots, read_snapshot, snapshot_path, write_snapshot
@@ -303,24 +299,18 @@ class Trainer:
             path, state = self._resume
             self._resume = None
             replay_note = self.restore(state)
-            dropped = self.run_dir.truncate_progress(self.env_steps)
+            dropped = truncate_progress(self.out / "progress.csv", self.env_steps)
             print(f"resumed from {path} at {self.env_steps} env steps"
                   + (f"; dropped {dropped} progress.csv rows written after it" if dropped else ""))
             print(replay_note)
-        text = json.dumps(self.cfg.to_dict(), indent=2, sort_keys=True)
-        tmp = self.out / f".config.json.{os.getpid()}{TEMP_SUFFIX}"
-        tmp.write_text(text)
-        os.replace(tmp, self.out / "config.json")
+        self.run_dir.write_config(self.cfg.to_dict())
         logger.info("resolved config: %s", self.cfg.to_dict())
 
     def _loop(self) -> int | None:
         """Iterations until the budget is spent or an evaluation reaches the stop return (whose
         env steps it returns)."""
         cfg = self.cfg
-        writer = SummaryWriter(str(self.out / "tb"), purge_step=self.env_steps or None)
-        csv_path = self.out / "progress.csv"
-        csv_file = csv_path.open("a", newline="")
-        csv_writer = None
+        log = ProgressLog(self.out, self.env_steps)
         bar = tqdm(total=cfg.total_env_steps, initial=self.env_steps, disable=not cfg.progress,
                    unit="step", dynamic_ncols=True)
         next_eval = _next_multiple(self.env_steps, cfg.eval_every) if cfg.eval_every else None
@@ -339,21 +329,13 @@ class Trainer:
                     next_eval = _next_multiple(self.env_steps, cfg.eval_every)
                     if self.stop_return is not None and row["return/eval"] >= self.stop_return:
                         solved_at = self.env_steps
-                for key, value in row.items():
-                    writer.add_scalar(key, value, self.env_steps)
-                if csv_writer is None:
-                    csv_writer = csv.DictWriter(csv_file, fieldnames=_CSV_FIELDS, extrasaction="ignore")
-                    if csv_path.stat().st_size == 0:
-                        csv_writer.writeheader()
-                csv_writer.writerow(row)
-                csv_file.flush()
+                log.write(row, self.env_steps)
                 if self.env_steps >= next_ckpt or self.env_steps >= cfg.total_env_steps or solved_at:
                     self.save()
                     next_ckpt = _next_multiple(self.env_steps, cfg.checkpoint_every)
         finally:
             bar.close()
-            writer.close()
-            csv_file.close()
+            log.close()
         return solved_at
 
     def _iteration(self) -> dict[str, float]:
@@ -418,13 +400,6 @@ class Trainer:
             self.best_eval_return = mean
             self.save_best()  # the best weights survive a later dip
         return {"return/eval": mean, "return/eval_std": float(np.std(self.eval_returns))}
-
-
-_CSV_FIELDS = ["env_steps", "iteration", "temperature", "return/train", "return/eval", "return/eval_std",
-               "loss/total", "loss/latent", "loss/reward", "loss/value", "loss/policy", "loss/entropy",
-               "loss/grad_norm", "cache/hit_rate", "cache/evictions", "cache/fallbacks", "cache/misses",
-               "speed/sims_per_s", "speed/env_steps_per_s", "reanalyze/roots_per_s", "reanalyze/policy_tv",
-               "replay/steps", "replay/bytes"]
 
 
 def _next_multiple(value: int, every: int) -> int:
