@@ -1,5 +1,6 @@
 """Env construction: shapes and dtypes, seeding, SAME_STEP autoreset, Atari options, and clear errors."""
 
+import subprocess
 import sys
 
 import gymnasium
@@ -167,3 +168,12 @@ def test_vector_env_same_step_autoreset_and_seeds():
     assert ended >= 3
     with pytest.raises(ValueError, match="num_envs=0"):
         make_vector_env("CartPole-v1", num_envs=0)
+
+
+def test_an_atari_id_with_every_option_given_is_made_in_a_fresh_process():
+    # The ALE ids are registered on first use, whichever options are given (a resumed run
+    # passes a concrete sticky probability and once failed here).
+    code = ("from zerokv.rl.envs import EnvOptions, make_env; "
+            "print(make_env('ALE/Pong-v5', options=EnvOptions(sticky_action_prob=0.25)).observation_space.shape)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and "(3, 64, 64)" in out.stdout, out.stderr[-1000:]

@@ -157,6 +157,7 @@ def make_env(env_id: str, seed: int | None = None, *, options: EnvOptions = DEFA
     Atari, the seeded reset also seeds the emulator's sticky-action draws).
     """
     if is_atari(env_id):
+        _register_ale(env_id)
         sticky = options.sticky_action_prob
         sticky = registered_sticky_prob(env_id) if sticky is None else sticky
         # Frame skipping is done by AtariPreprocessing (with max-pooling), so the emulator
