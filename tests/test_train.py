@@ -218,6 +218,14 @@ def test_bad_train_values_are_named():
     with pytest.raises(ValueError, match="search_dtype='float16'; allowed: float32, bfloat16"):
         TrainConfig(search_dtype="float16")
     assert np.isfinite(TrainConfig().learning_rate)
+    for kwargs, message in [({"keep_checkpoints": 0}, "keep_checkpoints=0"), ({"eval_max_steps": 0}, "eval_max_steps=0"),
+                            ({"sticky_action_prob": 1.5}, "sticky_action_prob=1.5"), ({"frame_skip": 0}, "frame_skip=0"),
+                            ({"clip_rewards": "yes"}, "clip_rewards='yes'"), ({"save_replay": 1}, "save_replay=1"),
+                            ({"terminal_on_life_loss": True}, "needs an Atari env with lives; env='CartPole-v1'"),
+                            ({"resume": True, "overwrite": True}, "choose one")]:
+        with pytest.raises(ValueError, match=message):
+            TrainConfig(**kwargs)
+    assert TrainConfig(env="ALE/Pong-v5", terminal_on_life_loss=True).terminal_on_life_loss
 
 
 def test_a_run_never_mixes_with_an_earlier_one_in_the_same_out(tmp_path, capsys):
