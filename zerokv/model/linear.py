@@ -16,9 +16,11 @@ matmuls (CartPole's embed-64 model) stay on MKL: oneDNN is used from :data:`ONED
 multiply-adds per call, where it measured at least as fast.
 
 The fast path is taken only where it cannot change training: CPU tensors, float32 (large enough)
-or bfloat16, and no autograd (search, reanalysis and evaluation run under ``torch.no_grad``).
-Everything else — training, other devices, other dtypes — is plain ``F.linear``. The two compute the
-same sums in another order, ≈1e-6 relative apart; since the choice depends on the row count, a
+or bfloat16, no autograd (search, reanalysis and evaluation run under ``torch.no_grad``) and no
+autocast (the learner's bfloat16 mode: ``F.linear`` and the convolution then run in the autocast
+dtype). Training's large float32 matmuls take oneDNN too, through the autograd function of
+:mod:`zerokv.model.train_linear`; everything else — other devices, other dtypes — is plain
+``F.linear``. The two compute the same sums in another order, ≈1e-6 relative apart; since the choice depends on the row count, a
 ``none`` recompute (more rows) may take oneDNN where a cached call took MKL, which the exactness
 tests' 1e-5 tolerance covers (and the search's visit counts are still identical: tested).
 
@@ -33,6 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.weak import WeakIdKeyDictionary
 
+from zerokv.model.train_linear import OneDNNLinear, onednn_training
+
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 ONEDNN_MIN_MACS = 1_100_000
 """Smallest float32 matmul (rows × in × out multiply-adds) sent to oneDNN (prepacked weight).
@@ -42,8 +46,8 @@ Measured on the bench machine, MKL vs oneDNN: 64→256 at 64 rows (1.05 M) 15.4 
 
 def onednn_inference(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """True where oneDNN's fused inference kernels may run: CPU, float32 or bfloat16 (the same for
-    ``x`` and ``weight``), and no autograd."""
-    if not _ONEDNN or x.device.type != "cpu" or weight.dtype != x.dtype:
+    ``x`` and ``weight``), no autograd and no CPU autocast."""
+    if not _ONEDNN or x.device.type != "cpu" or weight.dtype != x.dtype or torch.is_autocast_enabled("cpu"):
         return False
     if x.dtype not in (torch.float32, torch.bfloat16):
         return False
@@ -121,7 +125,10 @@ def linear(
         # (x, W, b, post-op, post-op scalars, post-op algorithm): GELU's "none" is the exact erf form.
         post_op, algorithm = ("gelu", "none") if gelu else ("none", "")
         return torch.ops.mkldnn._linear_pointwise(x, packed_weight(weight), bias, post_op, [], algorithm)
-    y = F.linear(x, weight, bias)
+    if onednn_training(x, weight, ONEDNN_MIN_MACS):
+        y = OneDNNLinear.apply(x, weight, bias)
+    else:
+        y = F.linear(x, weight, bias)
     return F.gelu(y) if gelu else y
 
 

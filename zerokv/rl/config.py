@@ -135,6 +135,10 @@ class TrainConfig:
     """Env steps between checkpoints (always one at the end)."""
     progress: bool = True
     """Show a progress bar."""
+    learner_dtype: str = "float32"
+    """Dtype of the learner's forward passes: "float32", or "bfloat16" to run them (and the
+    backward's matmuls and convolutions) under CPU autocast; weights, gradients, optimizer state
+    and losses stay float32."""
 
     def __post_init__(self) -> None:
         positive = ("total_env_steps", "num_envs", "num_simulations", "leaves_per_call", "segment_length",
@@ -152,6 +156,7 @@ class TrainConfig:
                         note=", inf (never stop early) or None (the env's threshold)")
         check_float("discount", self.discount, low=0.0, high=1.0)
         check_choice("search_dtype", self.search_dtype, DTYPES)
+        check_choice("learner_dtype", self.learner_dtype, DTYPES)
 
     @property
     def iteration_env_steps(self) -> int:
