@@ -171,6 +171,14 @@ def test_learner_dtype_is_checked():
         TrainConfig(learner_dtype="half")
 
 
+def test_a_td_steps_other_than_the_replays_is_refused():
+    cfg = model_config()
+    torch.manual_seed(5)
+    learner = Learner(WorldModel(cfg), fresh_value_targets=True, td_steps=1, **HYPER)  # the replay's is 2
+    with pytest.raises(ValueError, match="td_steps=1 does not match the batch"):
+        learner.update(replay_for(cfg).sample(6))
+
+
 def test_optimizer_stays_fused_after_loading_an_unfused_checkpoint():
     cfg = model_config()
     torch.manual_seed(4)

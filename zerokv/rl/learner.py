@@ -122,10 +122,15 @@ class Learner:
         steps, n = latents.shape[1], self.td_steps
         reuse = torch.zeros_like(rows, dtype=torch.bool) if n is None else rows % steps + n < steps
         out = latents.new_empty(rows.numel(), latents.shape[-1])
+        boot_obs = torch.as_tensor(batch.bootstrap_obs, device=latents.device).flatten(0, 1)  # (B·(K+1), …)
         if reuse.any():
+            first = int(rows[reuse][0])  # a spot check of the contract (one frame): td_steps is the replay's
+            obs = torch.as_tensor(batch.obs, device=latents.device).flatten(0, 1)
+            if not torch.equal(boot_obs[first], obs[first + n]):
+                raise ValueError(f"Learner: td_steps={n} does not match the batch (bootstrap_obs of flat position "
+                                 f"{first} is not obs of position {first + n}); pass the replay's td_steps")
             out[reuse] = latents.flatten(0, 1)[rows[reuse] + n]
         if not reuse.all():
-            boot_obs = torch.as_tensor(batch.bootstrap_obs, device=latents.device).flatten(0, 1)  # (B·(K+1), …)
             out[~reuse] = self.model.encoder(boot_obs[rows[~reuse]])
         return out
 
