@@ -6,9 +6,11 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 from kvutil import one_thread  # noqa: F401  (fixture)
 from test_world_model import build
 
+from zerokv import WorldModel, WorldModelConfig
 from zerokv.search import SearchConfig, plan
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -109,3 +111,19 @@ def test_one_arena_per_thread_is_exact(backend):
         t.join()
     for got, expected in zip(results, sequential, strict=True):
         np.testing.assert_array_equal(np.stack(got), np.stack(expected))
+
+
+def test_a_deep_copy_or_pickle_of_a_model_is_a_new_unbound_model():
+    import copy
+    import pickle
+
+    model = WorldModel(WorldModelConfig(env_num=2, num_simulations=4)).eval()
+    obs = np.random.default_rng(0).random((2, 4), dtype=np.float32)
+    first = model.initial_inference(obs)  # binds the model to this thread
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        out = []
+        worker = threading.Thread(target=lambda c=clone, o=out: o.append(c.initial_inference(obs)))
+        worker.start()
+        worker.join()
+        assert len(out) == 1  # another thread may use the copy: it is not bound to this one
+        torch.testing.assert_close(out[0].value, first.value, rtol=0, atol=0)

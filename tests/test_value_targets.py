@@ -86,6 +86,14 @@ def learner(model: WorldModel, fresh: bool) -> Learner:
                    fresh_value_targets=fresh)
 
 
+def value_targets(learner: Learner, batch: Batch) -> np.ndarray:
+    """The learner's targets for ``batch``, given the forward's latents of its observations."""
+    with torch.no_grad():
+        obs = torch.as_tensor(batch.obs)
+        latents = learner.model.encoder(obs.flatten(0, 1)).view(*obs.shape[:2], -1)
+    return learner._value_targets(batch, latents).numpy()
+
+
 def test_learner_value_targets_use_the_current_networks_bootstrap_value():
     model = tiny_model(env_num=3)
     rng = np.random.default_rng(1)
@@ -98,11 +106,11 @@ def test_learner_value_targets_use_the_current_networks_bootstrap_value():
                   mask=np.ones((1, 3), np.float32), weights=np.ones(1, np.float32), bootstrap_obs=boot_obs,
                   value_known=known, bootstrap_scale=scale)
     v = network_values(model, boot_obs[0])
-    fresh = learner(model, fresh=True)._value_targets(batch).numpy()
+    fresh = value_targets(learner(model, fresh=True), batch)
     np.testing.assert_allclose(fresh[0, :2], [2.0 + 0.25 * v[0], 3.5 + 0.25 * v[1]], rtol=1e-5, atol=1e-5)
     assert fresh[0, 2] == 30.0  # scale 0: the network's value does not enter
     assert not np.allclose(fresh, stale)
-    np.testing.assert_array_equal(learner(model, fresh=False)._value_targets(batch).numpy(), stale)
+    np.testing.assert_array_equal(value_targets(learner(model, fresh=False), batch), stale)
 
 
 def test_fresh_targets_equal_stored_ones_when_stored_values_are_the_networks():
@@ -114,5 +122,5 @@ def test_fresh_targets_equal_stored_ones_when_stored_values_are_the_networks():
         buffer = ReplayBuffer(100, (3,), 2, unroll_steps=2, td_steps=2, discount=0.5, seed=3)
         buffer.add(segment(obs, network_values(model, obs).tolist(), terminated))
         batch = buffer.sample(32)
-        fresh = learner(model, fresh=True)._value_targets(batch).numpy()
+        fresh = value_targets(learner(model, fresh=True), batch)
         np.testing.assert_allclose(fresh * batch.mask, batch.value_targets, rtol=1e-5, atol=1e-5)

@@ -14,9 +14,11 @@ measured at least as fast. The figures behind each choice are in the README ("Ke
 measured").
 
 The fast path is taken only where it cannot change training: CPU tensors, float32 (large enough)
-or bfloat16, and no autograd (search, reanalysis and evaluation run under ``torch.no_grad``).
-Everything else — training, other devices, other dtypes — is plain ``F.linear``. The two compute the
-same sums in another order, ≈1e-6 relative apart; since the choice depends on the row count, a
+or bfloat16, no autograd (search, reanalysis and evaluation run under ``torch.no_grad``) and no
+autocast (the learner's bfloat16 mode: ``F.linear`` and the convolution then run in the autocast
+dtype). Training's large float32 matmuls take oneDNN too, through the autograd function of
+:mod:`zerokv.model.train_linear`; everything else — other devices, other dtypes — is plain
+``F.linear``. The two compute the same sums in another order, ≈1e-6 relative apart; since the choice depends on the row count, a
 ``none`` recompute (more rows) may take oneDNN where a cached call took MKL, which the exactness
 tests' 1e-5 tolerance covers (and the search's visit counts are still identical: tested).
 
@@ -31,6 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.weak import WeakIdKeyDictionary
 
+from zerokv.model.train_linear import OneDNNLinear, onednn_training
+
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 ONEDNN_MIN_MACS = 1_100_000
 """Smallest float32 matmul (rows × in × out multiply-adds) sent to oneDNN (prepacked weight): the
@@ -39,8 +43,8 @@ crossover measured on the bench machine (README, "Kernel choices, measured")."""
 
 def onednn_inference(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """True where oneDNN's fused inference kernels may run: CPU, float32 or bfloat16 (the same for
-    ``x`` and ``weight``), and no autograd."""
-    if not _ONEDNN or x.device.type != "cpu" or weight.dtype != x.dtype:
+    ``x`` and ``weight``), no autograd and no CPU autocast."""
+    if not _ONEDNN or x.device.type != "cpu" or weight.dtype != x.dtype or torch.is_autocast_enabled("cpu"):
         return False
     if x.dtype not in (torch.float32, torch.bfloat16):
         return False
@@ -116,7 +120,10 @@ def linear(
         # (x, W, b, post-op, post-op scalars, post-op algorithm): GELU's "none" is the exact erf form.
         post_op, algorithm = ("gelu", "none") if gelu else ("none", "")
         return torch.ops.mkldnn._linear_pointwise(x, packed_weight(weight), bias, post_op, [], algorithm)
-    y = F.linear(x, weight, bias)
+    if onednn_training(x, weight, ONEDNN_MIN_MACS):
+        y = OneDNNLinear.apply(x, weight, bias)
+    else:
+        y = F.linear(x, weight, bias)
     return F.gelu(y) if gelu else y
 
 

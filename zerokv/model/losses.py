@@ -55,17 +55,18 @@ def unizero_losses(
     """Losses of a :class:`~zerokv.model.world_model.SequenceOutput` ``out`` (B rows, K+1 steps).
 
     target_latents [B, K, E] (target encoder on o_1..o_K), rewards/value_targets/mask [B, K+1],
-    policy_targets [B, K+1, A].
+    policy_targets [B, K+1, A]. Computed in float32 whatever the dtype of ``out`` (bfloat16 under
+    the learner's autocast).
     """
     b, steps = mask.shape
-    value_ce = -(scalar_to_support(value_targets, support_size) * F.log_softmax(out.value_logits, -1)).sum(-1)
-    reward_ce = -(scalar_to_support(rewards, support_size) * F.log_softmax(out.reward_logits, -1)).sum(-1)
-    log_pi = F.log_softmax(out.policy_logits, -1)
+    value_ce = -(scalar_to_support(value_targets, support_size) * F.log_softmax(out.value_logits.float(), -1)).sum(-1)
+    reward_ce = -(scalar_to_support(rewards, support_size) * F.log_softmax(out.reward_logits.float(), -1)).sum(-1)
+    log_pi = F.log_softmax(out.policy_logits.float(), -1)
     policy_ce = -(policy_targets * log_pi).sum(-1)
     entropy = -(log_pi.exp() * log_pi).sum(-1)
     # ô_{t+1} from the action token at step t, against the target latent of o_{t+1}.
-    pred = out.next_latent[:, :-1].reshape(b, steps - 1, -1, group_size)
-    target = target_latents.reshape(b, steps - 1, -1, group_size)
+    pred = out.next_latent[:, :-1].float().reshape(b, steps - 1, -1, group_size)
+    target = target_latents.float().reshape(b, steps - 1, -1, group_size)
     latent_kl = (target * (target.clamp_min(1e-8).log() - pred.clamp_min(1e-8).log())).sum(-1).mean(-1)
     next_mask = mask[:, 1:]
     parts = dict(

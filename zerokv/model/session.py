@@ -30,6 +30,14 @@ class ThreadOwner:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # makes claiming an unbound model atomic
 
+    def __getstate__(self) -> dict:
+        """A copy (``copy.deepcopy(model)``, pickling) is unbound, with a lock of its own: it is
+        a new model, free for whichever thread uses it first."""
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+
     def claim(self, entry: str) -> None:
         """Bind to the calling thread if unbound (or its owner has finished); else it must be the owner."""
         current = threading.current_thread()

@@ -142,6 +142,10 @@ class TrainConfig:
     """Env steps between checkpoints (always one at the end)."""
     progress: bool = True
     """Show a progress bar."""
+    learner_dtype: str = "float32"
+    """Dtype of the learner's forward passes: "float32", or "bfloat16" to run them (and the
+    backward's matmuls and convolutions) under CPU autocast; weights, gradients, optimizer state
+    and losses stay float32."""
 
     # --- Atari (ALE/... and ...NoFrameskip ids); defaults follow LightZero's UniZero Atari setup
     clip_rewards: bool | None = None
@@ -208,6 +212,7 @@ class TrainConfig:
         check_device("device", self.device)
         self._check_model_fields()
         self._check_run_fields()
+        check_choice("learner_dtype", self.learner_dtype, DTYPES)
 
     def _check_model_fields(self) -> None:
         """The model's fields together (heads dividing embed_dim, an even context, the cache

@@ -2,14 +2,62 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import time
+from collections import defaultdict
 
+import numpy as np
 import torch
 
+from zerokv.checks import check_choice, check_positive_int
+from zerokv.model.config import DTYPES
+from zerokv.model.linear import forget_packed_weights
 from zerokv.model.losses import unizero_losses
 from zerokv.model.support import support_to_scalar
 from zerokv.rl.observations import observations_as_float
 from zerokv.rl.replay import Batch
+
+
+class PhaseTimer:
+    """Wall seconds per phase of :meth:`Learner.update` (summed over the updates it saw), for
+    benchmarks: set ``learner.timer = PhaseTimer()``. ``current`` names the phase running now,
+    ``started`` holds each phase's last start (``time.perf_counter()``)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.started: dict[str, float] = {}
+        self.current: str | None = None
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        self.current, start = name, time.perf_counter()
+        self.started[name] = start
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - start
+            self.current = None
+
+
+@torch.no_grad()
+def latent_values(model, latents: torch.Tensor) -> torch.Tensor:
+    """The value of each latent observation on its own, ``latents (N, E)`` → ``(N,)`` float32.
+
+    Equal to ``forward_sequence(obs[:, None], any_action)``'s value read at step 0 when
+    ``latents`` is the encoder's ``obs``: that observation token sits at position 0 and attends only
+    to itself, so the action token and the reward, latent and policy heads that forward also runs
+    change nothing here and are skipped.
+    """
+    n = latents.shape[0]
+    h = model.transformer(latents.unsqueeze(1), torch.zeros(n, 1, dtype=torch.long, device=latents.device))
+    return support_to_scalar(model.head_value(h[:, 0]).float(), model.config.support_size)
+
+
+def bootstrap_values(model, obs: torch.Tensor) -> torch.Tensor:
+    """:func:`latent_values` of observations ``obs (N, *obs_shape)``."""
+    with torch.no_grad():
+        return latent_values(model, model.encoder(obs))
 
 
 class Learner:
@@ -21,52 +69,105 @@ class Learner:
     With ``fresh_value_targets`` the n-step value targets bootstrap from the current network's
     value of o_{t+n} (as LightZero recomputes them at sampling time) instead of the root value
     stored when the step was collected, which early in training came from a far weaker model.
+    Only positions whose target has a bootstrap term (``bootstrap_scale`` ≠ 0) are evaluated, and
+    given the replay's ``td_steps`` n, a bootstrap observation inside the unrolled window (o_{t+k+n}
+    with k + n ≤ K, the same frame as ``obs[:, k + n]``) reuses the forward's latent of it instead
+    of being encoded again.
+
+    ``dtype="bfloat16"`` runs the forward passes (and so the backward's matmuls and convolutions)
+    under CPU autocast; the weights, gradients, optimizer state and losses stay float32.
+    AdamW is the fused kernel: one pass over each parameter instead of a dozen.
     """
 
     def __init__(self, model, *, learning_rate: float, weight_decay: float, grad_clip: float,
-                 target_update_rate: float, fresh_value_targets: bool = False) -> None:
+                 target_update_rate: float, fresh_value_targets: bool = False, td_steps: int | None = None,
+                 dtype: str = "float32") -> None:
         self.model = model
         self.target_encoder = copy.deepcopy(model.encoder).requires_grad_(False)
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay,
+                                           fused=True)
         self.grad_clip, self.tau = grad_clip, target_update_rate
         self.fresh_value_targets = fresh_value_targets
+        self.td_steps = None if td_steps is None else check_positive_int("td_steps", td_steps, owner="Learner")
+        self.dtype = check_choice("dtype", dtype, DTYPES, owner="Learner")
         self.updates = 0
+        self.timer: PhaseTimer | None = None
+
+    def _phase(self, name: str):
+        return contextlib.nullcontext() if self.timer is None else self.timer.phase(name)
+
+    def _autocast(self):
+        device = self.model.config.device
+        device_type = torch.device(device).type
+        return torch.autocast(device_type, dtype=DTYPES[self.dtype], enabled=self.dtype != "float32")
 
     @torch.no_grad()
-    def _value_targets(self, batch: Batch) -> torch.Tensor:
+    def _value_targets(self, batch: Batch, latents: torch.Tensor) -> torch.Tensor:
+        """``[B, K+1]`` float32: the stored n-step targets, or with ``fresh_value_targets`` the
+        targets re-bootstrapped from the current network's value of each o_{t+k+n}.
+        ``latents [B, K+1, E]``: the forward's latents of ``batch.obs``."""
         device = self.model.config.device
-        stored = torch.as_tensor(batch.value_targets, device=device)
         if not self.fresh_value_targets or batch.bootstrap_obs is None:
-            return stored
-        b, steps = batch.value_targets.shape
-        boot_obs = observations_as_float(batch.bootstrap_obs, device).flatten(0, 1).unsqueeze(1)  # (B·(K+1), 1, …)
-        out = self.model.forward_sequence(boot_obs, torch.zeros(b * steps, 1, dtype=torch.long, device=device))
-        values = support_to_scalar(out.value_logits[:, 0], self.model.config.support_size).view(b, steps)
-        known = torch.as_tensor(batch.value_known, device=device)
+            return torch.as_tensor(batch.value_targets, device=device)
         scale = torch.as_tensor(batch.bootstrap_scale, device=device)
-        return known + scale * values
+        known = torch.as_tensor(batch.value_known, device=device)
+        rows = scale.flatten().nonzero().squeeze(1)  # flat positions b·(K+1) + k with a bootstrap term
+        values = torch.zeros(scale.numel(), dtype=torch.float32, device=device)
+        if rows.numel():
+            values[rows] = latent_values(self.model, self._bootstrap_latents(batch, rows, latents).float())
+        return known + scale * values.view_as(scale)
+
+    def _bootstrap_latents(self, batch: Batch, rows: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """``(len(rows), E)``: the online encoder's latents of the bootstrap observations at the flat
+        positions ``rows``; o_{t+k+n} with k + n ≤ K is ``obs[b, k + n]``, which the forward
+        encoded already (flat position + n)."""
+        steps, n = latents.shape[1], self.td_steps
+        reuse = torch.zeros_like(rows, dtype=torch.bool) if n is None else rows % steps + n < steps
+        out = latents.new_empty(rows.numel(), latents.shape[-1])
+        # (B·(K+1), …) in the replay's dtype (uint8 frames stay uint8 until the rows are chosen)
+        boot_obs = batch.bootstrap_obs.reshape(-1, *batch.bootstrap_obs.shape[2:])
+        if reuse.any():
+            first = int(rows[reuse][0])  # a spot check of the contract (one frame): td_steps is the replay's
+            obs = batch.obs.reshape(-1, *batch.obs.shape[2:])
+            if not np.array_equal(boot_obs[first], obs[first + n]):
+                raise ValueError(f"Learner: td_steps={n} does not match the batch (bootstrap_obs of flat position "
+                                 f"{first} is not obs of position {first + n}); pass the replay's td_steps")
+            out[reuse] = latents.flatten(0, 1)[rows[reuse] + n]
+        if not reuse.all():
+            chosen = boot_obs[rows[~reuse].cpu().numpy()]
+            out[~reuse] = self.model.encoder(observations_as_float(chosen, latents.device))
+        return out
 
     def update(self, batch: Batch) -> dict[str, float]:
         cfg = self.model.config
         device = cfg.device
         obs = observations_as_float(batch.obs, device)  # (B, K+1, *obs_shape) float32; uint8 frames / 255
         actions = torch.as_tensor(batch.actions, device=device)
-        out = self.model.forward_sequence(obs, actions)
-        with torch.no_grad():
-            b, steps = actions.shape
-            target_latents = self.target_encoder(obs[:, 1:].flatten(0, 1)).view(b, steps - 1, -1)
-        losses = unizero_losses(
-            out, target_latents=target_latents, rewards=torch.as_tensor(batch.rewards, device=device),
-            value_targets=self._value_targets(batch),
-            policy_targets=torch.as_tensor(batch.policy_targets, device=device),
-            mask=torch.as_tensor(batch.mask, device=device), support_size=cfg.support_size,
-            group_size=cfg.latent_group_size,
-        )
-        self.optimizer.zero_grad(set_to_none=True)
-        losses.total.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.optimizer.step()
-        with torch.no_grad():
+        b, steps = actions.shape
+        with self._autocast():
+            with self._phase("forward"):
+                out = self.model.forward_sequence(obs, actions)
+            with self._phase("target"), torch.no_grad():
+                target_latents = self.target_encoder(obs[:, 1:].flatten(0, 1)).view(b, steps - 1, -1)
+            with self._phase("bootstrap"):
+                value_targets = self._value_targets(batch, out.latents.detach())
+        with self._phase("losses"):
+            losses = unizero_losses(
+                out, target_latents=target_latents.float(), rewards=torch.as_tensor(batch.rewards, device=device),
+                value_targets=value_targets, policy_targets=torch.as_tensor(batch.policy_targets, device=device),
+                mask=torch.as_tensor(batch.mask, device=device), support_size=cfg.support_size,
+                group_size=cfg.latent_group_size,
+            )
+        with self._phase("backward"):
+            self.optimizer.zero_grad(set_to_none=True)
+            losses.total.backward()
+        with self._phase("optimizer"):
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            self.optimizer.step()
+            # The fused step writes the weights without bumping their version counters: drop any
+            # oneDNN-packed copies so inference (search, the next bootstrap values) repacks them.
+            forget_packed_weights(self.model)
+        with self._phase("momentum"), torch.no_grad():
             for target, online in zip(self.target_encoder.parameters(), self.model.encoder.parameters(), strict=True):
                 target.lerp_(online, self.tau)
         self.updates += 1
@@ -82,4 +183,6 @@ class Learner:
         self.model.load_state_dict(state["model"])
         self.target_encoder.load_state_dict(state["target_encoder"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # a checkpoint from the unfused optimizer
+            group["fused"], group["foreach"] = True, None
         self.updates = state["updates"]

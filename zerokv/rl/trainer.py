@@ -151,7 +151,8 @@ class Trainer:
         self.search_model = self._make_search_model()
         self.learner = Learner(self.model, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
                                grad_clip=cfg.grad_clip, target_update_rate=cfg.target_update_rate,
-                               fresh_value_targets=cfg.fresh_value_targets)
+                               fresh_value_targets=cfg.fresh_value_targets, td_steps=cfg.td_steps,
+                               dtype=cfg.learner_dtype)
         spec = env_spec(cfg.env, env_options(cfg))
         self.replay = ReplayBuffer(cfg.replay_capacity, self.model_config.observation_shape,
                                    self.model_config.action_space_size, observation_dtype=spec.observation_dtype,
