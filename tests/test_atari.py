@@ -1,21 +1,21 @@
-"""The Atari preset (configs/atari.yaml): the bench's `atari` model and UniZero's Atari settings,
+"""The Atari preset (zerokv/presets/atari.yaml, `--preset atari`): the bench's `atari` model and UniZero's Atari settings,
 and a tiny ALE/Pong-v5 run with it that trains, checkpoints, resumes exactly and evaluates under
 a step cap."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from zerokv.bench.configs import CONFIGS
+from zerokv.presets import preset_path
 from zerokv.rl.checkpoint import latest_checkpoint, load_checkpoint
 from zerokv.rl.config import TrainConfig, load_overrides
 from zerokv.rl.trainer import train, world_model_config
 
-PRESET = Path(__file__).resolve().parents[1] / "configs" / "atari.yaml"
+PRESET = preset_path("atari")
 
 
 def preset(**overrides) -> TrainConfig:

@@ -8,8 +8,9 @@ import sys
 import pytest
 
 from zerokv.checks import check_device
-from zerokv.cli import EvalArgs, main, one_line
+from zerokv.cli import main, one_line
 from zerokv.rl.checkpoint import CheckpointError
+from zerokv.rl.play import EvalArgs
 
 TINY_TRAIN = ["--total-env-steps", "8", "--num-envs", "2", "--collect-steps", "4", "--num-simulations", "2",
               "--embed-dim", "16", "--num-layers", "1", "--context-length", "4", "--support-size", "5",
@@ -34,13 +35,20 @@ def one_error_line(capsys, exc, command: str) -> str:
         (["train", "--device", "cuda"], "device='cuda'"),
         (["train", "--device", "gpu"], "device='gpu'; allowed: cpu, cuda, cuda:N, mps"),
         (["train", "--no-such-flag"], "Unrecognized options: --no-such-flag"),
-        (["train", "--config"], "--config needs a path"),
+        (["train", "--config"], "--config needs a value"),
+        (["train", "--preset", "pong"], "preset='pong'; allowed: atari"),
+        (["enjoy", "--checkpoint", "x.pt", "--video", "v", "--render", "human"], "drop --render"),
+        (["plot", "missing-run"], "missing-run does not exist"),
+        (["export", "--checkpoint", "missing.pt", "--out", "e"], "checkpoint missing.pt does not exist"),
+        (["eval", "--checkpoint", "no-such-dir/"], "does not exist"),
         (["train", "--config", "missing.yaml"], "config file missing.yaml does not exist"),
         (["eval"], "--checkpoint"),
         (["eval", "--checkpoint", "missing.pt"], "checkpoint missing.pt does not exist"),
         (["eval", "--checkpoint", "x.pt", "--device", "cuda:1"], "device='cuda:1'"),
         (["eval", "--checkpoint", "x.pt", "--episodes", "0"], "episodes=0; must be a positive int"),
-        (["eval", "--checkpoint", "x.pt", "--dtype", "float16"], "dtype='float16'; allowed: float32, bfloat16"),
+        (["eval", "--checkpoint", "x.pt", "--dtype", "float16"], "invalid choice 'float16' for argument '--dtype'"),
+        (["train", "--cache-backend", "pages"], "invalid choice 'pages' for argument '--cache-backend'"),
+        (["train", "--vector-env", "threads"], "invalid choice 'threads' for argument '--vector-env'"),
         (["bench", "--configs", "pong"], "unknown config 'pong'"),
     ],
 )
@@ -71,7 +79,7 @@ def test_an_unknown_command_is_one_line(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["trian"])
     assert exc.value.code == 2
-    assert capsys.readouterr().err == ("zerokv: error: unknown command 'trian'; allowed: train, eval, bench "
+    assert capsys.readouterr().err == ("zerokv: error: unknown command 'trian'; allowed: train, eval, enjoy, plot, export, bench "
                                        "(see zerokv --help)\n")
 
 
@@ -153,3 +161,69 @@ def test_the_installed_command_prints_one_line_and_exits_2(argv, tmp_path):
                           timeout=120)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"zerokv {argv[0]}: error: "), done.stderr
+
+
+def captured_config(monkeypatch, argv: list[str]):
+    """The TrainConfig `zerokv train ARGV` would train with (the training itself is replaced)."""
+    seen = []
+
+    def fake_train(cfg):
+        seen.append(cfg)
+        raise KeyboardInterrupt  # stop here: the config is all this test wants
+
+    monkeypatch.setattr("zerokv.rl.trainer.train", fake_train)
+    with pytest.raises(SystemExit):
+        main(["train", *argv])
+    return seen[0]
+
+
+@pytest.mark.parametrize("form", ["separate", "equals"])
+def test_config_file_given_as_config_file_or_config_equals_file(form, tmp_path, monkeypatch, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("num_envs: 3\nembed_dim: 32\n")
+    flag = ["--config", str(path)] if form == "separate" else [f"--config={path}"]
+    cfg = captured_config(monkeypatch, [*flag, "--embed-dim", "48"])  # flags override the file
+    assert (cfg.num_envs, cfg.embed_dim, cfg.config) == (3, 48, str(path))
+
+
+def test_the_atari_preset_ships_in_the_package_and_files_and_flags_override_it(tmp_path, monkeypatch):
+    from zerokv.presets import preset_path
+
+    assert preset_path("atari").is_file() and "zerokv/presets" in preset_path("atari").as_posix()
+    cfg = captured_config(monkeypatch, ["--preset", "atari"])
+    assert (cfg.env, cfg.embed_dim, cfg.num_simulations, cfg.preset) == ("ALE/Pong-v5", 768, 50, "atari")
+    path = tmp_path / "c.toml"
+    path.write_text("num_simulations = 16\n")
+    cfg = captured_config(monkeypatch, ["--preset=atari", "--config", str(path), "--env", "ALE/Breakout-v5"])
+    assert (cfg.env, cfg.embed_dim, cfg.num_simulations) == ("ALE/Breakout-v5", 768, 16)
+
+
+def test_version_everywhere(capsys):
+    import importlib.metadata
+
+    import zerokv
+
+    main(["--version"])
+    assert capsys.readouterr().out == f"zerokv {zerokv.__version__}\n"
+    assert zerokv.__version__ == importlib.metadata.version("zerokv")  # pyproject reads zerokv/version.py
+
+
+def test_help_lists_the_choices_of_devices_dtypes_backends_and_vector_envs(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for choices in ("{cpu,cuda,cuda:N,mps}", "{float32,bfloat16}", "{None,none,legacy,manager,paged}",
+                    "{sync,async}", "{None,atari}"):
+        assert choices in text, choices
+
+
+def test_the_default_out_is_a_new_directory_per_run_named_as_cleanrl_does():
+    from zerokv.rl.config import TrainConfig, default_out, with_out
+
+    assert TrainConfig().out is None
+    stamp = 1_800_000_000.0
+    out = default_out(TrainConfig(env="ALE/Pong-v5", seed=3), now=stamp)
+    assert out.startswith("runs/ALE-Pong-v5__3__2027") and len(out.split("__")[-1]) == len("20270115-080000")
+    assert with_out(TrainConfig(out="mine")).out == "mine"
+    with pytest.raises(ValueError, match="resume=True needs --out"):
+        TrainConfig(resume=True)

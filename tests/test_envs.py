@@ -177,3 +177,43 @@ def test_an_atari_id_with_every_option_given_is_made_in_a_fresh_process():
             "print(make_env('ALE/Pong-v5', options=EnvOptions(sticky_action_prob=0.25)).observation_space.shape)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and "(3, 64, 64)" in out.stdout, out.stderr[-1000:]
+
+
+@pytest.mark.slow  # spawns one process per env
+def test_async_vector_env_steps_and_replays_exactly_like_sync():
+    from zerokv.rl.envs import replay_actions
+
+    rng = np.random.default_rng(0)
+    actions = rng.integers(0, 2, size=(60, 2))
+    seen = {}
+    for mode in ("sync", "async"):
+        envs = make_vector_env("CartPole-v1", num_envs=2, seed=5, mode=mode)
+        try:
+            assert isinstance(envs, gymnasium.vector.AsyncVectorEnv) == (mode == "async")
+            trace = [envs.reset(seed=[5, 6])[0]]
+            for a in actions:  # long enough for an autoreset
+                obs, reward, terminated, truncated, _ = envs.step(a)
+                trace += [obs, reward, terminated | truncated]
+            replayed = replay_actions(envs, {1: [0, 1, 1]}, keep=2)
+            assert list(replayed) == [1] and len(replayed[1][0]) == 2
+            trace += [*replayed[1][0], replayed[1][1], envs.step(np.zeros(2, np.int64))[0]]
+            seen[mode] = trace
+        finally:
+            envs.close()
+    assert any(done.any() for done in seen["sync"][3::3][:60])
+    for a, b in zip(seen["sync"], seen["async"], strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="mode='threads'"):
+        make_vector_env("CartPole-v1", num_envs=1, mode="threads")
+
+
+@pytest.mark.slow  # spawns one process per env
+def test_env_bench_reports_both_modes_and_their_ratio(capsys):
+    from zerokv.rl.env_bench import EnvBench, bench
+
+    result = bench(EnvBench(env="CartPole-v1", num_envs=2, steps=4, chunk=2, warmup=1))
+    assert set(result) == {"sync", "async", "async/sync"} and min(result.values()) > 0
+    assert result["async/sync"] == pytest.approx(result["async"] / result["sync"])
+    assert "async / sync:" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="chunk=0"):
+        EnvBench(chunk=0)

@@ -270,7 +270,7 @@ def test_bad_train_values_are_named_at_construction(field, value, message):
 
 def test_resume_and_overwrite_exclude_each_other_and_life_loss_is_for_atari():
     with pytest.raises(ValueError, match="choose one"):
-        TrainConfig(resume=True, overwrite=True)
+        TrainConfig(out="r", resume=True, overwrite=True)
     assert TrainConfig(env="ALE/Pong-v5", terminal_on_life_loss=True).terminal_on_life_loss
 
 

@@ -29,8 +29,10 @@ from zerokv.search import (
     muzero_search,
     plan,
 )
+from zerokv.version import __version__
 
 __all__ = [
+    "__version__",
     "CacheConfig",
     "CacheReport",
     "CacheStats",

@@ -1,4 +1,5 @@
-"""``zerokv train | eval | bench``: each subcommand's flags come from a typed config dataclass.
+"""``zerokv train | eval | enjoy | plot | export | bench``: each subcommand's flags come from a
+typed config dataclass (``zerokv --version`` prints the version).
 
 A user error — a bad flag or flag value, a missing or corrupt checkpoint, an unwritable or
 missing path, an optional extra that is not installed, Ctrl-C — ends the command with ONE line
@@ -10,28 +11,30 @@ Anything else is a bug in zerokv and keeps its traceback.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import re
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import tyro
 
-from zerokv.checks import check_choice, check_device, check_int, check_positive_int
+from zerokv.version import __version__
 
-USAGE = """usage: zerokv [--debug] {train,eval,bench} [flags]
+USAGE = """usage: zerokv [--version] [--debug] {train,eval,enjoy,plot,export,bench} [flags]
 
   train   train a UniZero agent on a gymnasium env (default: a short CartPole-v1 run)
-  eval    greedy evaluation of a checkpoint
+  eval    greedy evaluation of a checkpoint: per-episode returns, mean ± std (--json)
+  enjoy   watch a checkpoint play: render it, or record a video per episode (--video DIR)
+  plot    learning curves of one or several runs (progress.csv) as an image
+  export  a checkpoint's world model as safetensors + config.json (WorldModel.from_pretrained)
   bench   the cache backends measured side by side on real searches
 
 Run `zerokv SUBCOMMAND --help` for its flags. --debug shows the traceback of an error."""
 
-COMMANDS = ("train", "eval", "bench")
+COMMANDS = ("train", "eval", "enjoy", "plot", "export", "bench")
 DEBUG_FLAG = "--debug"
+VERSION_FLAG = "--version"
 USAGE_EXIT = 2
 """Exit code of a user error (argparse's and tyro's for a bad command line)."""
 INTERRUPTED_EXIT = 130
@@ -46,40 +49,6 @@ unreadable or unwritable: ``FileNotFoundError``, ``PermissionError``, …) and `
 
 class UsageError(Exception):
     """A command line zerokv or tyro refused; the message is one line."""
-
-
-@dataclass
-class EvalArgs:
-    """Greedy evaluation of a checkpoint written by `zerokv train`."""
-
-    checkpoint: str
-    """Path of a checkpoint (OUT/checkpoints/ckpt_*.pt, or OUT/best.pt: the best-evaluated weights)."""
-    episodes: int = 10
-    """Episodes to play (one env each, searched together)."""
-    seed: int = 12345
-    """Seed of the evaluation envs."""
-    num_simulations: int | None = None
-    """Simulations per search (default: the training run's)."""
-    dtype: str | None = None
-    """Dtype of the searching model, "float32" or "bfloat16" (default: the training run's search_dtype)."""
-    device: str | None = None
-    """Torch device of the searching model: "cpu", "cuda", "cuda:N" or "mps" (default: the training
-    run's device)."""
-    threads: int = 2
-    """torch.set_num_threads."""
-
-    def __post_init__(self) -> None:
-        from zerokv.model.config import DTYPES
-
-        check_positive_int("episodes", self.episodes)
-        check_positive_int("threads", self.threads)
-        check_int("seed", self.seed, low=0)
-        if self.num_simulations is not None:
-            check_positive_int("num_simulations", self.num_simulations)
-        if self.dtype is not None:
-            check_choice("dtype", self.dtype, DTYPES)
-        if self.device is not None:
-            check_device("device", self.device)
 
 
 def parse(cls, argv: Sequence[str], prog: str, *, debug: bool = False, **kwargs):
@@ -126,16 +95,28 @@ def one_line(box: str) -> str:
     return " ".join(lines)
 
 
+def flag_value(argv: Sequence[str], flag: str) -> str | None:
+    """The value of ``flag`` in ``argv`` given as ``FLAG VALUE`` or ``FLAG=VALUE`` (the last one
+    wins, as in tyro), or None if absent."""
+    value = None
+    for i, arg in enumerate(argv):
+        if arg == flag:
+            if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+                raise UsageError(f"{flag} needs a value")
+            value = argv[i + 1]
+        elif arg.startswith(flag + "="):
+            value = arg[len(flag) + 1:]
+    return value
+
+
 def _train(argv: list[str], debug: bool) -> None:
-    from zerokv.rl.config import TrainConfig, load_overrides
+    from zerokv.rl.config import TrainConfig, file_overrides
     from zerokv.rl.trainer import train
 
     default = TrainConfig()
-    if "--config" in argv:  # the file overrides the defaults; flags override the file
-        i = argv.index("--config")
-        if i + 1 >= len(argv):
-            raise UsageError("--config needs a path")
-        default = TrainConfig(**{**default.to_dict(), **load_overrides(argv[i + 1])})
+    preset, config = flag_value(argv, "--preset"), flag_value(argv, "--config")
+    if preset is not None or config is not None:  # preset < file < flags
+        default = TrainConfig(**{**default.to_dict(), **file_overrides(preset, config)})
     cfg = parse(TrainConfig, argv, "zerokv train", debug=debug, default=default)
     result = train(cfg)
     print(f"done: {result.env_steps} env steps in {result.wall_seconds / 60:.1f} min -> {result.out}")
@@ -147,30 +128,27 @@ def _train(argv: list[str], debug: bool) -> None:
 
 
 def _eval(argv: list[str], debug: bool) -> None:
-    import torch
+    from zerokv.rl.play import EvalArgs, evaluate_policy
 
-    from zerokv.model.config import WorldModelConfig
-    from zerokv.rl.checkpoint import load_checkpoint
-    from zerokv.rl.config import TrainConfig
-    from zerokv.rl.evaluator import evaluate
-    from zerokv.rl.trainer import env_options, search_config
+    evaluate_policy(parse(EvalArgs, argv, "zerokv eval", debug=debug))
 
-    args = parse(EvalArgs, argv, "zerokv eval", debug=debug)
-    torch.set_num_threads(args.threads)
-    state = load_checkpoint(args.checkpoint)
-    # The run's own config on this machine's device (checked here: the run may have trained on
-    # a device this machine lacks).
-    device = check_device("device", args.device or state["config"].get("device", "cpu"))
-    train_cfg = TrainConfig(**{**state["config"], "device": device})
-    if args.num_simulations is not None:
-        train_cfg = dataclasses.replace(train_cfg, num_simulations=args.num_simulations)
-    model_cfg = dataclasses.replace(WorldModelConfig(**state["model_config"]), device=device,
-                                    dtype=args.dtype or train_cfg.search_dtype)
-    returns = evaluate(state["learner"]["model"], model_cfg, train_cfg.env, episodes=args.episodes,
-                       seed=args.seed, search=search_config(train_cfg), env_options=env_options(train_cfg),
-                       max_steps=train_cfg.eval_max_steps)
-    print(f"{train_cfg.env}: mean return {np.mean(returns):.1f} ± {np.std(returns):.1f} "
-          f"(min {np.min(returns):.0f}, max {np.max(returns):.0f}) over {len(returns)} episodes")
+
+def _enjoy(argv: list[str], debug: bool) -> None:
+    from zerokv.rl.play import EnjoyArgs, enjoy
+
+    enjoy(parse(EnjoyArgs, argv, "zerokv enjoy", debug=debug))
+
+
+def _plot(argv: list[str], debug: bool) -> None:
+    from zerokv.rl.plot import PlotArgs, plot
+
+    plot(parse(PlotArgs, argv, "zerokv plot", debug=debug))
+
+
+def _export(argv: list[str], debug: bool) -> None:
+    from zerokv.rl.export import ExportArgs, export
+
+    export(parse(ExportArgs, argv, "zerokv export", debug=debug))
 
 
 def _bench(argv: list[str], debug: bool) -> None:
@@ -187,12 +165,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)
         return
+    if args[0] == VERSION_FLAG:
+        print(f"zerokv {__version__}")
+        return
     command, rest = args[0], args[1:]
     prog = f"zerokv {command}" if command in COMMANDS else "zerokv"
     try:
         if command not in COMMANDS:
             raise UsageError(f"unknown command {command!r}; allowed: {', '.join(COMMANDS)} (see zerokv --help)")
-        {"train": _train, "eval": _eval, "bench": _bench}[command](rest, debug)
+        handlers = {"train": _train, "eval": _eval, "enjoy": _enjoy, "plot": _plot, "export": _export,
+                    "bench": _bench}
+        handlers[command](rest, debug)
     except KeyboardInterrupt:
         if debug:
             raise

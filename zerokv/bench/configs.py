@@ -19,7 +19,7 @@ BASELINE = "legacy"
 
 
 def _atari(embed_dim: int) -> WorldModelConfig:
-    # UniZero's Atari settings (DESIGN.md §6); cache_backend is replaced per backend.
+    # UniZero's Atari settings (docs/design.md, "Performance"); cache_backend is replaced per backend.
     return WorldModelConfig(
         observation_shape=(3, 64, 64), action_space_size=6, embed_dim=embed_dim, num_layers=2,
         num_heads=8, context_length=8, max_tokens=20, support_size=300, num_simulations=50,

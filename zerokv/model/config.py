@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
 from zerokv.cache.pool import EvictionStrategy
 from zerokv.checks import check_bool, check_choice, check_float, check_positive_int
 
-CACHE_BACKENDS: tuple[str, ...] = ("none", "legacy", "manager", "paged")
-DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+CacheBackend = Literal["none", "legacy", "manager", "paged"]
+"""A cache backend's name (a ``Literal``, so ``--help`` lists the choices)."""
+CACHE_BACKENDS: tuple[str, ...] = get_args(CacheBackend)
+Dtype = Literal["float32", "bfloat16"]
+"""A model or search dtype's name."""
+DTYPES: dict[str, torch.dtype] = dict(zip(get_args(Dtype), (torch.float32, torch.bfloat16), strict=True))
 """Allowed ``WorldModelConfig.dtype`` values and their torch dtypes."""
 ARCHITECTURE: tuple[str, ...] = (
     "observation_shape", "action_space_size", "embed_dim", "num_layers", "num_heads", "context_length",

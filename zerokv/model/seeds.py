@@ -1,4 +1,4 @@
-"""The seeds' world-model names (DESIGN.md §3), as a thin adapter over the context cache.
+"""The seeds' world-model names (docs/design.md, "The seeds' API"), as a thin adapter over the context cache.
 
 The entry points (``initial_inference``, ``recurrent_inference``) do not go through these names:
 they call the cache layer directly. These are for code written against the seeds' API, e.g. one

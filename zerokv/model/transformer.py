@@ -3,7 +3,7 @@
 Every layer attends to the last ``window`` tokens (itself included), using absolute token
 positions for the window and rotary phases. Keys and values of a token therefore depend only on
 its past, and a cached token never needs a positional shift: the property zerokv's exactness
-rests on (DESIGN.md §5).
+rests on (docs/design.md, "Contracts", Exactness).
 
 :class:`BatchContext` is the *WM cache*: the keys/values of B rows' pasts plus the tokens being
 added, in preallocated buffers ``(B, H, S, hd)``, and the transformer that runs new tokens on

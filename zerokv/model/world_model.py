@@ -30,6 +30,7 @@ from zerokv.model.context import KeyHash, default_key_hash
 from zerokv.model.context_cache import CacheReport, ContextCache
 from zerokv.model.encoders import SimNorm, make_encoder, mlp_head
 from zerokv.model.outputs import InferenceOutput, SequenceOutput
+from zerokv.model.pretrained import PretrainedMixin
 from zerokv.model.seeds import SeedsNames
 from zerokv.model.session import SearchNodes, ThreadOwner
 from zerokv.model.support import support_to_scalar
@@ -50,7 +51,7 @@ class _RootGroup(NamedTuple):
     pasts: list | None = None
 
 
-class WorldModel(SeedsNames, nn.Module):
+class WorldModel(SeedsNames, PretrainedMixin, nn.Module):
     """The network, its three inference entry points and ``forward_sequence`` for training.
 
     Inputs are checked once at each entry point (:mod:`zerokv.model.inputs`): a refused call

@@ -28,7 +28,13 @@ import numpy as np
 import torch
 
 from zerokv.model.world_model import NO_ACTION
-from zerokv.rl.envs import DEFAULT_ENV_OPTIONS, EnvOptions, make_vector_env
+from zerokv.rl.envs import (
+    DEFAULT_ENV_OPTIONS,
+    EnvOptions,
+    VectorEnvMode,
+    make_vector_env,
+    replay_actions,
+)
 from zerokv.rl.observations import observations_as_float
 from zerokv.rl.replay import GameSegment, ReplayBuffer
 from zerokv.search import SearchConfig, SearchOutput, plan
@@ -76,13 +82,14 @@ class Collector:
         self, env_id: str, num_envs: int, world_model, replay: ReplayBuffer, *, search: SearchConfig,
         seed: int, segment_length: int, history_steps: int, keep_root_context: bool,
         env_options: EnvOptions = DEFAULT_ENV_OPTIONS, clip_rewards: bool = False, terminal_on_life_loss: bool = False,
+        vector_env: VectorEnvMode = "sync",
     ) -> None:
         self.env_id, self.num_envs, self.seed = env_id, num_envs, seed
         self.world_model, self.replay, self.search = world_model, replay, search
         self.segment_length, self.history_steps = segment_length, history_steps
         self.keep_root_context = keep_root_context
         self.clip_rewards, self.terminal_on_life_loss = clip_rewards, terminal_on_life_loss
-        self.envs = make_vector_env(env_id, num_envs, seed, options=env_options)
+        self.envs = make_vector_env(env_id, num_envs, seed, options=env_options, mode=vector_env)
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
         self.tracks = [EnvTrack() for _ in range(num_envs)]
         space = self.envs.single_observation_space
@@ -212,13 +219,8 @@ class Collector:
         are deterministic given the seed — leaving `self.obs[i]` at the end; returns the last
         observations before each action (enough for the open segment and the history)."""
         keep = max(self.segment_length, self.history_steps)
-        recent: deque[np.ndarray] = deque(maxlen=keep)
-        env, obs = self.envs.envs[i], self.obs[i].copy()
-        for a in actions:
-            recent.append(obs)
-            obs, *_ = env.step(a)
-        self.obs[i] = obs
-        return list(recent)
+        recent, self.obs[i] = replay_actions(self.envs, {i: actions}, keep)[i]
+        return recent
 
     def close(self) -> None:
         self.envs.close()

@@ -1,11 +1,20 @@
-"""``TrainConfig``: every flag of ``zerokv train``, one typed dataclass (the CLI is built from it)."""
+"""``TrainConfig``: every flag of ``zerokv train``, one typed dataclass (the CLI is built from it).
+
+Where a run's values come from, lowest first: the defaults here, a ``--preset`` shipped with
+zerokv, a ``--config`` file, the command line's flags (:func:`file_overrides` merges the middle
+two). ``out`` left unset becomes a new directory per run, as cleanrl names them
+(:func:`default_out`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
+import tyro
 import yaml
 
 from zerokv.checks import (
@@ -16,13 +25,20 @@ from zerokv.checks import (
     check_int,
     check_positive_int,
 )
-from zerokv.model.config import DTYPES, WorldModelConfig
-from zerokv.rl.envs import is_atari
+from zerokv.model.config import DTYPES, CacheBackend, Dtype, WorldModelConfig
+from zerokv.presets import Preset, preset_path
+from zerokv.rl.envs import VECTOR_ENV_MODES, VectorEnvMode, is_atari
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
+
+DeviceName = Annotated[str, tyro.conf.arg(metavar="{cpu,cuda,cuda:N,mps}")]
+"""A torch device name: not a ``Literal`` because of ``cuda:N``; ``--help`` shows the choices and
+:func:`zerokv.checks.check_device` checks the value (and that this machine has it)."""
+RUNS_DIR = "runs"
+"""Where the default ``--out`` directories go (relative to the working directory)."""
 
 
 @dataclass
@@ -35,13 +51,18 @@ class TrainConfig:
     """Stop after this many env steps (summed over the parallel envs)."""
     seed: int = 0
     """Seed of envs, model init, search noise and replay sampling."""
-    out: str = "runs/cartpole"
-    """Output directory: checkpoints, TensorBoard events, progress.csv, resolved config."""
+    out: str | None = None
+    """Output directory: checkpoints, TensorBoard events, progress.csv, resolved config (default:
+    a new runs/{env}__{seed}__{date-time} per run)."""
     resume: bool = False
-    """Continue from the latest checkpoint in --out."""
+    """Continue from the latest checkpoint in --out (which must then be given)."""
     config: str | None = None
-    """A YAML or TOML file whose keys override these defaults (CLI flags override the file)."""
-    device: str = "cpu"
+    """A YAML or TOML file whose keys override these defaults and the preset (CLI flags override
+    the file); --config FILE and --config=FILE alike."""
+    preset: Preset | None = None
+    """A config shipped with zerokv (atari: UniZero on ALE/Pong-v5, zerokv/presets/atari.yaml);
+    --config and flags override it."""
+    device: DeviceName = "cpu"
     """Torch device."""
     threads: int = 2
     """torch.set_num_threads."""
@@ -68,14 +89,18 @@ class TrainConfig:
     visits; fewer, wider calls, a slightly different search policy; see zerokv.search.mcts)."""
     segment_length: int = 50
     """Steps per game segment pushed to the replay buffer."""
-    search_dtype: str = "float32"
+    vector_env: VectorEnvMode = "sync"
+    """How the collector's and evaluator's envs step: "sync" (one process, in turn) or "async"
+    (gymnasium's AsyncVectorEnv: one process per env, stepped in parallel; pays where env steps
+    are slow, e.g. Atari, and the CPU has cores to spare). The results are the same."""
+    search_dtype: Dtype = "float32"
     """Dtype of the model the searches use (collection and evaluation): "float32", or
     "bfloat16" for a bf16 copy of the float32 training model, refreshed after every weight update
     (faster matmuls on CPUs with bf16 units; logits 1e-2 to 1e-1 off, see `zerokv bench
     --precision`). Learning and checkpoints stay float32."""
 
     # --- cache
-    cache_backend: str | None = None
+    cache_backend: CacheBackend | None = None
     """"none", "legacy", "manager" or "paged"; None follows use_new_cache_manager (default: paged)."""
     use_new_cache_manager: bool | None = None
     """The seeds' switch: True → manager, False → legacy."""
@@ -142,7 +167,14 @@ class TrainConfig:
     """Env steps between checkpoints (always one at the end)."""
     progress: bool = True
     """Show a progress bar."""
-    learner_dtype: str = "float32"
+    track: bool = False
+    """Also log the scalars and the config to Weights & Biases (pip install zerokv[track]; set
+    WANDB_MODE=offline to log locally, into OUT/wandb)."""
+    wandb_project: str = "zerokv"
+    """W&B project of --track."""
+    wandb_entity: str | None = None
+    """W&B entity (team or user) of --track (default: your default entity)."""
+    learner_dtype: Dtype = "float32"
     """Dtype of the learner's forward passes: "float32", or "bfloat16" to run them (and the
     backward's matmuls and convolutions) under CPU autocast; weights, gradients, optimizer state
     and losses stay float32."""
@@ -201,13 +233,20 @@ class TrainConfig:
         if self.stop_return is not None:
             check_float("stop_return", self.stop_return, allow_inf=True,
                         note=", inf (never stop early) or None (the env's threshold)")
-        for name in ("resume", "keep_root_context", "fresh_value_targets", "progress"):
+        for name in ("resume", "keep_root_context", "fresh_value_targets", "progress", "track"):
             check_bool(name, getattr(self, name))
-        for name in ("env", "out"):
+        for name in ("env", "wandb_project"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"{name}={getattr(self, name)!r}; must be a non-empty string")
-        if self.config is not None and not isinstance(self.config, str):
-            raise ValueError(f"config={self.config!r}; must be a path or None")
+        for name in ("out", "config", "wandb_entity"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ValueError(f"{name}={value!r}; must be a non-empty string or None")
+        if self.resume and self.out is None:
+            raise ValueError("resume=True needs --out: the run directory to continue")
+        if self.preset is not None:
+            preset_path(self.preset)  # a ValueError naming the presets
+        check_choice("vector_env", self.vector_env, VECTOR_ENV_MODES)
         check_choice("search_dtype", self.search_dtype, DTYPES)
         check_device("device", self.device)
         self._check_model_fields()
@@ -251,6 +290,32 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        """The config as YAML, in field order: what a run prints at start, and a valid
+        ``--config`` file."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
+
+
+def default_out(cfg: TrainConfig, now: float | None = None) -> str:
+    """A new run directory per run, as cleanrl names them: ``runs/{env}__{seed}__{date-time}``
+    (``/`` in the env id becomes ``-``: ``runs/ALE-Pong-v5__0__20261130-141500``)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    return f"{RUNS_DIR}/{cfg.env.replace('/', '-')}__{cfg.seed}__{stamp}"
+
+
+def with_out(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with ``out`` made concrete (:func:`default_out` if unset)."""
+    return cfg if cfg.out is not None else dataclasses.replace(cfg, out=default_out(cfg))
+
+
+def file_overrides(preset: str | None, config: str | Path | None) -> dict:
+    """The keys a ``--preset`` and a ``--config`` file set, the file's over the preset's (a
+    file may name its own ``preset``, used when none is given)."""
+    data = load_overrides(config) if config is not None else {}
+    preset = preset if preset is not None else data.get("preset")
+    base = load_overrides(preset_path(preset)) if preset is not None else {}
+    return {**base, **data, **({"preset": preset} if preset is not None else {})}
 
 
 def load_overrides(path: str | Path) -> dict:

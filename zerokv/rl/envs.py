@@ -21,15 +21,19 @@ with gymnasium, only when an Atari id is first made.
 from __future__ import annotations
 
 import functools
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-from zerokv.checks import check_bool, check_float, check_positive_int
+from zerokv.checks import check_bool, check_choice, check_float, check_positive_int
 
-__all__ = ["DEFAULT_ENV_OPTIONS", "EnvOptions", "EnvSpec", "env_spec", "is_atari", "make_env", "make_vector_env", "registered_sticky_prob"]
+__all__ = ["DEFAULT_ENV_OPTIONS", "VECTOR_ENV_MODES", "EnvOptions", "EnvSpec", "VectorEnvMode", "env_spec", "is_atari",
+           "make_env", "make_vector_env", "registered_sticky_prob", "replay_actions"]
 
 ATARI_SCREEN_SIZE = 64
 """Side of the square Atari frame after preprocessing."""
@@ -37,6 +41,13 @@ ATARI_NOOP_MAX = 30
 """Most no-op actions taken at reset (random start state, as in the DQN protocol)."""
 EXAMPLE_ENV_ID = "CartPole-v1"
 """Named in error messages as a known-good id."""
+VectorEnvMode = Literal["sync", "async"]
+"""How a vector env steps its envs: in turn in this process, or in parallel, one process each."""
+VECTOR_ENV_MODES: tuple[str, ...] = get_args(VectorEnvMode)
+ASYNC_CONTEXT = "spawn"
+"""Start method of the async envs' worker processes: "spawn" starts each from a clean
+interpreter. "fork" would copy the parent's torch and OpenMP thread state, which is not safe
+to continue in a child."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +122,8 @@ def _register_ale(env_id: str) -> None:
 
 
 def _make_raw(env_id: str, **kwargs: object) -> gymnasium.Env:
+    if kwargs.get("render_mode") is None:
+        kwargs.pop("render_mode", None)
     try:
         return gymnasium.make(env_id, **kwargs)
     except (gymnasium.error.UnregisteredEnv, gymnasium.error.DeprecatedEnv) as e:
@@ -149,8 +162,12 @@ def registered_sticky_prob(env_id: str) -> float:
     return float(kwargs.get("repeat_action_probability", 0.0))
 
 
-def make_env(env_id: str, seed: int | None = None, *, options: EnvOptions = DEFAULT_ENV_OPTIONS) -> gymnasium.Env:
+def make_env(env_id: str, seed: int | None = None, *, options: EnvOptions = DEFAULT_ENV_OPTIONS,
+             render_mode: str | None = None) -> gymnasium.Env:
     """Makes one preprocessed env whose observations are of `env_spec(env_id, options)`.
+
+    `render_mode` ("human", "rgb_array", ...) is gymnasium's: `render()` shows or returns the
+    env's own picture (for Atari the emulator's full-size screen, not the 64x64 observation).
 
     With a `seed`, the env is reset once here with `reset(seed=seed)` and its action space is
     seeded, so every later plain `reset()` / `action_space.sample()` is reproducible (for
@@ -163,7 +180,7 @@ def make_env(env_id: str, seed: int | None = None, *, options: EnvOptions = DEFA
         # Frame skipping is done by AtariPreprocessing (with max-pooling), so the emulator
         # itself must not skip.
         env = _make_raw(env_id, frameskip=1, repeat_action_probability=sticky,
-                        full_action_space=options.full_action_space)
+                        full_action_space=options.full_action_space, render_mode=render_mode)
         _check_spaces(env_id, env)
         env = gymnasium.wrappers.AtariPreprocessing(
             env,
@@ -176,7 +193,7 @@ def make_env(env_id: str, seed: int | None = None, *, options: EnvOptions = DEFA
         )
         env = _ChwFrames(env)
     else:
-        env = _make_raw(env_id)
+        env = _make_raw(env_id, render_mode=render_mode)
         _check_spaces(env_id, env)
         env = gymnasium.wrappers.DtypeObservation(env, np.float32)
     if seed is not None:
@@ -202,10 +219,56 @@ def env_spec(env_id: str, options: EnvOptions = DEFAULT_ENV_OPTIONS) -> EnvSpec:
         env.close()
 
 
+class _Replayable(gymnasium.Wrapper):
+    """Sub-env `vector_index` of a vector env, able to step itself through a list of actions on
+    request (`replay_actions`): how one env of an async vector env, living in a worker process,
+    is replayed alone. It remembers its last observation for that."""
+
+    def __init__(self, env: gymnasium.Env, index: int) -> None:
+        super().__init__(env)
+        self.vector_index = index
+        self._last_obs: np.ndarray | None = None
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self._last_obs = obs
+        return obs, info
+
+    def step(self, action):
+        obs, *rest = self.env.step(action)
+        self._last_obs = obs
+        return (obs, *rest)
+
+    def replay(self, plans: dict[int, Sequence[int]], keep: int) -> tuple[list[np.ndarray], np.ndarray] | None:
+        """Steps through `plans[self.vector_index]` if there is one (else None); returns the
+        last `keep` observations before an action and the final observation."""
+        actions = plans.get(self.vector_index)
+        if actions is None:
+            return None
+        recent: deque[np.ndarray] = deque(maxlen=keep)
+        for a in actions:
+            recent.append(self._last_obs)
+            self.step(int(a))
+        return list(recent), self._last_obs
+
+
+def replay_actions(envs: gymnasium.vector.VectorEnv, plans: dict[int, Sequence[int]], keep: int,
+                   ) -> dict[int, tuple[list[np.ndarray], np.ndarray]]:
+    """Steps env `i` of a `make_vector_env` vector env through `plans[i]` (the others stay as
+    they are; in parallel in async mode), bypassing autoreset: `plans[i]` must not end the
+    episode before its last action. Returns per env `(the last keep observations before an
+    action, the final observation)`."""
+    results = envs.call("replay", dict(plans), keep)
+    return {i: results[i] for i in plans}
+
+
 def make_vector_env(
     env_id: str, num_envs: int, seed: int | None = None, *, options: EnvOptions = DEFAULT_ENV_OPTIONS,
-) -> gymnasium.vector.SyncVectorEnv:
-    """`num_envs` copies of `make_env(env_id, seed + i, options=options)` stepped in-process.
+    mode: VectorEnvMode = "sync",
+) -> gymnasium.vector.VectorEnv:
+    """`num_envs` copies of `make_env(env_id, seed + i, options=options)`, stepped in this
+    process (`mode="sync"`: `SyncVectorEnv`) or each in a worker process of its own
+    (`"async"`: `AsyncVectorEnv`, started by `ASYNC_CONTEXT`). Both give the same observations.
 
     Autoreset mode is SAME_STEP (gymnasium >= 1.1), not gymnasium's default NEXT_STEP: when a
     sub-env ends, `step` returns its reset observation in `obs` already, and the last
@@ -220,10 +283,16 @@ def make_vector_env(
             f"make_vector_env needs gymnasium>=1.1 for AutoresetMode.SAME_STEP; "
             f"found gymnasium {gymnasium.__version__}"
         )
+    check_choice("mode", mode, VECTOR_ENV_MODES)
     env_fns = [
-        functools.partial(make_env, env_id, None if seed is None else seed + i, options=options)
+        functools.partial(_make_replayable, env_id, None if seed is None else seed + i, options, i)
         for i in range(num_envs)
     ]
-    return gymnasium.vector.SyncVectorEnv(
-        env_fns, autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP
-    )
+    autoreset = gymnasium.vector.AutoresetMode.SAME_STEP
+    if mode == "async":
+        return gymnasium.vector.AsyncVectorEnv(env_fns, autoreset_mode=autoreset, context=ASYNC_CONTEXT)
+    return gymnasium.vector.SyncVectorEnv(env_fns, autoreset_mode=autoreset)
+
+
+def _make_replayable(env_id: str, seed: int | None, options: EnvOptions, index: int) -> gymnasium.Env:
+    return _Replayable(make_env(env_id, seed, options=options), index)

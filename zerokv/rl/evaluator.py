@@ -8,6 +8,7 @@ thousands of steps); a capped episode counts the return it reached.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -15,17 +16,40 @@ import torch
 from zerokv.checks import check_positive_int
 from zerokv.model.config import WorldModelConfig
 from zerokv.model.world_model import NO_ACTION, WorldModel
-from zerokv.rl.envs import DEFAULT_ENV_OPTIONS, EnvOptions, make_vector_env
+from zerokv.rl.envs import DEFAULT_ENV_OPTIONS, EnvOptions, VectorEnvMode, make_vector_env
 from zerokv.rl.observations import observations_as_float
 from zerokv.search import SearchConfig, plan
+
+
+@dataclass(frozen=True, slots=True)
+class EvalEpisodes:
+    """What ``evaluate_episodes`` played: one entry per episode, in env order."""
+
+    returns: list[float]
+    """Raw return of each episode."""
+    lengths: list[int]
+    """Agent steps of each episode."""
+    capped: list[bool]
+    """True where the episode was cut at ``max_steps`` rather than ended by the env."""
 
 
 def evaluate(
     model_state: dict, model_config: WorldModelConfig, env_id: str, *, episodes: int, seed: int,
     search: SearchConfig, env_options: EnvOptions = DEFAULT_ENV_OPTIONS, max_steps: int | None = None,
+    vector_env: VectorEnvMode = "sync",
 ) -> list[float]:
-    """Returns of ``episodes`` greedy episodes, one env per episode, all searched together, each
-    cut after ``max_steps`` agent steps if given.
+    """Returns of ``episodes`` greedy episodes (``evaluate_episodes(...).returns``)."""
+    return evaluate_episodes(model_state, model_config, env_id, episodes=episodes, seed=seed, search=search,
+                             env_options=env_options, max_steps=max_steps, vector_env=vector_env).returns
+
+
+def evaluate_episodes(
+    model_state: dict, model_config: WorldModelConfig, env_id: str, *, episodes: int, seed: int,
+    search: SearchConfig, env_options: EnvOptions = DEFAULT_ENV_OPTIONS, max_steps: int | None = None,
+    vector_env: VectorEnvMode = "sync",
+) -> EvalEpisodes:
+    """``episodes`` greedy episodes, one env per episode, all searched together, each cut after
+    ``max_steps`` agent steps if given.
 
     ``model_state`` (float32 weights) is cast to ``model_config.dtype`` on loading.
     """
@@ -37,12 +61,13 @@ def evaluate(
     with torch.random.fork_rng():  # building a model draws init weights: keep training's RNG untouched
         model = WorldModel(cfg).eval()
     model.load_state_dict(model_state)
-    envs = make_vector_env(env_id, episodes, seed, options=env_options)
+    envs = make_vector_env(env_id, episodes, seed, options=env_options, mode=vector_env)
     try:
         obs, _ = envs.reset(seed=[seed + 7919 * i for i in range(episodes)])
         returns = np.zeros(episodes)
         steps = np.zeros(episodes, np.int64)
         active = np.ones(episodes, bool)
+        ended = np.zeros(episodes, bool)  # by the env itself (not by max_steps)
         last = np.full(episodes, NO_ACTION)
         rng = np.random.default_rng(seed)
         while active.any():
@@ -55,9 +80,10 @@ def evaluate(
             returns[rows] += rewards[rows]
             steps[rows] += 1
             last[rows] = out.action
-            active[rows] &= ~(terminated[rows] | truncated[rows])
+            ended[rows] |= terminated[rows] | truncated[rows]
+            active &= ~ended
             if max_steps is not None:
                 active &= steps < max_steps
-        return returns.tolist()
+        return EvalEpisodes(returns.tolist(), [int(n) for n in steps], (~ended).tolist())
     finally:
         envs.close()

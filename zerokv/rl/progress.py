@@ -1,50 +1,117 @@
-"""progress.csv and TensorBoard: one row of scalars per iteration, and never a row twice.
+"""progress.csv, TensorBoard and (with ``--track``) Weights & Biases: one row of scalars per
+iteration, and never a row twice.
+
+Every sink gets the same rows. At the start of a run TensorBoard gets the resolved config as a
+text table (``config``) and W&B as its run config; at the end (`ProgressLog.finish`) both get the
+final evaluation: TensorBoard as the ``final/…`` scalars and as the metrics of an hparams entry
+over the config, W&B in its run summary.
 
 Rows are written after each iteration, before its checkpoint, so a trainer killed between the
 two leaves rows a resume would write again: `truncate_progress` cuts the CSV back to the
-checkpoint's step first, and TensorBoard purges the events past it (`purge_step`).
+checkpoint's step first, and TensorBoard purges the events past it (`purge_step`). A resumed W&B
+run continues the same W&B run (its id is the run's), which ignores the steps it already has.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
 
 from zerokv.rl.checkpoint import TEMP_SUFFIX
 
-__all__ = ["CSV_FIELDS", "ProgressLog", "truncate_progress"]
+__all__ = ["CSV_FIELDS", "ProgressLog", "Tracking", "truncate_progress"]
 
 CSV_FIELDS = ["env_steps", "iteration", "temperature", "return/train", "return/eval", "return/eval_std",
               "loss/total", "loss/latent", "loss/reward", "loss/value", "loss/policy", "loss/entropy",
               "loss/grad_norm", "cache/hit_rate", "cache/evictions", "cache/fallbacks", "cache/misses",
               "speed/sims_per_s", "speed/env_steps_per_s", "reanalyze/roots_per_s", "reanalyze/policy_tv",
               "replay/steps", "replay/bytes"]
-"""Columns of progress.csv (TensorBoard gets every key of a row)."""
+"""Columns of progress.csv (TensorBoard and W&B get every key of a row)."""
+FINAL_PREFIX = "final/"
+"""Tag prefix of the final evaluation's scalars (the hparams entry's metrics)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tracking:
+    """Where ``--track`` logs: a W&B project (and entity) and the id of this run there."""
+
+    project: str
+    entity: str | None
+    run_id: str
+    """W&B run id: the training run's own id, kept on resume, so a resume continues the W&B run."""
 
 
 class ProgressLog:
-    """Appends rows to `out/progress.csv` and `out/tb/`, continuing at `env_steps`."""
+    """Appends rows to `out/progress.csv`, `out/tb/` and W&B (with `tracking`), continuing at
+    `env_steps`; `config` (the resolved config) is logged once, at the start."""
 
-    def __init__(self, out: Path, env_steps: int) -> None:
+    def __init__(self, out: Path, env_steps: int, *, config: dict, tracking: Tracking | None = None) -> None:
+        self.config = config
+        self.wandb_run = _start_wandb(out, config, tracking) if tracking is not None else None
         self.writer = SummaryWriter(str(out / "tb"), purge_step=env_steps or None)
+        self.writer.add_text("config", config_table(config), env_steps)
         self.csv_path = out / "progress.csv"
         self.csv_file = self.csv_path.open("a", newline="")
         self.csv = csv.DictWriter(self.csv_file, fieldnames=CSV_FIELDS, extrasaction="ignore")
         if self.csv_path.stat().st_size == 0:
             self.csv.writeheader()
+        self.env_steps = env_steps
 
     def write(self, row: dict[str, float], env_steps: int) -> None:
         for key, value in row.items():
             self.writer.add_scalar(key, value, env_steps)
         self.csv.writerow(row)
         self.csv_file.flush()
+        if self.wandb_run is not None:
+            self.wandb_run.log(dict(row), step=env_steps)
+        self.env_steps = env_steps
+
+    def finish(self, final: dict[str, float]) -> None:
+        """The final evaluation (e.g. ``{"return/eval": …, "return/eval_std": …}``): TensorBoard
+        scalars ``final/…`` and an hparams entry (the config's values, these as its metrics); the
+        W&B run's summary."""
+        metrics = {FINAL_PREFIX + key: value for key, value in final.items()}
+        for tag, value in metrics.items():
+            self.writer.add_scalar(tag, value, self.env_steps)
+        for summary in hparams(hparam_values(self.config), metrics):
+            self.writer.file_writer.add_summary(summary, self.env_steps)
+        if self.wandb_run is not None:
+            self.wandb_run.summary.update(metrics)
 
     def close(self) -> None:
         self.writer.close()
         self.csv_file.close()
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
+            self.wandb_run = None
+
+
+def config_table(config: dict) -> str:
+    """The config as a Markdown table (TensorBoard renders it under TEXT), as cleanrl logs it."""
+    rows = "\n".join(f"|{key}|{value}|" for key, value in config.items())
+    return "|param|value|\n|-|-|\n" + rows
+
+
+def hparam_values(config: dict) -> dict[str, bool | int | float | str]:
+    """The config's values as TensorBoard hparams accept them: None and lists become text."""
+    return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in config.items()}
+
+
+def _start_wandb(out: Path, config: dict, tracking: Tracking):
+    """A W&B run writing to `out/wandb` (offline too: `wandb sync OUT/wandb/offline-run-*`
+    uploads it later); W&B is an optional extra, imported only here."""
+    try:
+        import wandb
+    except ImportError as e:
+        raise ImportError("--track logs to Weights & Biases, which is not installed: "
+                          "pip install zerokv[track]") from e
+    return wandb.init(project=tracking.project, entity=tracking.entity, id=tracking.run_id, resume="allow",
+                      name=out.name, config=config, dir=str(out))  # W&B adds the wandb/ itself
 
 
 def truncate_progress(path: Path, env_steps: int) -> int:

@@ -32,13 +32,16 @@ from zerokv.rl.config import TrainConfig
 __all__ = ["RESUMABLE_FIELDS", "RunDir", "RunDirError", "resume_config"]
 
 LOCK_NAME = ".lock"
-RUN_ENTRIES = ("checkpoints", "tb", "progress.csv", "config.json", "best.pt")
-"""What a run writes into --out (and all that --overwrite deletes)."""
+RUN_ENTRIES = ("checkpoints", "tb", "progress.csv", "config.json", "best.pt", "wandb", "curve.png")
+"""What a run writes into --out (and all that --overwrite deletes): `wandb` with --track,
+`curve.png` from `zerokv plot RUN_DIR`."""
 RESUMABLE_FIELDS = ("total_env_steps", "eval_every", "eval_episodes", "eval_max_steps", "stop_return",
-                    "checkpoint_every", "keep_checkpoints", "save_replay", "threads", "progress")
+                    "checkpoint_every", "keep_checkpoints", "save_replay", "threads", "progress", "vector_env",
+                    "track", "wandb_project", "wandb_entity")
 """Flags that may differ from the saved config on --resume: budgets, evaluation and checkpoint
-schedules, threads and the progress bar. None of them changes what the run learns."""
-_NOT_COMPARED = ("resume", "config", "out", "overwrite")
+schedules, threads, how envs are stepped, the progress bar and tracking. None of them changes
+what the run learns."""
+_NOT_COMPARED = ("resume", "config", "preset", "out", "overwrite")
 """How this invocation was made, not what the run is."""
 
 

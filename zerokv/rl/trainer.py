@@ -23,7 +23,6 @@ model is built; ``--resume`` runs with the saved config.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import shutil
 import time
 import uuid
@@ -46,18 +45,16 @@ from zerokv.rl.checkpoint import (
     save_checkpoint,
 )
 from zerokv.rl.collector import Collector
-from zerokv.rl.config import TrainConfig
+from zerokv.rl.config import TrainConfig, with_out
 from zerokv.rl.envs import EnvOptions, env_spec, is_atari, registered_sticky_prob
 from zerokv.rl.evaluator import evaluate
 from zerokv.rl.learner import Learner
 from zerokv.rl.observations import observations_as_float
-from zerokv.rl.progress import ProgressLog, truncate_progress
+from zerokv.rl.progress import ProgressLog, Tracking, truncate_progress
 from zerokv.rl.replay import ReplayBuffer
 from zerokv.rl.rundir import RunDir, resume_config
 from zerokv.rl.snapshot import list_snapshots, read_snapshot, snapshot_path, write_snapshot
 from zerokv.search import Reanalyzer, SearchConfig
-
-logger = logging.getLogger(__name__)
 
 CHECKPOINT_SCHEMA = 2
 """Layout of a training checkpoint's payload; 2: replay in a separate snapshot, no frames."""
@@ -123,6 +120,7 @@ class Trainer:
     trains and releases the directory, ``close`` releases it without training."""
 
     def __init__(self, cfg: TrainConfig) -> None:
+        cfg = with_out(cfg)  # a new runs/{env}__{seed}__{time} unless --out is given
         self.run_dir = RunDir(cfg.out)
         self.run_dir.open(resume=cfg.resume, overwrite=cfg.overwrite)
         try:
@@ -163,7 +161,7 @@ class Trainer:
                                    seed=cfg.seed, segment_length=cfg.segment_length,
                                    history_steps=cfg.history_steps, keep_root_context=cfg.keep_root_context,
                                    env_options=env_options(cfg), clip_rewards=cfg.clip_rewards,
-                                   terminal_on_life_loss=cfg.terminal_on_life_loss)
+                                   terminal_on_life_loss=cfg.terminal_on_life_loss, vector_env=cfg.vector_env)
         self.reanalyzer = None
         if cfg.reanalyze_per_iteration:
             self.reanalyzer = Reanalyzer(self.search_model, self.search, min(cfg.reanalyze_batch, cfg.reanalyze_per_iteration))
@@ -175,6 +173,8 @@ class Trainer:
         """Replay steps to collect before updates resume, after a resume without a replay snapshot."""
         self.recent_returns: list[float] = []
         self.eval_returns: list[float] = []
+        self.eval_step: int | None = None
+        """Env steps of the latest evaluation (None: none yet in this process)."""
         self.best_eval_return = -np.inf
         spec_threshold = spec.reward_threshold
         self.stop_return = cfg.stop_return if cfg.stop_return is not None else spec_threshold
@@ -280,8 +280,6 @@ class Trainer:
                 print(note)
             self._start()
             solved_at = self._loop()
-            if not self.eval_returns:
-                self._evaluate()
         finally:
             self.close()
         if solved_at is not None:
@@ -305,13 +303,14 @@ class Trainer:
                   + (f"; dropped {dropped} progress.csv rows written after it" if dropped else ""))
             print(replay_note)
         self.run_dir.write_config(self.cfg.to_dict())
-        logger.info("resolved config: %s", self.cfg.to_dict())
+        print(f"config (saved in {self.out / 'config.json'}):\n" + self.cfg.to_yaml().rstrip())
 
     def _loop(self) -> int | None:
         """Iterations until the budget is spent or an evaluation reaches the stop return (whose
         env steps it returns)."""
         cfg = self.cfg
-        log = ProgressLog(self.out, self.env_steps)
+        tracking = Tracking(cfg.wandb_project, cfg.wandb_entity, self.run_id) if cfg.track else None
+        log = ProgressLog(self.out, self.env_steps, config=cfg.to_dict(), tracking=tracking)
         bar = tqdm(total=cfg.total_env_steps, initial=self.env_steps, disable=not cfg.progress,
                    unit="step", dynamic_ncols=True)
         next_eval = _next_multiple(self.env_steps, cfg.eval_every) if cfg.eval_every else None
@@ -325,15 +324,21 @@ class Trainer:
                 bar.update(cfg.iteration_env_steps)
                 if self.recent_returns:
                     bar.set_postfix(ret=f"{np.mean(self.recent_returns[-20:]):.1f}", refresh=False)
-                if next_eval is not None and self.env_steps >= next_eval:
+                last = self.env_steps >= cfg.total_env_steps  # the final evaluation is logged too
+                if last or (next_eval is not None and self.env_steps >= next_eval):
                     row.update(self._evaluate())
-                    next_eval = _next_multiple(self.env_steps, cfg.eval_every)
+                    next_eval = _next_multiple(self.env_steps, cfg.eval_every) if cfg.eval_every else None
                     if self.stop_return is not None and row["return/eval"] >= self.stop_return:
                         solved_at = self.env_steps
                 log.write(row, self.env_steps)
-                if self.env_steps >= next_ckpt or self.env_steps >= cfg.total_env_steps or solved_at:
+                if self.env_steps >= next_ckpt or last or solved_at:
                     self.save()
                     next_ckpt = _next_multiple(self.env_steps, cfg.checkpoint_every)
+            if self.eval_step != self.env_steps:  # resumed at the end: no iteration ran
+                log.write({"env_steps": self.env_steps, "iteration": self.iteration, **self._evaluate()},
+                          self.env_steps)
+            log.finish({"return/eval": float(np.mean(self.eval_returns)),
+                        "return/eval_std": float(np.std(self.eval_returns))})
         finally:
             bar.close()
             log.close()
@@ -394,7 +399,9 @@ class Trainer:
         cfg = self.cfg
         self.eval_returns = evaluate(self.model.state_dict(), self.search_model.config, cfg.env,
                                      episodes=cfg.eval_episodes, seed=cfg.seed + 10_000, search=self.search,
-                                     env_options=env_options(cfg), max_steps=cfg.eval_max_steps)
+                                     env_options=env_options(cfg), max_steps=cfg.eval_max_steps,
+                                     vector_env=cfg.vector_env)
+        self.eval_step = self.env_steps
         mean = float(np.mean(self.eval_returns))
         tqdm.write(f"[eval] env_steps={self.env_steps} return={mean:.1f} ± {np.std(self.eval_returns):.1f}")
         if mean > self.best_eval_return:
