@@ -57,6 +57,11 @@ __all__ = ["NO_TOKEN", "ROOT_NODE", "Gathered", "PagedArena", "RootRows"]
 NO_TOKEN = -1  # table entry of a padding slot
 ROOT_NODE = 0  # node id of every tree's root
 NO_GENERATION = -1  # node_generation of a node never written
+KEPT_NEW_TOKENS = 2
+"""Gather buffers (and dequantization staging) are kept for reuse only for batches of at most this
+many new tokens — the shapes a search repeats every call. A history pass's (one per reanalysis
+chunk, up to 2·root_history_steps − 1 new tokens) is allocated for its call and freed after: at 2,048
+roots of the atari config it would hold ~0.5 GB in float32."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,8 +167,8 @@ class PagedArena:
     def gather(self, envs: np.ndarray, nodes: np.ndarray, new_tokens: int) -> Gathered:
         """Every row's visible past, in one gather through the node table (``envs[i] < 0``: none).
 
-        The buffer is reused across calls of the same shape: valid until the next gather of that
-        shape.
+        The buffer of a search shape (``new_tokens <= KEPT_NEW_TOKENS``) is reused across calls of
+        that shape: valid until the next gather of that shape.
         """
         b, w = len(envs), self.window
         none = envs < 0
@@ -177,7 +182,7 @@ class PagedArena:
         rows = np.zeros((b, w + new_tokens), np.int64)  # new-token slots gather row 0: placeholders
         rows[:, :w] = np.maximum(idx, 0)
         buf = self._buffer(b, new_tokens)
-        self._take(rows.reshape(-1), buf.flatten(3, 4))
+        self._take(rows.reshape(-1), buf.flatten(3, 4), keep=new_tokens <= KEPT_NEW_TOKENS)
         dev = self._storage.payload.device
         return Gathered(buf, torch.from_numpy(positions).to(dev), torch.from_numpy(valid).to(dev), last,
                         np.where(none, 0, self.length[e, n]))
@@ -278,18 +283,26 @@ class PagedArena:
         index = torch.from_numpy(np.ascontiguousarray(rows, np.int64)).to(self._storage.payload.device)
         self._storage.put(index, values.to(self.dtype))
 
-    def _take(self, rows: np.ndarray, out: torch.Tensor) -> None:
+    def _take(self, rows: np.ndarray, out: torch.Tensor, *, keep: bool) -> None:
         """Fill ``out (L, 2, H, len(rows), hd)`` with token ``rows`` (storage → compute dtype: the
-        only dequantization)."""
-        self._storage.take(torch.from_numpy(rows).to(self._storage.payload.device), out)
+        only dequantization); ``keep``: keep the staging buffer for the next call of this size."""
+        self._storage.take(torch.from_numpy(rows).to(self._storage.payload.device), out, keep=keep)
 
     def _buffer(self, b: int, new_tokens: int) -> torch.Tensor:
         key = (b, new_tokens)
-        if key not in self._buffers:
-            layers, _, heads, _, hd = self._storage.payload.shape
-            shape = (layers, 2, heads, b, self.window + new_tokens, hd)
-            self._buffers[key] = torch.zeros(shape, device=self._storage.payload.device, dtype=self.dtype)
-        return self._buffers[key]
+        if key in self._buffers:
+            return self._buffers[key]
+        layers, _, heads, _, hd = self._storage.payload.shape
+        shape = (layers, 2, heads, b, self.window + new_tokens, hd)
+        buf = torch.zeros(shape, device=self._storage.payload.device, dtype=self.dtype)
+        if new_tokens <= KEPT_NEW_TOKENS:
+            self._buffers[key] = buf
+        return buf
+
+    @property
+    def buffer_nbytes(self) -> int:
+        """Bytes of the gather buffers and dequantization staging kept for reuse (not in :attr:`nbytes`)."""
+        return sum(b.numel() * b.element_size() for b in self._buffers.values()) + self._storage.staging_nbytes
 
     # -------------------------------------------------------------------- lifecycle
     def _start_root(self, env_id: int, key, length: int) -> None:
