@@ -1,5 +1,6 @@
 """The benchmark on a tiny config: record shape, exactness vs "none", interleaving, FLOP floor, bad flags."""
 
+import dataclasses
 import json
 import math
 
@@ -7,13 +8,32 @@ import numpy as np
 import pytest
 import torch
 
-from zerokv.bench import CONFIGS, Budget, main, render, run_bench, write_json, write_plot
+from zerokv.bench import (
+    CONFIGS,
+    Budget,
+    documented_bound_bytes,
+    main,
+    render,
+    run_bench,
+    run_soak,
+    write_json,
+    write_plot,
+)
 from zerokv.bench.configs import resolve_backends
 from zerokv.bench.multileaf import parse_leaves, policy_distance, run_multi_leaf
 from zerokv.bench.precision import render_precision, run_precision
 from zerokv.bench.reanalysis import run_reanalysis
-from zerokv.bench.run import NETWORK_OUTPUTS, MatmulProbe, recurrent_flops, rotated
+from zerokv.bench.recording import (
+    NETWORK_OUTPUTS,
+    RecordedCall,
+    RecordedRoot,
+    Trace,
+    TraceDiff,
+    compare_traces,
+)
+from zerokv.bench.run import MatmulProbe, recurrent_flops, rotated
 from zerokv.bench.storage import parse_storage_dtypes, render_storage, run_storage
+from zerokv.cli import main as zerokv_main
 from zerokv.model.config import WorldModelConfig
 
 TINY = WorldModelConfig(
@@ -88,6 +108,35 @@ def test_flop_count_by_hand():
     assert flops["total"] == 2 * b * (blocks + heads + attention)
 
 
+def _outputs(value: float, logits: list[float], reward=None) -> dict:
+    out = {"value": np.array([value]), "policy_logits": np.array([logits]), "value_logits": np.array([logits]),
+           "latent_state": np.array([logits])}
+    if reward is not None:
+        out |= {"reward": np.array([reward]), "reward_logits": np.array([logits])}
+    return out
+
+
+def test_compare_traces_by_hand():
+    def trace(root_value, call_value, action, visits):
+        call = RecordedCall([0], np.array([action]), np.array([0]), np.array([1]),
+                            _outputs(call_value, [0.0, 1.0], reward=1.0))
+        return Trace([RecordedRoot(np.zeros((1, 2)), _outputs(root_value, [0.0, 0.0]))], [call],
+                     [np.array([visits])])
+
+    ref = trace(4.0, 0.5, 1, [1, 0])
+    same = compare_traces(ref, trace(4.0, 0.5, 1, [1, 0]))
+    assert isinstance(same, TraceDiff) and same.same_tree
+    assert same.max_abs_network == same.max_rel_scalars == 0.0
+    # value: |4 - 2| = 2 at the root, relative 2 / max(1, 4) = 0.5; |0.5 - 0.25| = 0.25 relative 0.25
+    d = compare_traces(ref, trace(2.0, 0.25, 1, [1, 0]))
+    assert d.abs_by_output["value"] == 2.0 and d.rel_by_scalar["value"] == 0.5
+    assert d.max_abs_network == 0.0 and d.max_rel_scalars == 0.5 and d.same_tree
+    assert not compare_traces(ref, trace(4.0, 0.5, 0, [1, 0])).same_tree  # another action
+    assert not compare_traces(ref, trace(4.0, 0.5, 1, [0, 1])).same_tree  # other visit counts
+    shorter = compare_traces(ref, Trace(ref.roots, [], ref.visit_counts))
+    assert shorter.max_abs_network == math.inf and not shorter.same_tree
+
+
 def test_multi_leaf_records_speed_and_policy_change():
     records = run_multi_leaf({"tiny": TINY}, [2], Budget(searches=2, warmup=1))
     assert [r["label"] for r in records] == ["1", "2", "1, other noise"]
@@ -114,6 +163,7 @@ def test_reanalysis_records_roots_per_second_and_the_same_answers():
         assert rec["speedup_bound"] == chunked["seconds"] / rec["matmul_floor_s"]
 
 
+@pytest.mark.slow
 def test_precision_records_speed_output_difference_and_policy_change():
     records = run_precision({"tiny": TINY}, Budget(searches=2, warmup=1))
     assert [r["label"] for r in records] == ["float32", "bfloat16", "float32, other noise"]
@@ -185,7 +235,7 @@ def test_policy_distance_by_hand():
         parse_leaves("1,4")
 
 
-def test_report_json_and_plot(tiny_result, tmp_path):
+def test_report_and_json(tiny_result, tmp_path):
     text = render(tiny_result)
     header = next(line for line in text.splitlines() if line.startswith("metric"))
     assert header.split() == ["metric", "old", "(legacy)", "manager", "paged", "manager×", "paged×"]
@@ -197,6 +247,10 @@ def test_report_json_and_plot(tiny_result, tmp_path):
     assert set(KEYS) <= set(doc[0])
     meta = json.loads((tmp_path / "b.meta.json").read_text())
     assert meta["peak_rss_mb"] > 0 and meta["configs"]["tiny"]["matmul_gflops"] > 0
+
+
+@pytest.mark.slow
+def test_plot(tiny_result, tmp_path):  # slow: matplotlib's import
     write_plot(tiny_result, tmp_path / "b.png")
     assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -211,6 +265,7 @@ def test_no_diff_reports_nan_and_null(tmp_path):
     assert json.loads((tmp_path / "b.json").read_text())[0]["max_abs_diff_vs_none"] is None
 
 
+@pytest.mark.slow
 def test_main_runs_end_to_end(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(CONFIGS, "tiny", TINY)
     out = tmp_path / "bench.json"
@@ -233,7 +288,7 @@ def test_main_runs_end_to_end(monkeypatch, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--configs", "pong"], "unknown config 'pong'; allowed: small, atari"),
+        (["--configs", "pong"], "unknown config 'pong'; allowed: small, atari, cartpole"),
         (["--configs", ","], "selects nothing"),
         (["--backends", "none,paged-ish"], "unknown backend 'paged-ish'; allowed: none, legacy, manager, paged"),
         (["--backends", ","], "selects nothing; allowed: none, legacy, manager, paged"),
@@ -244,9 +299,67 @@ def test_main_runs_end_to_end(monkeypatch, tmp_path, capsys):
         (["--threads", "0"], "threads=0; must be a positive int"),
         (["--storage-dtypes", "int8,float16"], "float16 is unknown; allowed: float32, bfloat16, float8_e4m3fn, int8"),
         (["--storage-roots", "0"], "--storage-roots '0'; give ints >= 1"),
+        (["--soak", "1"], "searches=1; must be an int >= 2"),
+        (["--soak", "5", "--precision", "--quick"], "--soak runs alone; drop --precision, --quick"),
+        (["--soak", "5", "--backends", "pagd"], "unknown backend 'pagd'"),
+        (["--searches", "many"], "--searches"),
     ],
 )
-def test_bad_flags_name_the_value_and_what_is_allowed(argv, message):
-    with pytest.raises(SystemExit, match="zerokv bench: error: .*") as exc:
-        main([*argv, "--no-progress"])
-    assert message in str(exc.value)
+def test_bad_flags_name_the_value_and_what_is_allowed(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        zerokv_main(["bench", *argv, "--no-progress"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("zerokv bench: error: ") and err.count("\n") == 1, err  # one line
+    assert message in err
+
+
+# ----------------------------------------------------------------------------- soak
+# Pools small enough that a handful of searches fills them: init pools of 5 roots, a recurrent
+# pool of env_num * (num_simulations + 1) = 15 nodes.
+SOAK_TINY = dataclasses.replace(TINY, init_pool_size=TINY.num_simulations + 1)
+
+
+def slot_bytes(cfg: WorldModelConfig) -> int:
+    return 2 * cfg.num_layers * cfg.max_tokens * cfg.embed_dim * 4  # float32 keys and values
+
+
+def test_soak_samples_memory_and_keeps_every_store_within_its_documented_size():
+    searches = 12
+    records = run_soak({"tiny": SOAK_TINY}, ["none", "legacy", "manager", "paged"], searches, isolate=False,
+                       progress=False, threads=THREADS)
+    assert [r["backend"] for r in records] == ["none", "legacy", "manager", "paged"]
+    for rec in records:
+        assert rec["searches"] == searches and rec["warmup"] == 1 and not rec["isolated"]
+        assert [s["searches"] for s in rec["samples"]] == list(range(1, searches + 1))  # 12 // 20 -> every one
+        assert rec["rss_start_mb"] > 0 and rec["rss_max_mb"] >= rec["rss_end_mb"]
+        assert rec["growth_after_warmup_mb"] == pytest.approx(rec["rss_end_mb"] - rec["rss_warm_mb"])
+        assert rec["samples"][-1]["cache_mb"] == pytest.approx(rec["cache_bytes"] / 2**20)
+        assert rec["fallbacks"] == 0 and rec["misses"] == 0 and rec["hits"] > 0
+    none, legacy, manager, paged = records
+    assert none["bound_bytes"] is None and none["cache_within_bound"] is None
+    # paged preallocates its arena: its store is its documented size from the first search on.
+    assert paged["cache_bytes"] == paged["bound_bytes"] == documented_bound_bytes(
+        dataclasses.replace(SOAK_TINY, cache_backend="paged"))
+    assert {s["cache_mb"] for s in paged["samples"]} == {paged["cache_bytes"] / 2**20} and paged["evictions"] == 0
+    # legacy and manager fill every init and recurrent slot (12 searches > 5 roots per pool), then
+    # reuse them: never more than the documented size.
+    filled = (TINY.env_num * SOAK_TINY.init_pool_size + TINY.env_num * (TINY.num_simulations + 1)) * slot_bytes(TINY)
+    for rec in (legacy, manager):
+        assert rec["cache_within_bound"] and filled <= rec["cache_bytes"] <= rec["bound_bytes"]
+        assert rec["bound_bytes"] == filled + TINY.env_num * slot_bytes(TINY)  # + the world-model pool
+        assert rec["evictions"] > 0
+    assert legacy["cache_bytes"] == manager["cache_bytes"]
+
+
+@pytest.mark.slow
+def test_soak_command_runs_each_backend_in_its_own_process(monkeypatch, tmp_path, capfd):
+    monkeypatch.setitem(CONFIGS, "tiny", SOAK_TINY)
+    out = tmp_path / "soak.json"
+    zerokv_main(["bench", "--soak", "4", "--configs", "tiny", "--backends", "paged", "--threads", str(THREADS),
+                 "--json", str(out)])
+    printed = capfd.readouterr().out  # the child process writes to the file descriptor
+    assert "tiny/paged" in printed and "paged: 4/4 searches, RSS" in printed
+    (rec,) = json.loads(out.read_text())
+    assert rec["isolated"] and rec["backend"] == "paged" and rec["cache_within_bound"] is True
+    assert json.loads((tmp_path / "soak.meta.json").read_text())["soak"] == 4

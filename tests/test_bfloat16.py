@@ -97,6 +97,7 @@ def test_bfloat16_outputs_stay_close_to_the_float32_reference(backend):
     assert wm.cache_stats().fallbacks == 0 and wm.cache_stats().misses == 0
 
 
+@pytest.mark.slow
 def test_bfloat16_searches_keep_the_float32_search_policy():
     """Real searches: every bf16 backend gives bf16 none's visit counts, close to float32's.
 
@@ -152,6 +153,7 @@ def test_bfloat16_models_are_not_trained():
         wm.forward_sequence(torch.zeros(1, 2, 5), torch.zeros(1, 2, dtype=torch.long))
 
 
+@pytest.mark.slow
 def test_scalars_of_bfloat16_logits_are_float32():
     logits = torch.randn(4, 21).to(torch.bfloat16)
     value = support_to_scalar(logits, 10)

@@ -203,6 +203,7 @@ def test_legacy_and_manager_agree(ops):
     run_both(ops)
 
 
+@pytest.mark.slow
 def test_legacy_and_manager_agree_on_a_long_random_sequence():
     rng = random.Random(0)
     ops = []

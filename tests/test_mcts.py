@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,10 +14,13 @@ from hypothesis import strategies as st
 
 from zerokv.search import (
     ROOT_INDEX,
+    Expansion,
     RecurrentFnOutput,
     RootFnOutput,
+    SearchConfig,
     SearchOutput,
     muzero_search,
+    plan,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -34,20 +39,18 @@ def make_root(batch: int, num_actions: int, logits=None, value=None, latent=None
 
 
 def bandit_fn(rewards: np.ndarray):
-    """Depth-1 bandit: action a at the root pays rewards[b, a]; everything else pays 0, values 0.
+    """Depth-1 bandit: action a at the root pays rewards[b, a] in tree b; everything else pays
+    0, values 0. rewards: [B, A]. Uses parent_id to know whether the parent is the root."""
 
-    rewards: [B, A]. Uses parent_id to know whether the parent is the root.
-    """
-
-    def fn(latent, action, parent_id, child_id):
-        batch, num_actions = rewards.shape
-        at_root = parent_id == ROOT_INDEX
-        reward = np.where(at_root, rewards[np.arange(batch), action], 0.0)
+    def fn(request: Expansion):
+        rows, num_actions = request.action.shape[0], rewards.shape[1]
+        at_root = request.parent_id == ROOT_INDEX
+        reward = np.where(at_root, rewards[request.tree_index, request.action], 0.0)
         return RecurrentFnOutput(
             reward=reward.astype(np.float32),
-            value=np.zeros(batch, np.float32),
-            policy_logits=np.zeros((batch, num_actions), np.float32),
-            latent=latent.clone(),
+            value=np.zeros(rows, np.float32),
+            policy_logits=np.zeros((rows, num_actions), np.float32),
+            latent=request.parent_latent.clone(),
         )
 
     return fn
@@ -60,45 +63,47 @@ MDP_NEXT = np.array([[1, 2], [1, 1], [1, 1]])  # [state, action] -> next state
 MDP_REWARD = np.array([[1.0, 0.0], [0.0, 0.0], [10.0, 10.0]])  # [state, action] -> reward
 
 
-def mdp_fn(latent, action, parent_id, child_id):
-    """Latent [B, 1] holds the state id; values 0, the prior prefers action 0 everywhere."""
-    state = latent[:, 0].long().numpy()
-    batch = state.shape[0]
+def mdp_fn(request: Expansion):
+    """Latent [R, 1] holds the state id; values 0, the prior prefers action 0 everywhere."""
+    state = request.parent_latent[:, 0].long().numpy()
+    rows = state.shape[0]
     return RecurrentFnOutput(
-        reward=MDP_REWARD[state, action].astype(np.float32),
-        value=np.zeros(batch, np.float32),
-        policy_logits=np.tile(np.array([2.0, 0.0], np.float32), (batch, 1)),
-        latent=torch.from_numpy(MDP_NEXT[state, action]).float()[:, None],
+        reward=MDP_REWARD[state, request.action].astype(np.float32),
+        value=np.zeros(rows, np.float32),
+        policy_logits=np.tile(np.array([2.0, 0.0], np.float32), (rows, 1)),
+        latent=torch.from_numpy(MDP_NEXT[state, request.action]).float()[:, None],
     )
 
 
 def hashed_fn(num_actions: int, calls: list | None = None):
     """Deterministic pseudo-random model of (tree, parent, action); the child latent is its node
     id, so the test can check that parent latents are gathered from the right slot. Optionally
-    records every call."""
+    records every request."""
 
-    def fn(latent, action, parent_id, child_id, tree_index=None):
-        # tree_index [R] (multi-leaf calls): the tree of each row; else row b is tree b.
-        batch = action.shape[0]
+    def fn(request: Expansion):
         if calls is not None:
-            call = (latent.clone(), action.copy(), parent_id.copy(), child_id.copy())
-            calls.append(call if tree_index is None else (*call, tree_index.copy()))
-        tree = np.arange(batch) if tree_index is None else tree_index
-        seed = (parent_id * 1000003 + action * 7919 + tree * 104729) % 2**32
+            calls.append(request)
+        seed = (request.parent_id * 1000003 + request.action * 7919 + request.tree_index * 104729) % 2**32
         gens = [np.random.default_rng(int(s)) for s in seed]
         return RecurrentFnOutput(
             reward=np.array([g.normal() for g in gens], np.float32),
             value=np.array([g.normal() for g in gens], np.float32),
             policy_logits=np.stack([g.normal(size=num_actions) for g in gens]).astype(np.float32),
-            latent=torch.from_numpy(child_id.astype(np.float32))[:, None],
+            latent=torch.from_numpy(request.child_id.astype(np.float32))[:, None],
         )
 
     return fn
 
 
+CONFIG_FIELDS = {f.name for f in dataclasses.fields(SearchConfig)}
+
+
 def run(root, fn, sims, **kwargs) -> SearchOutput:
+    """``muzero_search`` with ``sims`` simulations; keyword arguments that name a SearchConfig
+    field go to the config, the rest to the call."""
     kwargs.setdefault("rng", np.random.default_rng(0))
-    return muzero_search(root, fn, num_simulations=sims, **kwargs)
+    knobs = {k: kwargs.pop(k) for k in list(kwargs) if k in CONFIG_FIELDS}
+    return muzero_search(root, fn, SearchConfig(num_simulations=sims, **knobs), **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,7 +154,9 @@ def test_multi_leaf_expands_every_node_once_from_evaluated_parents(leaves):
     assert out.model_calls == len(calls) and math.ceil(sims / leaves) <= len(calls) < sims
     evaluated = [{ROOT_INDEX} for _ in range(batch)]  # per tree: nodes the model has returned
     edges: list[set] = [set() for _ in range(batch)]
-    for latent, action, parent, child, tree in calls:
+    for request in calls:
+        latent, action, parent, child, tree = (request.parent_latent, request.action, request.parent_id,
+                                               request.child_id, request.tree_index)
         assert len(tree) <= batch * leaves and np.bincount(tree, minlength=batch).max() <= leaves
         for b, p, a, c in zip(tree.tolist(), parent.tolist(), action.tolist(), child.tolist(), strict=True):
             assert p in evaluated[b], "a leaf's parent was evaluated by an earlier call"
@@ -165,11 +172,7 @@ def test_multi_leaf_expands_every_node_once_from_evaluated_parents(leaves):
 def test_multi_leaf_bandit_still_finds_the_best_action():
     rewards = np.array([[0.2, 0.5, 1.0, 0.1], [1.0, 0.0, 0.0, 0.3]])
     bandit = bandit_fn(rewards)
-
-    def fn(latent, action, parent_id, child_id, tree_index):  # the bandit, rows mapped to trees
-        return bandit_fn(rewards[tree_index])(latent, action, parent_id, child_id)
-
-    out = run(make_root(2, 4), fn, 60, add_noise=False, temperature=0.0, leaves_per_call=4)
+    out = run(make_root(2, 4), bandit, 60, add_noise=False, temperature=0.0, leaves_per_call=4)
     assert out.action.tolist() == [2, 0] and out.model_calls < 60
     one_leaf = run(make_root(2, 4), bandit, 60, add_noise=False, temperature=0.0)
     assert one_leaf.action.tolist() == [2, 0] and one_leaf.model_calls == 60
@@ -300,10 +303,14 @@ def test_node_ids_and_latent_gather():
     batch, num_actions, sims = 4, 3, 30
     out = run(make_root(batch, num_actions), hashed_fn(num_actions, calls), sims)
     assert len(calls) == sims
-    for k, (latent, action, parent_id, child_id) in enumerate(calls, start=1):
-        assert child_id.dtype == np.int64 and parent_id.dtype == np.int64
-        assert action.dtype == np.int64
-        assert child_id.shape == parent_id.shape == action.shape == (batch,)
+    for k, request in enumerate(calls, start=1):
+        assert isinstance(request, Expansion)
+        latent, action, parent_id, child_id = (request.parent_latent, request.action, request.parent_id,
+                                               request.child_id)
+        for ids in (action, parent_id, child_id, request.tree_index):
+            assert ids.dtype == np.int64 and ids.shape == (batch,)
+        # The standard search: row b is tree b, and call k creates node k in every tree.
+        np.testing.assert_array_equal(request.tree_index, np.arange(batch))
         np.testing.assert_array_equal(child_id, np.full(batch, k))
         assert ((parent_id >= ROOT_INDEX) & (parent_id < k)).all()  # an existing node
         assert ((action >= 0) & (action < num_actions)).all()
@@ -311,7 +318,7 @@ def test_node_ids_and_latent_gather():
         np.testing.assert_array_equal(latent[:, 0].numpy(), parent_id.astype(np.float32))
     # Each (parent, action) edge is expanded at most once per tree.
     for b in range(batch):
-        edges = [(int(c[2][b]), int(c[1][b])) for c in calls]
+        edges = [(int(c.parent_id[b]), int(c.action[b])) for c in calls]
         assert len(set(edges)) == len(edges)
     np.testing.assert_array_equal(out.visit_counts.sum(axis=1), np.full(batch, sims))
     np.testing.assert_allclose(out.search_policy.sum(axis=1), 1.0, rtol=1e-6)
@@ -373,6 +380,7 @@ def test_deterministic_for_seed_and_seeds_differ():
     assert any(not np.array_equal(o.action, first.action) for o in others)
 
 
+@pytest.mark.slow
 def test_temperature_sampling_follows_counts():
     # A small temperature behaves like argmax without overflowing.
     rewards = np.array([[0.2, 0.5, 1.0, 0.1]])
@@ -394,9 +402,9 @@ def test_latent_storage_keeps_dtype():
     root = make_root(2, 2, latent=torch.zeros(2, 1, dtype=torch.float64))
     seen = []
 
-    def fn(latent, action, parent_id, child_id):
-        seen.append(latent.dtype)
-        return mdp_fn(latent, action, parent_id, child_id)
+    def fn(request):
+        seen.append(request.parent_latent.dtype)
+        return mdp_fn(request)
 
     run(root, fn, 3)
     assert seen == [torch.float64] * 3
@@ -407,35 +415,68 @@ def test_latent_storage_keeps_dtype():
 
 
 @pytest.mark.parametrize(
+    ("knobs", "match"),
+    [
+        (dict(num_simulations=0), "SearchConfig: num_simulations=0; must be a positive int"),
+        (dict(num_simulations=-3), "num_simulations=-3; must be a positive int"),
+        (dict(num_simulations=2.5), "num_simulations=2.5; must be a positive int"),
+        (dict(num_simulations=True), "num_simulations=True; must be a positive int"),
+        (dict(leaves_per_call=0), "leaves_per_call=0; must be a positive int"),
+        (dict(discount=1.5), r"discount=1.5; must be a finite number >= 0 and <= 1"),
+        (dict(discount=math.nan), "discount=nan"),
+        (dict(pb_c_base=0.0), "pb_c_base=0.0; must be a finite number > 0"),
+        (dict(pb_c_base=math.inf), "pb_c_base=inf"),
+        (dict(pb_c_init=0.0), "pb_c_init=0.0; must be a finite number > 0"),
+        (dict(pb_c_init=-1.25), "pb_c_init=-1.25"),
+        (dict(dirichlet_alpha=0.0), "dirichlet_alpha=0.0; must be a finite number > 0"),
+        (dict(dirichlet_alpha=math.inf), "dirichlet_alpha=inf"),
+        (dict(exploration_fraction=2.0), "exploration_fraction=2.0; must be a finite number >= 0 and <= 1"),
+        (dict(exploration_fraction=-0.1), "exploration_fraction=-0.1"),
+        (dict(unvisited_q="mean"), "unvisited_q='mean'; allowed: parent, zero"),
+        (dict(unvisited_q=None), "unvisited_q=None; allowed: parent, zero"),
+    ],
+)
+def test_bad_search_config_is_refused_when_built(knobs, match):
+    """Every knob is checked once, when the config is built: before any search starts, and
+    whether or not the failing knob would be used (e.g. noise knobs of a noise-free search)."""
+    with pytest.raises(ValueError, match=match):
+        SearchConfig(**knobs)
+
+
+def test_search_config_is_frozen_and_replace_checks_again():
+    config = SearchConfig(num_simulations=np.int64(8))
+    assert type(config.num_simulations) is int and config.num_simulations == 8
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.num_simulations = 0
+    with pytest.raises(ValueError, match="leaves_per_call=0"):
+        dataclasses.replace(config, leaves_per_call=0)
+
+
+@pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        (dict(num_simulations=0), "num_simulations must be >= 1, got 0"),
-        (dict(leaves_per_call=0), "leaves_per_call must be an int >= 1, got 0"),
-        (dict(num_simulations=-3), "got -3"),
-        (dict(num_simulations=2.5), "got 2.5"),
-        (dict(temperature=-0.5), "temperature .* got -0.5"),
-        (dict(temperature=math.nan), "temperature .* got nan"),
+        (dict(temperature=-0.5), "temperature=-0.5; must be a finite number >= 0"),
+        (dict(temperature=math.nan), "temperature=nan"),
+        (dict(temperature=math.inf), "temperature=inf"),
+        (dict(add_noise=1), "add_noise=1; must be True or False"),
         (dict(legal_actions_mask=np.ones((2, 2), bool)), r"shape .*\(2, 3\), got \(2, 2\)"),
         (
             dict(legal_actions_mask=np.array([[True, False, True], [False, False, False]])),
             r"rows \[1\] have none",
         ),
         (dict(legal_actions_mask=np.ones((2, 3), np.int64)), "dtype bool, got int64"),
-        (dict(discount=1.5), "discount must be in \\[0, 1\\], got 1.5"),
-        (dict(dirichlet_alpha=0.0), "dirichlet_alpha .* got 0.0"),
-        (dict(exploration_fraction=2.0), "exploration_fraction .* got 2.0"),
         (dict(rng=0), "rng must be a numpy.random.Generator, got int"),
-        (
-            dict(unvisited_q="mean"),
-            r"unvisited_q must be one of \('parent', 'zero'\), got 'mean'",
-        ),
-        (dict(unvisited_q=None), r"unvisited_q must be one of .*parent.*zero.*, got None"),
     ],
 )
-def test_bad_arguments(kwargs, match):
-    args = dict(num_simulations=4, rng=np.random.default_rng(0)) | kwargs
+def test_bad_call_arguments(kwargs, match):
+    args = dict(rng=np.random.default_rng(0)) | kwargs
     with pytest.raises(ValueError, match=match):
-        muzero_search(make_root(2, 3), hashed_fn(3), **args)
+        muzero_search(make_root(2, 3), hashed_fn(3), SearchConfig(num_simulations=4), **args)
+
+
+def test_a_config_must_be_a_search_config():
+    with pytest.raises(TypeError, match="config is a dict; expected a zerokv.search.SearchConfig"):
+        muzero_search(make_root(2, 3), hashed_fn(3), {"num_simulations": 4}, rng=np.random.default_rng(0))
 
 
 @pytest.mark.parametrize(
@@ -457,15 +498,46 @@ def test_bad_arguments(kwargs, match):
 )
 def test_bad_root(root, match):
     with pytest.raises(ValueError, match=match):
-        muzero_search(root, hashed_fn(3), num_simulations=2, rng=np.random.default_rng(0))
+        muzero_search(root, hashed_fn(3), SearchConfig(num_simulations=2), rng=np.random.default_rng(0))
 
 
 def test_bad_recurrent_output():
-    def wrong_logits(latent, action, parent_id, child_id):
-        out = hashed_fn(3)(latent, action, parent_id, child_id)
+    def wrong_logits(request):
+        out = hashed_fn(3)(request)
         return RecurrentFnOutput(out.reward, out.value, out.policy_logits[:, :2], out.latent)
 
     with pytest.raises(ValueError, match=r"call 1: policy_logits .* \(2, 3\), got \(2, 2\)"):
-        muzero_search(
-            make_root(2, 3), wrong_logits, num_simulations=2, rng=np.random.default_rng(0)
-        )
+        run(make_root(2, 3), wrong_logits, 2)
+
+
+class FakeWorldModel:
+    """Two actions, all values 0, child latent = parent latent + 1; records every call's rows."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[int], np.ndarray]] = []
+
+    def initial_inference(self, obs, env_ids=None, last_actions=None):
+        b = len(obs)
+        return SimpleNamespace(value=torch.zeros(b), policy_logits=torch.zeros(b, 2), latent_state=torch.zeros(b, 1))
+
+    def recurrent_inference(self, latent, action, env_ids=None, *, parent_ids=None, child_ids=None):
+        self.calls.append((list(env_ids), np.array(child_ids)))
+        r = latent.shape[0]
+        return SimpleNamespace(reward=torch.zeros(r), value=torch.zeros(r), policy_logits=torch.zeros(r, 2),
+                               latent_state=latent + 1)
+
+
+@pytest.mark.parametrize("leaves", [1, 3])
+def test_plan_sends_each_row_to_its_trees_env(leaves):
+    """Trees are the envs named by env_ids, in order: every row of every call goes to its tree's
+    env, and each env's nodes 1..num_simulations are created exactly once."""
+    model, env_ids = FakeWorldModel(), [5, 2]
+    plan(model, np.zeros((2, 1), np.float32), config=SearchConfig(num_simulations=6, leaves_per_call=leaves),
+         rng=np.random.default_rng(0), env_ids=env_ids)
+    created: dict[int, list[int]] = {5: [], 2: []}
+    for envs, child in model.calls:
+        assert leaves > 1 or envs == env_ids
+        for env, node in zip(envs, child.tolist(), strict=True):
+            created[env].append(node)
+    assert {env: sorted(nodes) for env, nodes in created.items()} == {5: [1, 2, 3, 4, 5, 6], 2: [1, 2, 3, 4, 5, 6]}
+    assert (len(model.calls) == 6) == (leaves == 1)

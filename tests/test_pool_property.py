@@ -116,6 +116,7 @@ DENSE_OPS = st.lists(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(size=st.integers(1, 3), ops=DENSE_OPS)
 def test_priority_pool_matches_model_dense(size, ops):

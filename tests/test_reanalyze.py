@@ -154,3 +154,13 @@ def test_a_bfloat16_model_reanalyses_in_its_own_precision():
     assert b.root_value.dtype == np.float32 and b.search_policy.dtype == np.float32
     assert 0 < np.abs(a.search_policy - b.search_policy).sum(1).mean() / 2 <= 0.2  # rounding moves it, a little
     assert (a.visit_counts.argmax(1) == b.visit_counts.argmax(1)).mean() >= 0.75
+
+
+def test_the_reanalyzer_takes_a_checked_search_config():
+    wm = build("paged")
+    with pytest.raises(TypeError, match="Reanalyzer: search is a dict; expected a SearchConfig"):
+        Reanalyzer(wm, {"num_simulations": 12})
+    with pytest.raises(ValueError, match="Reanalyzer: roots_per_call=0; must be a positive int"):
+        Reanalyzer(wm, SEARCH, roots_per_call=0)
+    with pytest.raises(ValueError, match="SearchConfig: exploration_fraction=2.0"):
+        Reanalyzer(wm, SearchConfig(num_simulations=12, exploration_fraction=2.0))

@@ -22,6 +22,7 @@ from zerokv.model.context_cache import CacheReport
 from zerokv.model.snapshot import SnapshotError
 from zerokv.model.world_model import InferenceOutput, SequenceOutput, WorldModel
 from zerokv.search import (
+    Expansion,
     RecurrentFnOutput,
     RootFnOutput,
     SearchConfig,
@@ -36,6 +37,7 @@ __all__ = [
     "CacheStats",
     "CacheValidationError",
     "EvictionStrategy",
+    "Expansion",
     "InferenceOutput",
     "KVCache",
     "KVCacheManager",

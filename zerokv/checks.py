@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-__all__ = ["check_bool", "check_choice", "check_float", "check_int", "check_positive_int"]
+__all__ = ["check_bool", "check_choice", "check_device", "check_float", "check_int", "check_positive_int"]
 
 
 def _where(owner: str | None, name: str, value: object) -> str:
@@ -86,4 +86,36 @@ def check_choice(name: str, value: object, allowed: Iterable[str], *, owner: str
     allowed = tuple(allowed)
     if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"{_where(owner, name, value)}; allowed: {', '.join(allowed)}")
+    return value
+
+
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+"""Torch device types zerokv runs on (``cuda`` and ``mps`` only where this machine has them)."""
+
+
+def check_device(name: str, value: object, *, owner: str | None = None) -> str:
+    """``value`` if it names a torch device of :data:`DEVICE_TYPES` that this machine has:
+    ``"cpu"``, ``"cuda"``/``"cuda:N"`` with CUDA available (and N below the device count), or
+    ``"mps"`` with MPS available. Checked once, up front, instead of an assertion deep in torch
+    at the first tensor moved there."""
+    import torch  # here, not at import: the other checks need no torch
+
+    if not isinstance(value, str):
+        raise ValueError(f"{_where(owner, name, value)}; must be a device name such as cpu or cuda:0")
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in DEVICE_TYPES:
+        raise ValueError(f"{_where(owner, name, value)}; allowed: cpu, cuda, cuda:N, mps")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"{_where(owner, name, value)}; this machine has no CUDA device "
+                             f"(torch {torch.__version__}); use cpu")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"{_where(owner, name, value)}; this machine has {count} CUDA device(s): "
+                             f"cuda:0 … cuda:{count - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{_where(owner, name, value)}; MPS is not available on this machine; use cpu")
     return value

@@ -4,6 +4,7 @@ from zerokv.bench.cli import BenchArgs, main, run
 from zerokv.bench.configs import CONFIGS, QUICK, Budget
 from zerokv.bench.report import render, write_json, write_plot
 from zerokv.bench.run import BenchResult, run_bench
+from zerokv.bench.soak import documented_bound_bytes, run_soak
 
 __all__ = [
     "CONFIGS",
@@ -11,10 +12,12 @@ __all__ = [
     "BenchArgs",
     "BenchResult",
     "Budget",
+    "documented_bound_bytes",
     "main",
     "render",
     "run",
     "run_bench",
+    "run_soak",
     "write_json",
     "write_plot",
 ]

@@ -2,37 +2,45 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import tyro
+import torch
 
 from zerokv.bench.configs import (
+    DEFAULT_CONFIGS,
     QUICK,
     REFERENCE,
+    SOAK_CONFIGS,
     Budget,
     resolve_backends,
     resolve_configs,
     split_names,
 )
+from zerokv.bench.machine import cpu_name
 from zerokv.bench.multileaf import parse_leaves, render_multi_leaf, run_multi_leaf
 from zerokv.bench.precision import render_precision, run_precision
 from zerokv.bench.reanalysis import check_roots, render_reanalysis, run_reanalysis
 from zerokv.bench.report import render, write_json, write_plot
 from zerokv.bench.run import BenchResult, run_bench
+from zerokv.bench.soak import SOAK_BACKENDS, check_searches, render_soak, run_soak
 from zerokv.bench.storage import parse_roots, parse_storage_dtypes, render_storage, run_storage
 from zerokv.checks import check_positive_int
+from zerokv.model.config import CACHE_BACKENDS
 
 
 @dataclass
 class BenchArgs:
     """Run the same MCTS searches with each KV-cache backend and compare them."""
 
-    configs: str = "small,atari"
-    """Comma-separated configs to run (small, atari)."""
-    backends: str = "none,legacy,manager,paged"
-    """Comma-separated cache backends; "none" is added as the exactness reference when diffing."""
+    configs: str | None = None
+    """Comma-separated configs to run: small, atari, cartpole (default: small,atari; with --soak: cartpole)."""
+    backends: str | None = None
+    """Comma-separated cache backends (default: none,legacy,manager,paged; with --soak: legacy,manager,paged);
+    "none" is added as the exactness reference when diffing."""
     searches: int | None = None
     """Timed searches per config and backend (default 5; 2 with --quick)."""
     warmup: int | None = None
@@ -40,7 +48,7 @@ class BenchArgs:
     simulations: int | None = None
     """Simulations per search (default: the config's 50; 10 with --quick)."""
     quick: bool = False
-    """A smoke run in well under a minute (10 simulations, 1 warm-up, 2 timed searches)."""
+    """A smoke run, not a measurement (10 simulations, 1 warm-up, 2 timed searches)."""
     diff: bool = True
     """Compare every output with the "none" backend (max_abs_diff_vs_none)."""
     json: str | None = None
@@ -70,6 +78,10 @@ class BenchArgs:
     under "storage" in the meta JSON)."""
     storage_roots: str = "256,1024,2048"
     """Reanalysis arena sizes (roots per call) measured by --storage-dtypes."""
+    soak: int | None = None
+    """Instead of the comparison, a soak: this many searches per backend (each in a fresh process,
+    caches never cleared), RSS sampled along the way, against each store's documented size (see
+    zerokv.bench.soak). Uses --configs, --backends, --simulations, --threads, --seed, --json."""
 
 
 def budget_of(args: BenchArgs) -> Budget:
@@ -84,8 +96,11 @@ def budget_of(args: BenchArgs) -> Budget:
 def run(args: BenchArgs) -> BenchResult:
     """Validate ``args`` (ValueError naming the bad value and what is allowed), run, report."""
     check_positive_int("threads", args.threads)
-    configs = resolve_configs(args.configs)
-    backends = resolve_backends(args.backends, with_reference=args.diff)
+    if args.soak is not None:
+        return run_soak_command(args)
+    configs = resolve_configs(args.configs or DEFAULT_CONFIGS)
+    names = args.backends or ",".join(CACHE_BACKENDS)
+    backends = resolve_backends(names, with_reference=args.diff)
     budget = budget_of(args)
     leaves = None if args.multi_leaf is None else parse_leaves(args.multi_leaf)
     roots = None if args.reanalyze is None else check_roots(args.reanalyze)
@@ -97,7 +112,7 @@ def run(args: BenchArgs) -> BenchResult:
           f"{' QUICK' if args.quick else ''}", flush=True)
     result = run_bench(configs, backends, budget, seed=args.seed, diff=args.diff,
                        threads=args.threads, quick=args.quick, progress=args.progress)
-    if args.diff and REFERENCE not in split_names(args.backends):
+    if args.diff and REFERENCE not in split_names(names):
         result.meta["notes"].append(f"{REFERENCE!r} was added to --backends as the exactness reference")
     print(render(result), flush=True)
     if leaves is not None:
@@ -121,10 +136,39 @@ def run(args: BenchArgs) -> BenchResult:
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> BenchResult:
-    """Entry point of ``zerokv bench``; bad flag values exit with a one-line error."""
-    args = tyro.cli(BenchArgs, args=list(sys.argv[1:] if argv is None else argv), prog="zerokv bench")
-    try:
-        return run(args)
-    except ValueError as e:
-        raise SystemExit(f"zerokv bench: error: {e}") from None
+def run_soak_command(args: BenchArgs) -> BenchResult:
+    """``--soak N``: the soak alone (see :mod:`zerokv.bench.soak`); its records and meta as a BenchResult."""
+    others = [flag for flag, on in (("--multi-leaf", args.multi_leaf is not None), ("--precision", args.precision),
+                                    ("--reanalyze", args.reanalyze is not None), ("--plot", args.plot is not None),
+                                    ("--storage-dtypes", args.storage_dtypes is not None),
+                                    ("--quick", args.quick)) if on]
+    if others:
+        raise ValueError(f"--soak runs alone; drop {', '.join(others)}")
+    check_searches(args.soak)
+    configs = resolve_configs(args.configs or SOAK_CONFIGS)
+    backends = resolve_backends(args.backends or ",".join(SOAK_BACKENDS), with_reference=False)
+    if args.simulations is not None:
+        check_positive_int("simulations", args.simulations)
+        configs = {n: dataclasses.replace(c, num_simulations=args.simulations) for n, c in configs.items()}
+    print(f"zerokv bench --soak {args.soak}: configs={','.join(configs)} backends={','.join(backends)} "
+          f"threads={args.threads} seed={args.seed}, each backend in a fresh process", flush=True)
+    records = run_soak(configs, backends, args.soak, seed=args.seed, threads=args.threads, progress=args.progress)
+    print(render_soak(records), flush=True)
+    result = BenchResult(records, {
+        "soak": args.soak, "seed": args.seed, "threads": args.threads, "backends": backends,
+        "configs": list(configs), "cpu": cpu_name(), "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    })
+    if args.json:
+        write_json(result, args.json)
+        print(f"wrote {args.json}")
+    return result
+
+
+def main(argv: Sequence[str] | None = None, *, debug: bool = False) -> BenchResult:
+    """Entry point of ``zerokv bench``. A refused command line raises ``zerokv.cli.UsageError`` and
+    a bad value ValueError; ``zerokv.cli.main`` turns both into one line on stderr."""
+    from zerokv.cli import parse
+
+    args = parse(BenchArgs, list(sys.argv[1:] if argv is None else argv), "zerokv bench", debug=debug)
+    return run(args)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from zerokv.bench.configs import Budget, model_config
-from zerokv.bench.report import _table
+from zerokv.bench.report import table
 from zerokv.bench.run import make_observations
 from zerokv.model.config import WorldModelConfig
 from zerokv.model.world_model import WorldModel
@@ -112,7 +112,7 @@ def render_multi_leaf(records: list[dict]) -> str:
              f"{100 * r['top_action_agrees']:.0f}%"] for r in records]
     n = records[0]["positions"] if records else 0
     return (f"Multi-leaf search (paged backend, {n} fixed positions per config = searches × envs; "
-            "distances to the one-leaf search with the same root noise):\n" + _table(header, rows)
+            "distances to the one-leaf search with the same root noise):\n" + table(header, rows)
             + f"\nnote: KL over visit counts smoothed by {SMOOTHING} per action; '1, other noise' is the "
             "one-leaf search under another root-noise draw: the search's own variation")
 

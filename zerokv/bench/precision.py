@@ -32,17 +32,9 @@ import torch
 
 from zerokv.bench.configs import REFERENCE, Budget, model_config
 from zerokv.bench.multileaf import policy_distance
-from zerokv.bench.report import _table
-from zerokv.bench.run import (
-    NETWORK_OUTPUTS,
-    MatmulProbe,
-    Trace,
-    _arrays,
-    compare_traces,
-    make_observations,
-    recurrent_flops,
-    rotated,
-)
+from zerokv.bench.recording import NETWORK_OUTPUTS, RecordingModel, compare_traces, replay
+from zerokv.bench.report import table
+from zerokv.bench.run import MatmulProbe, make_observations, recurrent_flops, rotated
 from zerokv.model.config import WorldModelConfig
 from zerokv.model.world_model import WorldModel
 from zerokv.search import SearchConfig, plan
@@ -54,74 +46,11 @@ OTHER_NOISE = "float32, other noise"
 
 
 @dataclass(slots=True)
-class _Call:
-    """One recurrent call of a recorded search: its inputs and the model's outputs."""
-
-    env_ids: list[int]  # [R] env of each row
-    action: np.ndarray  # [R]
-    parent_ids: np.ndarray  # [R] node ids in the search's numbering (root = 0)
-    child_ids: np.ndarray  # [R]
-    out: dict[str, np.ndarray]  # float32 outputs (see zerokv.bench.run._arrays)
-
-
-@dataclass(slots=True)
-class _Recorder:
-    """Stands in for the world model inside ``plan``: records every call and times the recurrent ones."""
-
-    wm: WorldModel
-    obs: np.ndarray | None = None  # the root observations of the current search [B, *obs_shape]
-    root: dict[str, np.ndarray] = field(default_factory=dict)
-    calls: list[_Call] = field(default_factory=list)
-    recurrent_seconds: float = 0.0
-
-    def start_search(self) -> None:
-        self.obs, self.root, self.calls, self.recurrent_seconds = None, {}, [], 0.0
-
-    def initial_inference(self, obs, env_ids=None, last_actions=None):
-        out = self.wm.initial_inference(obs, env_ids=env_ids, last_actions=last_actions)
-        self.obs, self.root = np.array(obs, copy=True), _arrays(out)
-        return out
-
-    def recurrent_inference(self, latent_state, action, env_ids=None, *, parent_ids=None, child_ids=None):
-        t0 = time.perf_counter()
-        out = self.wm.recurrent_inference(latent_state, action, env_ids=env_ids, parent_ids=parent_ids,
-                                          child_ids=child_ids)
-        self.recurrent_seconds += time.perf_counter() - t0
-        envs = list(range(latent_state.shape[0])) if env_ids is None else [int(e) for e in env_ids]
-        self.calls.append(_Call(envs, np.array(action, copy=True), np.array(parent_ids, copy=True),
-                                np.array(child_ids, copy=True), _arrays(out)))
-        return out
-
-
-def replay(reference: WorldModel, recorder: _Recorder) -> tuple[Trace, Trace]:
-    """The recorded search's calls rerun on ``reference``: (reference trace, recorded trace).
-
-    The reference expands the same nodes (same roots, same actions from the same parents) from its
-    own latents, kept per (env, node id): a content-keyed backend finds each parent by them.
-    """
-    reference.clear_caches()  # a fresh root, as the recorded search had
-    root = reference.initial_inference(recorder.obs)
-    b, sims = recorder.obs.shape[0], reference.config.num_simulations
-    latents = root.latent_state.new_zeros(b, sims + 1, root.latent_state.shape[1])  # [env, node, E]
-    latents[:, 0] = root.latent_state
-    ref, rec = Trace(roots=[_arrays(root)]), Trace(roots=[recorder.root])
-    for call in recorder.calls:
-        envs = torch.as_tensor(call.env_ids)
-        parents, children = torch.as_tensor(call.parent_ids), torch.as_tensor(call.child_ids)
-        out = reference.recurrent_inference(latents[envs, parents], call.action, env_ids=call.env_ids,
-                                            parent_ids=call.parent_ids, child_ids=call.child_ids)
-        latents[envs, children] = out.latent_state
-        ref.calls.append({"action": call.action, **_arrays(out)})
-        rec.calls.append({"action": call.action, **call.out})
-    return ref, rec
-
-
-@dataclass(slots=True)
 class _ModelRun:
     """One dtype's model on one config: its samples, visit counts and worst differences."""
 
     label: str
-    recorder: _Recorder
+    model: RecordingModel  # records each search's calls (one search per trace)
     seconds: list[float] = field(default_factory=list)  # per timed search
     call_ms: list[float] = field(default_factory=list)  # per timed search: mean recurrent call
     visits: list[np.ndarray] = field(default_factory=list)  # per timed search [B, A]
@@ -130,23 +59,23 @@ class _ModelRun:
 
     def search(self, obs: np.ndarray, search: SearchConfig, noise_seed: int) -> np.ndarray:
         """A fixed position from a fresh root; returns its visit counts [B, A]."""
-        self.recorder.wm.clear_caches()
-        self.recorder.start_search()
-        return plan(self.recorder, obs, config=search, rng=np.random.default_rng(noise_seed), add_noise=True,
+        self.model.wm.clear_caches()
+        self.model.start_search(new_trace=True)
+        return plan(self.model, obs, config=search, rng=np.random.default_rng(noise_seed), add_noise=True,
                     temperature=1.0).visit_counts
 
     def timed_search(self, obs: np.ndarray, search: SearchConfig, noise_seed: int) -> None:
         t0 = time.perf_counter()
         self.visits.append(self.search(obs, search, noise_seed))
         self.seconds.append(time.perf_counter() - t0)
-        self.call_ms.append(1e3 * self.recorder.recurrent_seconds / max(1, len(self.recorder.calls)))
+        self.call_ms.append(1e3 * self.model.recurrent_seconds / max(1, self.model.calls))
 
     def compare(self, reference: WorldModel) -> None:
         """Fold the last search's differences from ``reference`` into ``worst`` and ``rel``."""
-        worst, rel, _ = compare_traces(*replay(reference, self.recorder))
-        for k, v in worst.items():
+        diff = compare_traces(replay(reference, self.model.trace), self.model.trace)
+        for k, v in diff.abs_by_output.items():
             self.worst[k] = max(self.worst.get(k, 0.0), v)
-        for k, v in rel.items():
+        for k, v in diff.rel_by_scalar.items():
             self.rel[k] = max(self.rel.get(k, 0.0), v)
 
 
@@ -156,7 +85,8 @@ def run_precision_config(name: str, base: WorldModelConfig, budget: Budget, *, s
     torch.manual_seed(seed)  # the bench's weights
     fp32 = WorldModel(cfg).eval()
     bf16, reference = fp32.copy_with(dtype="bfloat16"), fp32.copy_with(cache_backend=REFERENCE)
-    runs = [_ModelRun("float32", _Recorder(fp32)), _ModelRun("bfloat16", _Recorder(bf16))]
+    runs = [_ModelRun("float32", RecordingModel(fp32, record=True)),
+            _ModelRun("bfloat16", RecordingModel(bf16, record=True))]
     search = SearchConfig(num_simulations=cfg.num_simulations)
     positions = make_observations(cfg, budget.warmup + budget.searches, seed + 7)
     warm, timed = positions[: budget.warmup], positions[budget.warmup:]
@@ -174,7 +104,7 @@ def run_precision_config(name: str, base: WorldModelConfig, budget: Budget, *, s
             run.compare(reference)  # untimed
     for probe in probes.values():
         probe.sample()
-    other = _ModelRun(OTHER_NOISE, _Recorder(fp32))
+    other = _ModelRun(OTHER_NOISE, RecordingModel(fp32, record=False))
     for i, obs in enumerate(timed):
         other.visits.append(other.search(obs, search, seed + 5000 + i))
     flops = recurrent_flops(cfg)["total"]
@@ -253,9 +183,9 @@ def render_precision(records: Sequence[dict]) -> str:
     return (
         f"Precision: bfloat16 search model vs float32 (paged backend, {first.get('positions', 0)} fixed positions "
         "per config = searches × envs, the same weights and root noise; medians over searches)\n"
-        + _table(["config", "model", "searches/s", "×", "recurrent ms", "/ fp32 floor", "/ bf16 floor"], speed)
+        + table(["config", "model", "searches/s", "×", "recurrent ms", "/ fp32 floor", "/ bf16 floor"], speed)
         + "\n\n"
-        + _table(["config", "model", "max|Δ| policy", "value/reward logits", "latent", "rel Δ value",
+        + table(["config", "model", "max|Δ| policy", "value/reward logits", "latent", "rel Δ value",
                   "KL(fp32‖·)", "TV", "top action ="], diffs)
         + f"\nnote: {rates}"
         + "\nnote: max|Δ| over every root and recurrent call, against a float32 'none' model (no cache) with the "

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from zerokv.bench.configs import Budget, model_config
-from zerokv.bench.report import _table
+from zerokv.bench.report import table
 from zerokv.bench.run import MatmulProbe
 from zerokv.model.config import DTYPES, WorldModelConfig
 from zerokv.model.world_model import WorldModel
@@ -117,4 +117,4 @@ def render_reanalysis(records: list[dict]) -> str:
     return (f"Reanalysis of {n} replayed positions (paged backend, no root noise; × and differences against "
             f"float32 in chunks of {REFERENCE_CHUNK}, the reference's way; matmul floor: the recurrent calls' "
             f"matmul FLOPs at this machine's rate for that dtype and row count; × at floor: the speed-up "
-            f"if this run reached its floor):\n" + _table(header, rows))
+            f"if this run reached its floor):\n" + table(header, rows))

@@ -88,7 +88,8 @@ def ratio(old, new, better: str | None) -> str:
     return f"{num / den:.2f}×"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain-text table: the first column left-aligned, the others right-aligned, a rule under the header."""
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     line = "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True)))
     out = [line, "-" * len(line)]
@@ -133,11 +134,11 @@ def comparison_tables(result: BenchResult) -> str:
                 *(fmt(by[b].get(m.key), m.fmt) for b in news),
                 *(ratio(old.get(m.key), by[b].get(m.key), m.better) for b in news),
             ])
-        blocks.append(_title(config, recs) + "\n" + _table(header, rows))
+        blocks.append(_title(config, recs) + "\n" + table(header, rows))
     return "\n\n".join(blocks)
 
 
-def backends_table(result: BenchResult) -> str:
+def backendstable(result: BenchResult) -> str:
     """Every (config, backend) on one line each."""
     header = ["config/backend", "search/s", "sims/s", "rec ms", "fwd ms", "flop ms", "×flop", "cache %",
               "copied/node", "stored/node", "syncs/sim", "hit", "fallb", "cache MiB", "max|diff|",
@@ -154,7 +155,7 @@ def backends_table(result: BenchResult) -> str:
             fmt(r["max_rel_diff_scalars_vs_none"], "diff"), fmt(r["trees_match_none"], "bool"),
             fmt(r.get("other_processes_cpu_share"), "pct"),
         ])
-    return _table(header, rows)
+    return table(header, rows)
 
 
 def render(result: BenchResult) -> str:
@@ -171,7 +172,7 @@ def render(result: BenchResult) -> str:
         parts.append(f"WARNING: other processes used {100 * others:.0f}% of the machine's CPU during the "
                      "run: times are inflated and ratios noisy")
     parts += [comparison_tables(result),
-              "All backends (others = CPU share other processes used meanwhile)\n" + backends_table(result)]
+              "All backends (others = CPU share other processes used meanwhile)\n" + backendstable(result)]
     parts.append("\n".join(f"note: {n}" for n in m["notes"]))
     if any(r["trees_match_none"] is False for r in result.records):
         parts.append("WARNING: some searches took different paths than with 'none' (visits= NO); "

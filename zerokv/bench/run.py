@@ -7,9 +7,9 @@ full-size searches; then the timed searches run *interleaved*: for each search i
 backend runs its search in turn, the order rotating by one per index, so slow drift of a shared
 machine hits all backends alike (medians are over the searches). The timed searches look like real
 play: search 0 starts the episodes, every later one passes that backend's previous chosen actions
-as ``last_actions`` with a new observation. The world model is wrapped (:class:`InstrumentedModel`)
-to time every call and, when asked, record every output so each backend can be compared with the
-``none`` reference. Between search indices the machine's float32 matmul rate is sampled at the
+as ``last_actions`` with a new observation. The world model is wrapped
+(:class:`~zerokv.bench.recording.RecordingModel`) to time every call and, when asked, record every
+output so each backend can be compared with the ``none`` reference. Between search indices the machine's float32 matmul rate is sampled at the
 recurrent call's row count (:class:`MatmulProbe`) for the FLOP floor (:func:`recurrent_flops`).
 """
 
@@ -22,7 +22,7 @@ import statistics
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import psutil
@@ -31,29 +31,12 @@ from tqdm.auto import tqdm
 
 from zerokv.bench.configs import REFERENCE, Budget, model_config
 from zerokv.bench.machine import CpuWatch, cpu_name, peak_rss_mb
+from zerokv.bench.recording import RecordingModel, compare_traces
 from zerokv.model.config import WorldModelConfig
 from zerokv.model.context_cache import CacheReport
 from zerokv.model.linear import linear
 from zerokv.model.world_model import WorldModel
 from zerokv.search import SearchConfig, plan
-
-NETWORK_OUTPUTS = ("policy_logits", "value_logits", "reward_logits", "latent_state")
-"""What the network computes; ``max_abs_diff_vs_none`` is the largest |difference| over these."""
-SCALAR_OUTPUTS = ("value", "reward")
-"""E[support] mapped through h⁻¹: compared relatively (``max_rel_diff_scalars_vs_none``)."""
-_OUTPUTS = SCALAR_OUTPUTS + NETWORK_OUTPUTS
-
-
-@dataclass(slots=True)
-class Trace:
-    """Everything one backend produced on the timed searches (compared with the reference's)."""
-
-    roots: list[dict[str, np.ndarray]] = field(default_factory=list)
-    """Per search: initial_inference outputs (no reward_logits at roots)."""
-    calls: list[dict[str, np.ndarray]] = field(default_factory=list)
-    """Per recurrent call, in order: its input actions [B] and its outputs."""
-    visit_counts: list[np.ndarray] = field(default_factory=list)
-    """Per search: root visit counts [B, A]."""
 
 
 @dataclass(slots=True)
@@ -73,58 +56,15 @@ class SearchSample:
     position: int  # where this backend ran in its search index's rotated order (0 = first)
 
 
-def _arrays(out) -> dict[str, np.ndarray]:
-    return {
-        k: v.detach().cpu().numpy().copy()
-        for k in _OUTPUTS if (v := getattr(out, k, None)) is not None
-    }
-
-
-class InstrumentedModel:
-    """Stands in for the world model inside ``plan``: times every call and records outputs.
-
-    Recording copies B·(E + A + 2·bins + 2) floats per call (a few µs); it is off when no diff
-    is wanted.
-    """
-
-    def __init__(self, world_model: WorldModel, *, record: bool) -> None:
-        self.wm, self.record, self.trace = world_model, record, Trace()
-        self.start_search()
-
-    def start_search(self) -> None:
-        self.wm.work.reset()
-        self.root_seconds = self.recurrent_seconds = 0.0
-        self.calls = self.root_bytes = self.root_syncs = 0
-
-    def initial_inference(self, obs, env_ids=None, last_actions=None):
-        t0 = time.perf_counter()
-        out = self.wm.initial_inference(obs, env_ids=env_ids, last_actions=last_actions)
-        self.root_seconds += time.perf_counter() - t0
-        self.root_bytes, self.root_syncs = self.wm.work.bytes_copied, self.wm.work.host_syncs
-        if self.record:
-            self.trace.roots.append(_arrays(out))
-        return out
-
-    def recurrent_inference(self, latent_state, action, env_ids=None, **node_ids):
-        t0 = time.perf_counter()
-        out = self.wm.recurrent_inference(latent_state, action, env_ids=env_ids, **node_ids)
-        self.recurrent_seconds += time.perf_counter() - t0
-        self.calls += 1
-        if self.record:
-            self.trace.calls.append({"action": np.array(action, copy=True), **_arrays(out)})
-        return out
-
-    def sample(self, seconds: float, search, position: int) -> SearchSample:
-        work = self.wm.work
-        return SearchSample(
-            seconds=seconds, root_seconds=self.root_seconds,
-            recurrent_seconds=self.recurrent_seconds, calls=self.calls,
-            cache_seconds=work.cache_seconds, forward_seconds=work.forward_seconds,
-            bytes_copied=work.bytes_copied - self.root_bytes,
-            host_syncs=work.host_syncs - self.root_syncs,
-            bookkeeping_seconds=search.bookkeeping_seconds, max_depth=search.max_depth,
-            position=position,
-        )
+def sample_of(model: RecordingModel, seconds: float, search, position: int) -> SearchSample:
+    """The measurements of the search ``model`` has just run (``search``: its ``SearchOutput``)."""
+    work = model.wm.work
+    return SearchSample(
+        seconds=seconds, root_seconds=model.root_seconds, recurrent_seconds=model.recurrent_seconds,
+        calls=model.calls, cache_seconds=work.cache_seconds, forward_seconds=work.forward_seconds,
+        bytes_copied=work.bytes_copied - model.root_bytes, host_syncs=work.host_syncs - model.root_syncs,
+        bookkeeping_seconds=search.bookkeeping_seconds, max_depth=search.max_depth, position=position,
+    )
 
 
 def make_observations(cfg: WorldModelConfig, count: int, seed: int) -> list[np.ndarray]:
@@ -142,7 +82,7 @@ class BackendRun:
         self.search_cfg = SearchConfig(num_simulations=cfg.num_simulations)
         self.warm_rng = np.random.default_rng(seed + 1)
         self.rng = np.random.default_rng(seed + 2)  # identical noise and action sampling per backend
-        self.model = InstrumentedModel(self.wm, record=record)
+        self.model = RecordingModel(self.wm, record=record)
         self.samples: list[SearchSample] = []
         self.last_actions: list[int] | None = None  # the first timed search starts the episodes
 
@@ -163,7 +103,7 @@ class BackendRun:
         t0 = time.perf_counter()
         out = plan(model, obs, config=self.search_cfg, rng=self.rng, last_actions=self.last_actions,
                    add_noise=True, temperature=1.0)
-        self.samples.append(model.sample(time.perf_counter() - t0, out, position))
+        self.samples.append(sample_of(model, time.perf_counter() - t0, out, position))
         if model.record:
             model.trace.visit_counts.append(out.visit_counts.copy())
         self.last_actions = out.action.tolist()
@@ -239,39 +179,6 @@ class MatmulProbe:
             best = min(best, (time.perf_counter() - t0) / self.calls)
         self.rates.append(self.flops / best / 1e9)
         return self.rates[-1]
-
-
-# ----------------------------------------------------------------------------- comparison
-def compare_traces(ref: Trace, other: Trace) -> tuple[dict[str, float], dict[str, float], bool]:
-    """(largest |difference| per output, largest relative difference per scalar, trees matched?).
-
-    Absolute differences cover every output (``diff_by_output``); the scalars' relative
-    difference is ``|a - b| / max(1, |b|)`` with ``b`` the reference. The trees match when every
-    recurrent call saw the same actions and every search ended with the same visit counts; if
-    they do not, later calls expanded different nodes and their differences compare different
-    questions — the flag says so.
-    """
-    if len(ref.roots) != len(other.roots) or len(ref.calls) != len(other.calls):
-        return dict.fromkeys(_OUTPUTS, math.inf), dict.fromkeys(SCALAR_OUTPUTS, math.inf), False
-    worst, rel, same_tree = dict.fromkeys(_OUTPUTS, 0.0), dict.fromkeys(SCALAR_OUTPUTS, 0.0), True
-    for a, b in zip(ref.roots + ref.calls, other.roots + other.calls, strict=True):
-        for k in _OUTPUTS:
-            if k not in a and k not in b:  # reward_logits at roots
-                continue
-            if k not in a or k not in b or a[k].shape != b[k].shape:
-                worst[k] = math.inf
-                if k in rel:
-                    rel[k] = math.inf
-                continue
-            x, y = a[k].astype(np.float64), b[k].astype(np.float64)
-            diff = np.abs(x - y)
-            worst[k] = max(worst[k], float(diff.max()) if diff.size else 0.0)
-            if k in rel and diff.size:
-                rel[k] = max(rel[k], float((diff / np.maximum(1.0, np.abs(x))).max()))
-        if "action" in a and not np.array_equal(a["action"], b["action"]):
-            same_tree = False
-    same_tree &= all(np.array_equal(x, y) for x, y in zip(ref.visit_counts, other.visit_counts, strict=True))
-    return worst, rel, same_tree
 
 
 def summarise(name: str, cfg: WorldModelConfig, samples: list[SearchSample], stats: CacheReport,
@@ -378,10 +285,10 @@ def run_config(
         if run.backend == REFERENCE:
             ref_trace = run.model.trace
         if diff and ref_trace is not None:
-            by_output, rel, rec["trees_match_none"] = compare_traces(ref_trace, run.model.trace)
-            rec["diff_by_output"], rec["rel_diff_by_output"] = by_output, rel
-            rec["max_abs_diff_vs_none"] = max(by_output[k] for k in NETWORK_OUTPUTS)
-            rec["max_rel_diff_scalars_vs_none"] = max(rel.values())
+            d = compare_traces(ref_trace, run.model.trace)
+            rec["trees_match_none"] = d.same_tree
+            rec["diff_by_output"], rec["rel_diff_by_output"] = d.abs_by_output, d.rel_by_scalar
+            rec["max_abs_diff_vs_none"], rec["max_rel_diff_scalars_vs_none"] = d.max_abs_network, d.max_rel_scalars
         records.append(rec)
     config_meta = {
         "matmul_gflops": gflops, "matmul_gflops_samples": probe.rates, "matmul_rows": cfg.env_num,

@@ -35,9 +35,10 @@ import torch
 
 from zerokv.bench.configs import Budget, model_config, split_names
 from zerokv.bench.multileaf import policy_distance
-from zerokv.bench.precision import _ModelRun, _Recorder
+from zerokv.bench.precision import _ModelRun
 from zerokv.bench.reanalysis import make_histories
-from zerokv.bench.report import _table
+from zerokv.bench.recording import RecordingModel
+from zerokv.bench.report import table
 from zerokv.bench.run import make_observations, rotated
 from zerokv.cache.storage import KV_STORAGE_DTYPES
 from zerokv.model.config import WorldModelConfig
@@ -99,7 +100,7 @@ def run_storage(configs: Mapping[str, WorldModelConfig], budget: Budget, *, dtyp
 # ------------------------------------------------------------------------------ search
 def _searches(name: str, cfg: WorldModelConfig, models: dict[str, WorldModel], budget: Budget,
               seed: int) -> list[dict]:
-    runs = [_ModelRun(d, _Recorder(wm)) for d, wm in models.items()]
+    runs = [_ModelRun(d, RecordingModel(wm, record=True)) for d, wm in models.items()]
     reference = WorldModel(models[BASELINE].config, share_weights_with=models[BASELINE])  # caches of its own
     search = SearchConfig(num_simulations=cfg.num_simulations)
     positions = make_observations(cfg, budget.warmup + budget.searches, seed + 7)
@@ -113,7 +114,7 @@ def _searches(name: str, cfg: WorldModelConfig, models: dict[str, WorldModel], b
         for run in rotated(runs, i):
             run.timed_search(obs, search, noise_seed + i)
             run.compare(reference)  # untimed
-    other = _ModelRun(OTHER_NOISE, _Recorder(models[BASELINE]))
+    other = _ModelRun(OTHER_NOISE, RecordingModel(models[BASELINE], record=False))
     for i, obs in enumerate(timed):
         other.visits.append(other.search(obs, search, seed + 5000 + i))
     baseline = np.concatenate(runs[0].visits)
@@ -121,7 +122,7 @@ def _searches(name: str, cfg: WorldModelConfig, models: dict[str, WorldModel], b
     base_bytes = models[BASELINE].kv_cache_manager.node_bytes
     records = []
     for run in [*runs, other]:
-        arena = run.recorder.wm.kv_cache_manager
+        arena = run.model.wm.kv_cache_manager
         rec = {"config": name, "storage": run.label, "positions": int(baseline.shape[0]),
                "env_num": cfg.env_num, "num_simulations": cfg.num_simulations,
                **policy_distance(baseline, np.concatenate(run.visits))}
@@ -224,15 +225,15 @@ def render_storage(result: Mapping[str, list[dict]]) -> str:
                      _num(r.get("speedup"), ".2f"), _num(d.get("policy_logits"), ".1e"), _num(logits, ".1e"),
                      _num(d.get("latent_state"), ".1e"), f"{r['kl']:.4f}", f"{r['tv']:.3f}",
                      f"{100 * r['top_action_agrees']:.1f}%"])
-    table1 = _table(["config", "storage", "bytes/node", "× less", "arena MiB", "searches/s", "×", "max|Δ| policy",
+    table1 = table(["config", "storage", "bytes/node", "× less", "arena MiB", "searches/s", "×", "max|Δ| policy",
                      "value/reward logits", "latent", "KL(fp32‖·)", "TV", "top action ="], rows)
-    table2 = _table(["config", "storage", "roots", "arena MiB", "+ buffers MiB", "roots/s", "×", "KL(fp32‖·)", "TV",
+    table2 = table(["config", "storage", "roots", "arena MiB", "+ buffers MiB", "roots/s", "×", "KL(fp32‖·)", "TV",
                      "top action ="],
                     [[r["config"], r["storage"], str(r["roots"]), f"{r['arena_mib']:,.1f}", f"{r['buffers_mib']:,.1f}",
                       f"{r['roots_per_s']:.1f}",
                       f"{r['speedup']:.2f}", f"{r['kl']:.4f}", f"{r['tv']:.3f}", f"{100 * r['top_action_agrees']:.1f}%"]
                      for r in result["reanalysis"]])
-    table3 = _table(["config", "storage", "roots", "snapshot KiB", "rebuild ms", "load ms", "load file ms",
+    table3 = table(["config", "storage", "roots", "snapshot KiB", "rebuild ms", "load ms", "load file ms",
                      "weights sha256 ms", "rebuild / load", "next root exact"],
                     [[r["config"], r["storage"], str(r["roots"]), f"{r['snapshot_bytes'] / 1024:,.1f}",
                       f"{r['rebuild_ms']:.1f}", f"{r['load_ms']:.1f}", f"{r['load_file_ms']:.1f}",

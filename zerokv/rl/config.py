@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from zerokv.checks import check_choice, check_float, check_int, check_positive_int
-from zerokv.model.config import DTYPES
+from zerokv.checks import (
+    check_bool,
+    check_choice,
+    check_device,
+    check_float,
+    check_int,
+    check_positive_int,
+)
+from zerokv.model.config import DTYPES, WorldModelConfig
 
 try:
     import tomllib
@@ -137,21 +143,52 @@ class TrainConfig:
     """Show a progress bar."""
 
     def __post_init__(self) -> None:
+        """Every field is checked here, before anything runs: a bad value fails at construction
+        (the command line, a config file, a checkpoint's config), never mid-run."""
         positive = ("total_env_steps", "num_envs", "num_simulations", "leaves_per_call", "segment_length",
-                    "history_steps", "embed_dim", "num_layers", "num_heads", "context_length", "support_size", "batch_size",
-                    "unroll_steps", "td_steps", "collect_steps", "replay_capacity", "eval_episodes",
+                    "history_steps", "embed_dim", "num_layers", "num_heads", "context_length", "support_size",
+                    "batch_size", "unroll_steps", "td_steps", "collect_steps", "replay_capacity", "eval_episodes",
                     "checkpoint_every", "threads", "reanalyze_batch")
         for name in positive:
             check_positive_int(name, getattr(self, name))
+        check_int("seed", self.seed, low=0)
         check_int("reanalyze_per_iteration", self.reanalyze_per_iteration, low=0, note=" (0: off)")
-        for name in ("learning_rate", "grad_clip", "replay_ratio"):
+        check_int("eval_every", self.eval_every, low=0, note=" (0: only at the end)")
+        check_int("temperature_decay_steps", self.temperature_decay_steps, low=0)
+        check_int("min_replay_steps", self.min_replay_steps, low=0, high=self.replay_capacity,
+                  note=f" (updates start once this many steps are stored; replay_capacity={self.replay_capacity})")
+        for name in ("learning_rate", "grad_clip", "replay_ratio", "dirichlet_alpha"):
             check_float(name, getattr(self, name), low=0.0, low_open=True)
+        for name in ("weight_decay", "temperature_start", "temperature_end"):
+            check_float(name, getattr(self, name), low=0.0)
+        for name in ("discount", "exploration_fraction"):
+            check_float(name, getattr(self, name), low=0.0, high=1.0)
         check_float("target_update_rate", self.target_update_rate, low=0.0, high=1.0, low_open=True)
         if self.stop_return is not None:
             check_float("stop_return", self.stop_return, allow_inf=True,
                         note=", inf (never stop early) or None (the env's threshold)")
-        check_float("discount", self.discount, low=0.0, high=1.0)
+        for name in ("resume", "keep_root_context", "fresh_value_targets", "progress"):
+            check_bool(name, getattr(self, name))
+        for name in ("env", "out"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"{name}={getattr(self, name)!r}; must be a non-empty string")
+        if self.config is not None and not isinstance(self.config, str):
+            raise ValueError(f"config={self.config!r}; must be a path or None")
         check_choice("search_dtype", self.search_dtype, DTYPES)
+        check_device("device", self.device)
+        self._check_model_fields()
+
+    def _check_model_fields(self) -> None:
+        """The model's fields together (heads dividing embed_dim, an even context, the cache
+        backend's switches, …), by the model config's own checks: the env's observation and
+        action shapes are not known yet, so stand-ins take their place."""
+        WorldModelConfig(
+            observation_shape=(1,), action_space_size=2, embed_dim=self.embed_dim, num_layers=self.num_layers,
+            num_heads=self.num_heads, context_length=self.context_length,
+            max_tokens=max(self.context_length, 2 * (self.unroll_steps + 1)), env_num=self.num_envs,
+            num_simulations=self.num_simulations, support_size=self.support_size,
+            cache_backend=self.cache_backend, use_new_cache_manager=self.use_new_cache_manager,
+        )
 
     @property
     def iteration_env_steps(self) -> int:
@@ -166,13 +203,13 @@ def load_overrides(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"config file {path} does not exist")
-    text = path.read_text()
-    if path.suffix == ".toml":
-        data = tomllib.loads(text)
-    elif path.suffix in (".yaml", ".yml"):
-        data = yaml.safe_load(text) or {}
-    else:
+    if path.suffix not in (".toml", ".yaml", ".yml"):
         raise ValueError(f"config file {path}: unknown suffix {path.suffix!r}; allowed: .yaml, .yml, .toml")
+    text = path.read_text()
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else (yaml.safe_load(text) or {})
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
+        raise ValueError(f"config file {path} is not valid {path.suffix[1:].upper()}: {e}") from e
     if not isinstance(data, dict):
         raise ValueError(f"config file {path} must hold a mapping of flag names to values")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -181,6 +218,3 @@ def load_overrides(path: str | Path) -> dict:
         raise ValueError(f"config file {path}: unknown keys {unknown}; allowed: {sorted(known)}")
     return data
 
-
-def config_json(cfg: TrainConfig) -> str:
-    return json.dumps(cfg.to_dict(), indent=2, sort_keys=True)

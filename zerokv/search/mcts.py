@@ -45,14 +45,21 @@ others in its call: the search policy differs from the one-leaf search (measured
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from zerokv.search.checks import check_recurrent_output, validate_call
+from zerokv.search.config import SearchConfig
+from zerokv.search.records import (
+    Expansion,
+    RecurrentFn,
+    RecurrentFnOutput,
+    RootFnOutput,
+    SearchOutput,
+)
 from zerokv.search.tree import (
     NO_PARENT,
     ROOT_INDEX,
@@ -67,6 +74,7 @@ __all__ = [
     "NO_PARENT",
     "ROOT_INDEX",
     "UNVISITED",
+    "Expansion",
     "RecurrentFn",
     "RecurrentFnOutput",
     "RootFnOutput",
@@ -75,169 +83,69 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class RootFnOutput:
-    """Model output at the roots of the B trees.
-
-    Attributes:
-        value: [B] float32, scalar value prediction at the root.
-        policy_logits: [B, A] float32.
-        latent: [B, E] root latent states, kept on the model's device.
-    """
-
-    value: np.ndarray
-    policy_logits: np.ndarray
-    latent: torch.Tensor
-
-
-@dataclass(frozen=True, slots=True)
-class RecurrentFnOutput:
-    """Model output for one new child per tree.
-
-    Attributes:
-        reward: [B] float32, predicted reward of the transition parent --action--> child.
-        value: [B] float32, value prediction at the child.
-        policy_logits: [B, A] float32, the child's policy logits.
-        latent: [B, E] child latent states.
-    """
-
-    reward: np.ndarray
-    value: np.ndarray
-    policy_logits: np.ndarray
-    latent: torch.Tensor
-
-
-RecurrentFn = Callable[..., RecurrentFnOutput]
-"""`recurrent_fn(parent_latent [B, E], action [B] int64, parent_id [B] int64, child_id [B]
-int64) -> RecurrentFnOutput`. Node ids are per-tree: the root is `ROOT_INDEX = 0` and
-simulation k (1-based) creates node k in every tree, so `child_id` is k for all rows and
-`parent_id` always names a node created earlier.
-
-With `leaves_per_call > 1` a call carries R rows (up to B·leaves_per_call, several per tree) and
-gets a fifth argument `tree_index [R] int64`, the tree of each row; node ids stay per-tree, each
-created once, numbered 1, 2, … in creation order."""
-
-
-@dataclass(frozen=True, slots=True)
-class SearchOutput:
-    """Result of `muzero_search` for B envs and A actions.
-
-    Attributes:
-        action: [B] int64, chosen action per env.
-        visit_counts: [B, A] int64, root children visit counts (each row sums to
-            num_simulations).
-        root_value: [B] float32, search value of the root: mean of the root's own value
-            prediction and the num_simulations backed-up returns.
-        search_policy: [B, A] float32, visit distribution (training policy target), zero on
-            illegal actions.
-        model_seconds: wall time spent inside `recurrent_fn`.
-        bookkeeping_seconds: wall time of everything else (selection, backup, noise, ...).
-        max_depth: depth of the deepest node created (root children have depth 1).
-        model_calls: `recurrent_fn` calls made (num_simulations with one leaf per call).
-    """
-
-    action: np.ndarray
-    visit_counts: np.ndarray
-    root_value: np.ndarray
-    search_policy: np.ndarray
-    model_seconds: float
-    bookkeeping_seconds: float
-    max_depth: int
-    model_calls: int
-
-
-UNVISITED_Q_MODES = ("parent", "zero")
-"""Allowed values of `muzero_search(unvisited_q=...)`."""
-
-
-@dataclass(frozen=True, slots=True)
-class _PuctConstants:
-    discount: float
-    pb_c_base: float
-    pb_c_init: float
-    unvisited_q: str
-
-
 def muzero_search(
     root: RootFnOutput,
     recurrent_fn: RecurrentFn,
+    config: SearchConfig,
     *,
-    num_simulations: int,
     rng: np.random.Generator,
     legal_actions_mask: np.ndarray | None = None,
-    discount: float = 0.997,
-    pb_c_base: float = 19652.0,
-    pb_c_init: float = 1.25,
-    dirichlet_alpha: float = 0.3,
-    exploration_fraction: float = 0.25,
     add_noise: bool = True,
     temperature: float = 1.0,
-    unvisited_q: str = "parent",
-    leaves_per_call: int = 1,
 ) -> SearchOutput:
-    """Run `num_simulations` MuZero simulations in each of the B trees and pick an action.
+    """Run ``config.num_simulations`` MuZero simulations in each of the B trees and pick an action.
 
-    `legal_actions_mask` [B, A] bool restricts the root only (None = all legal). `rng` is used
-    for the Dirichlet noise and for sampling the action when temperature > 0, so a fixed seed
-    gives identical outputs. `unvisited_q` ("parent" or "zero") sets the Q an unexpanded child
-    scores in pUCT (see the module docstring). `leaves_per_call` > 1 expands several leaves per
-    tree in each `recurrent_fn` call (multi-leaf mode, see the module docstring). Runs under
-    `torch.no_grad()`: the search never needs gradients. Raises ValueError on invalid arguments.
+    The knobs are ``config`` (checked when it was built); what changes per call is an argument.
+    ``recurrent_fn`` gets one :class:`Expansion` per batched call and returns the new nodes'
+    :class:`RecurrentFnOutput` row for row. ``legal_actions_mask`` [B, A] bool restricts the root
+    only (None = all legal). ``rng`` is used for the Dirichlet noise (when ``add_noise``) and for
+    sampling the action when ``temperature`` > 0 (0: the most visited action), so a fixed seed
+    gives identical outputs. Runs under ``torch.no_grad()``: the search never needs gradients.
+    Raises ValueError on invalid arguments or model outputs.
     """
     start = time.perf_counter()
-    legal = _validate(
-        root,
-        num_simulations,
-        rng,
-        legal_actions_mask,
-        discount,
-        pb_c_base,
-        pb_c_init,
-        dirichlet_alpha,
-        exploration_fraction,
-        add_noise,
-        temperature,
-        unvisited_q,
-        leaves_per_call,
-    )
+    legal = validate_call(root, config, rng, legal_actions_mask, add_noise, temperature)
     batch, num_actions = legal.shape
-    consts = _PuctConstants(float(discount), float(pb_c_base), float(pb_c_init), unvisited_q)
+    sims = config.num_simulations
 
     root_prior = softmax(root.policy_logits, legal)  # [B, A], 0 on illegal actions
     if add_noise:
-        noise = legal_dirichlet(rng, dirichlet_alpha, legal)  # [B, A], 0 on illegal actions
-        root_prior = (1.0 - exploration_fraction) * root_prior + exploration_fraction * noise
-    tree = Tree.allocate(batch, num_simulations + 1, num_actions)
+        noise = legal_dirichlet(rng, config.dirichlet_alpha, legal)  # [B, A], 0 on illegal actions
+        frac = config.exploration_fraction
+        root_prior = (1.0 - frac) * root_prior + frac * noise
+    tree = Tree.allocate(batch, sims + 1, num_actions)
     tree.set_root(root_prior, np.asarray(root.value, dtype=np.float64))
     stats = MinMaxStats.empty(batch)
 
     model_seconds, calls = 0.0, 0
     with torch.no_grad():
         # [B, N, E...] node latents, row b / slot k = node k of tree b; one slot per expansion.
-        latents = root.latent.new_empty((batch, num_simulations + 1, *root.latent.shape[1:]))
+        latents = root.latent.new_empty((batch, sims + 1, *root.latent.shape[1:]))
         latents[:, ROOT_INDEX] = root.latent
         created = np.zeros(batch, dtype=np.int64)  # [B] nodes created so far = newest node id
-        while created.min() < num_simulations:
-            leaves = _select_leaves(tree, stats, legal, consts, created, num_simulations, leaves_per_call)
+        while created.min() < sims:
+            leaves = _select_leaves(tree, stats, legal, config, created)
             tree_t = torch.from_numpy(leaves.rows).to(latents.device)
             node_t = torch.from_numpy(leaves.node).to(latents.device)
-            # One gather for all rows: parent latents [R, E...].
-            parent_latent = latents[tree_t, torch.from_numpy(leaves.parent).to(latents.device)]
-            args = (parent_latent, leaves.action, leaves.parent.copy(), leaves.node.copy())
-            if leaves_per_call > 1:
-                args += (leaves.rows.copy(),)
+            # One gather for all rows: parent latents [R, E...]. The index arrays are copied so
+            # that a model keeping them cannot see the search's own arrays change.
+            request = Expansion(
+                parent_latent=latents[tree_t, torch.from_numpy(leaves.parent).to(latents.device)],
+                action=leaves.action, parent_id=leaves.parent.copy(), child_id=leaves.node.copy(),
+                tree_index=leaves.rows.copy(),
+            )
             model_start = time.perf_counter()
-            out = recurrent_fn(*args)
+            out = recurrent_fn(request)
             model_seconds += time.perf_counter() - model_start
             calls += 1
-            reward, value, logits = _check_recurrent_output(out, root.latent, num_actions, calls, len(leaves.rows))
+            reward, value, logits = check_recurrent_output(out, root.latent, num_actions, calls, len(leaves.rows))
             latents[tree_t, node_t] = out.latent.to(latents.dtype)
             tree.add_child(leaves.node, leaves.parent, leaves.action, reward, softmax(logits), rows=leaves.rows)
             for part in leaves.slots:  # each slot holds distinct trees
-                _backup(tree, stats, leaves.rows[part], leaves.node[part], value[part], consts.discount)
+                _backup(tree, stats, leaves.rows[part], leaves.node[part], value[part], config.discount)
 
     visit_counts = tree.root_child_visits()  # [B, A]
-    search_policy = (visit_counts / num_simulations).astype(np.float32)
+    search_policy = (visit_counts / sims).astype(np.float32)
     root_value = tree.value_sum[:, ROOT_INDEX] / tree.visit_count[:, ROOT_INDEX]
     chosen = _choose_action(visit_counts, temperature, rng)
     total_seconds = time.perf_counter() - start
@@ -265,10 +173,9 @@ class _Leaves:
 
 
 def _select_leaves(
-    tree: Tree, stats: MinMaxStats, legal: np.ndarray, consts: _PuctConstants, created: np.ndarray,
-    num_simulations: int, leaves_per_call: int,
+    tree: Tree, stats: MinMaxStats, legal: np.ndarray, config: SearchConfig, created: np.ndarray,
 ) -> _Leaves:
-    """Choose up to `leaves_per_call` leaves per tree that has budget left, link them into the
+    """Choose up to `config.leaves_per_call` leaves per tree that has budget left, link them into the
     tree as pending nodes and advance `created` [B] in place.
 
     Slot j descends every tree with budget left, seeing the leaves of slots < j as pending nodes
@@ -276,6 +183,7 @@ def _select_leaves(
     virtual visits are removed before returning (the pending marks stay until `add_child`).
     """
     saved = None
+    num_simulations, leaves_per_call = config.num_simulations, config.leaves_per_call
     if leaves_per_call > 1:
         saved = tree.visit_count.copy(), tree.value_sum.copy()
     parts: list[tuple[np.ndarray, ...]] = []
@@ -283,7 +191,7 @@ def _select_leaves(
         rows = np.flatnonzero(created < num_simulations)
         if rows.size == 0:
             break
-        parent, action, ok = _descend(tree, stats, legal, consts, rows)
+        parent, action, ok = _descend(tree, stats, legal, config, rows)
         rows, parent, action = rows[ok], parent[ok], action[ok]
         if rows.size == 0:
             continue
@@ -317,7 +225,7 @@ def _virtual_visit(tree: Tree, rows: np.ndarray, leaf: np.ndarray) -> None:
 
 
 def _descend(
-    tree: Tree, stats: MinMaxStats, legal: np.ndarray, consts: _PuctConstants, trees: np.ndarray
+    tree: Tree, stats: MinMaxStats, legal: np.ndarray, config: SearchConfig, trees: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Walk trees `trees` [T] from the root by pUCT until an unexpanded edge.
 
@@ -333,7 +241,7 @@ def _descend(
     node = np.full(count, ROOT_INDEX, dtype=np.int64)  # [R] their current node
     while walk.size:
         rows = trees[walk]
-        chosen = _select_actions(tree, stats, legal, rows, node, consts)  # [R]
+        chosen = _select_actions(tree, stats, legal, rows, node, config)  # [R]
         child = tree.children[rows, node, chosen]  # [R]
         at_leaf = child == UNVISITED
         parent[walk[at_leaf]] = node[at_leaf]
@@ -352,7 +260,7 @@ def _select_actions(
     legal: np.ndarray,
     rows: np.ndarray,
     node: np.ndarray,
-    consts: _PuctConstants,
+    config: SearchConfig,
 ) -> np.ndarray:
     """pUCT action [R] at node `node` [R] of trees `rows` [R]."""
     children = tree.children[rows, node]  # [R, A]
@@ -364,8 +272,8 @@ def _select_actions(
     expanded = linked & ~tree.pending[row_col, safe_children]
     child_visits = np.where(linked, tree.visit_count[row_col, safe_children], 0)  # [R, A]
     child_value = tree.value_sum[row_col, safe_children] / np.maximum(child_visits, 1)
-    q = tree.reward[row_col, safe_children] + consts.discount * child_value  # [R, A]
-    if consts.unvisited_q == "zero":
+    q = tree.reward[row_col, safe_children] + config.discount * child_value  # [R, A]
+    if config.unvisited_q == "zero":
         # Unexpanded children score Q_norm = 0 (MuZero pseudocode).
         value_score = np.where(expanded, stats.normalize(rows, q), 0.0)
     else:
@@ -378,7 +286,7 @@ def _select_actions(
         value_score = stats.normalize(rows, np.where(expanded, q, fill_q[:, None]))
 
     parent_visits = tree.visit_count[rows, node].astype(np.float64)  # [R]
-    pb_c = consts.pb_c_init + np.log((parent_visits + consts.pb_c_base + 1.0) / consts.pb_c_base)
+    pb_c = config.pb_c_init + np.log((parent_visits + config.pb_c_base + 1.0) / config.pb_c_base)
     prior_scale = (np.sqrt(parent_visits) * pb_c)[:, None]  # [R, 1]
     prior_score = tree.prior[rows, node] * prior_scale / (1.0 + child_visits)  # [R, A]
 
@@ -427,105 +335,3 @@ def _choose_action(
     threshold = rng.random(visit_counts.shape[0])[:, None] * cdf[:, -1:]  # [B, 1] in [0, total)
     # First index whose cdf exceeds the threshold; it always has a positive weight.
     return np.argmax(cdf > threshold, axis=1).astype(np.int64)
-
-
-def _validate(
-    root: RootFnOutput,
-    num_simulations: int,
-    rng: np.random.Generator,
-    legal_actions_mask: np.ndarray | None,
-    discount: float,
-    pb_c_base: float,
-    pb_c_init: float,
-    dirichlet_alpha: float,
-    exploration_fraction: float,
-    add_noise: bool,
-    temperature: float,
-    unvisited_q: str,
-    leaves_per_call: int,
-) -> np.ndarray:
-    """Check the arguments of `muzero_search`; return the legal mask [B, A] bool."""
-    if not (isinstance(unvisited_q, str) and unvisited_q in UNVISITED_Q_MODES):
-        raise ValueError(f"unvisited_q must be one of {UNVISITED_Q_MODES}, got {unvisited_q!r}")
-    if isinstance(num_simulations, bool) or not isinstance(num_simulations, (int, np.integer)):
-        raise ValueError(f"num_simulations must be an int >= 1, got {num_simulations!r}")
-    if num_simulations < 1:
-        raise ValueError(f"num_simulations must be >= 1, got {num_simulations}")
-    if isinstance(leaves_per_call, bool) or not isinstance(leaves_per_call, (int, np.integer)) or leaves_per_call < 1:
-        raise ValueError(f"leaves_per_call must be an int >= 1, got {leaves_per_call!r}")
-    if not isinstance(rng, np.random.Generator):
-        raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    logits = np.asarray(root.policy_logits)
-    if logits.ndim != 2 or logits.shape[0] < 1 or logits.shape[1] < 1:
-        raise ValueError(
-            f"root.policy_logits must have shape [B, A] with B, A >= 1, got shape {logits.shape}"
-        )
-    batch, num_actions = logits.shape
-    value_shape = np.shape(root.value)
-    if value_shape != (batch,):
-        raise ValueError(f"root.value must have shape [B] = ({batch},), got {value_shape}")
-    if not isinstance(root.latent, torch.Tensor):
-        raise ValueError(f"root.latent must be a torch.Tensor, got {type(root.latent).__name__}")
-    if root.latent.ndim < 2 or root.latent.shape[0] != batch:
-        raise ValueError(
-            f"root.latent must have shape [B, E] with B = {batch}, got {tuple(root.latent.shape)}"
-        )
-    if not (math.isfinite(temperature) and temperature >= 0):
-        raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
-    if not 0.0 <= discount <= 1.0:
-        raise ValueError(f"discount must be in [0, 1], got {discount}")
-    if not pb_c_base > 0:
-        raise ValueError(f"pb_c_base must be > 0, got {pb_c_base}")
-    if not (math.isfinite(pb_c_init) and pb_c_init >= 0):
-        raise ValueError(f"pb_c_init must be a finite number >= 0, got {pb_c_init}")
-    if add_noise:
-        if not (math.isfinite(dirichlet_alpha) and dirichlet_alpha > 0):
-            raise ValueError(f"dirichlet_alpha must be a finite number > 0, got {dirichlet_alpha}")
-        if not 0.0 <= exploration_fraction <= 1.0:
-            raise ValueError(f"exploration_fraction must be in [0, 1], got {exploration_fraction}")
-
-    if legal_actions_mask is None:
-        return np.ones((batch, num_actions), dtype=bool)
-    legal = np.asarray(legal_actions_mask)
-    if legal.shape != (batch, num_actions):
-        raise ValueError(
-            f"legal_actions_mask must have shape [B, A] = ({batch}, {num_actions}), "
-            f"got {legal.shape}"
-        )
-    if legal.dtype != np.bool_:
-        raise ValueError(f"legal_actions_mask must have dtype bool, got {legal.dtype}")
-    no_legal = np.flatnonzero(~legal.any(axis=1))
-    if no_legal.size:
-        raise ValueError(
-            f"every row of legal_actions_mask needs at least one legal action; "
-            f"rows {no_legal.tolist()} have none"
-        )
-    return legal
-
-
-def _check_recurrent_output(
-    out: RecurrentFnOutput, root_latent: torch.Tensor, num_actions: int, sim: int, batch: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Shape/finiteness checks of one `recurrent_fn` result for `batch` rows; returns
-    (reward [R], value [R], policy_logits [R, A]) as float64 arrays."""
-    reward = np.asarray(out.reward, dtype=np.float64)
-    value = np.asarray(out.value, dtype=np.float64)
-    logits = np.asarray(out.policy_logits, dtype=np.float64)
-    where = f"recurrent_fn output at call {sim}"
-    if reward.shape != (batch,) or value.shape != (batch,):
-        raise ValueError(
-            f"{where}: reward and value must have shape ({batch},), "
-            f"got {reward.shape} and {value.shape}"
-        )
-    if logits.shape != (batch, num_actions):
-        raise ValueError(
-            f"{where}: policy_logits must have shape ({batch}, {num_actions}), got {logits.shape}"
-        )
-    want = (batch, *root_latent.shape[1:])
-    if tuple(out.latent.shape) != want:
-        raise ValueError(f"{where}: latent must have shape {want}, got {tuple(out.latent.shape)}")
-    if not (np.isfinite(reward).all() and np.isfinite(value).all()):
-        raise ValueError(
-            f"{where}: reward and value must be finite, got reward={reward}, value={value}"
-        )
-    return reward, value, logits

@@ -3,32 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-from zerokv.search.mcts import RecurrentFnOutput, RootFnOutput, SearchOutput, muzero_search
+from zerokv.search.config import SearchConfig
+from zerokv.search.mcts import muzero_search
+from zerokv.search.records import (
+    Expansion,
+    RecurrentFn,
+    RecurrentFnOutput,
+    RootFnOutput,
+    SearchOutput,
+)
 
-
-@dataclass
-class SearchConfig:
-    """Knobs of one MCTS search (MuZero's defaults)."""
-
-    num_simulations: int = 50
-    """Simulations per search (one batched recurrent_inference each)."""
-    discount: float = 0.997
-    """Per-step discount of backed-up returns."""
-    pb_c_base: float = 19652.0
-    """pUCT base."""
-    pb_c_init: float = 1.25
-    """pUCT initial exploration weight."""
-    dirichlet_alpha: float = 0.3
-    """Root Dirichlet noise concentration."""
-    exploration_fraction: float = 0.25
-    """Share of the root prior replaced by noise (collection only)."""
-    leaves_per_call: int = 1
-    """Leaves expanded per env in each batched recurrent_inference call (>1: multi-leaf mode with
-    virtual visits; changes the search policy, see zerokv.search.mcts)."""
+__all__ = ["SearchConfig", "model_recurrent_fn", "plan", "search_from_roots"]
 
 
 def plan(
@@ -52,24 +40,24 @@ def search_from_roots(
         value=roots.value.cpu().numpy(), policy_logits=roots.policy_logits.cpu().numpy(),
         latent=roots.latent_state,
     )
-    rows = None if env_ids is None else list(env_ids)
+    return muzero_search(root, model_recurrent_fn(world_model, env_ids), config, rng=rng,
+                         legal_actions_mask=legal_actions_mask, add_noise=add_noise, temperature=temperature)
 
-    def recurrent_fn(latent, action, parent_id, child_id, tree_index=None) -> RecurrentFnOutput:
-        # One row per env, or (multi-leaf) several rows per env: tree_index names each row's tree.
-        if tree_index is None:
-            envs = rows
-        else:
-            envs = tree_index.tolist() if rows is None else [rows[t] for t in tree_index]
-        out = world_model.recurrent_inference(latent, action, env_ids=envs, parent_ids=parent_id, child_ids=child_id)
+
+def model_recurrent_fn(world_model, env_ids: Sequence[int] | None = None) -> RecurrentFn:
+    """The search's ``recurrent_fn`` for a world model whose roots tree b = env ``env_ids[b]``
+    (default: env b): each request is one batched ``recurrent_inference``."""
+    envs_of_tree = None if env_ids is None else [int(e) for e in env_ids]
+
+    def recurrent_fn(request: Expansion) -> RecurrentFnOutput:
+        # One row per tree, or (multi-leaf) several rows per tree: tree_index names each row's tree.
+        trees = request.tree_index.tolist()
+        envs = trees if envs_of_tree is None else [envs_of_tree[t] for t in trees]
+        out = world_model.recurrent_inference(request.parent_latent, request.action, env_ids=envs,
+                                              parent_ids=request.parent_id, child_ids=request.child_id)
         return RecurrentFnOutput(
             reward=out.reward.cpu().numpy(), value=out.value.cpu().numpy(),
             policy_logits=out.policy_logits.cpu().numpy(), latent=out.latent_state,
         )
 
-    return muzero_search(
-        root, recurrent_fn, num_simulations=config.num_simulations, rng=rng,
-        legal_actions_mask=legal_actions_mask, discount=config.discount, pb_c_base=config.pb_c_base,
-        pb_c_init=config.pb_c_init, dirichlet_alpha=config.dirichlet_alpha,
-        exploration_fraction=config.exploration_fraction, add_noise=add_noise, temperature=temperature,
-        leaves_per_call=config.leaves_per_call,
-    )
+    return recurrent_fn

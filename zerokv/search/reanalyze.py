@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from zerokv.checks import check_positive_int
-from zerokv.search.plan import SearchConfig, search_from_roots
+from zerokv.search.config import SearchConfig
+from zerokv.search.plan import search_from_roots
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +55,9 @@ class Reanalyzer:
     """
 
     def __init__(self, world_model, search: SearchConfig, roots_per_call: int = 256) -> None:
-        check_positive_int("roots_per_call", roots_per_call)
+        check_positive_int("roots_per_call", roots_per_call, owner="Reanalyzer")
+        if not isinstance(search, SearchConfig):
+            raise TypeError(f"Reanalyzer: search is a {type(search).__name__}; expected a SearchConfig")
         self.search, self.roots_per_call = search, roots_per_call
         self.arena = world_model.arena(roots_per_call)
 

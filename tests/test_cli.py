@@ -1,0 +1,155 @@
+"""The command line: a user error is one line on stderr and exit code 2; --debug shows the traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from zerokv.checks import check_device
+from zerokv.cli import EvalArgs, main, one_line
+from zerokv.rl.checkpoint import CheckpointError
+
+TINY_TRAIN = ["--total-env-steps", "8", "--num-envs", "2", "--collect-steps", "4", "--num-simulations", "2",
+              "--embed-dim", "16", "--num-layers", "1", "--context-length", "4", "--support-size", "5",
+              "--eval-episodes", "1", "--eval-every", "0", "--no-progress"]
+
+
+def one_error_line(capsys, exc, command: str) -> str:
+    """The single stderr line of a refused command (exit code 2)."""
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"zerokv {command}: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--num-envs", "abc"], "--num-envs"),  # tyro refuses the value
+        (["train", "--num-envs", "0"], "num_envs=0; must be a positive int"),  # TrainConfig refuses it
+        (["train", "--eval-every", "-100"], "eval_every=-100; must be an int >= 0"),
+        (["train", "--device", "cuda"], "device='cuda'"),
+        (["train", "--device", "gpu"], "device='gpu'; allowed: cpu, cuda, cuda:N, mps"),
+        (["train", "--no-such-flag"], "Unrecognized options: --no-such-flag"),
+        (["train", "--config"], "--config needs a path"),
+        (["train", "--config", "missing.yaml"], "config file missing.yaml does not exist"),
+        (["eval"], "--checkpoint"),
+        (["eval", "--checkpoint", "missing.pt"], "checkpoint missing.pt does not exist"),
+        (["eval", "--checkpoint", "x.pt", "--device", "cuda:1"], "device='cuda:1'"),
+        (["eval", "--checkpoint", "x.pt", "--episodes", "0"], "episodes=0; must be a positive int"),
+        (["eval", "--checkpoint", "x.pt", "--dtype", "float16"], "dtype='float16'; allowed: float32, bfloat16"),
+        (["bench", "--configs", "pong"], "unknown config 'pong'"),
+    ],
+)
+def test_a_user_error_is_one_line_and_exit_code_2(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert message in one_error_line(capsys, exc, argv[0])
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("c.yaml", "num_envs: [1\n", "c.yaml is not valid YAML"),
+        ("c.toml", "num_envs = \n", "c.toml is not valid TOML"),
+        ("c.yaml", "num_envs: '8'\n", "num_envs='8'; must be a positive int"),
+        ("c.yaml", "num_env: 8\n", "unknown keys ['num_env']"),
+    ],
+)
+def test_a_bad_config_file_is_one_line(name, text, message, tmp_path, capsys):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--config", str(tmp_path / name), "--out", str(tmp_path / "run")])
+    assert message in one_error_line(capsys, exc, "train")
+
+
+def test_an_unknown_command_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["trian"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == ("zerokv: error: unknown command 'trian'; allowed: train, eval, bench "
+                                       "(see zerokv --help)\n")
+
+
+def test_an_unwritable_output_directory_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--out", str(blocker / "run"), *TINY_TRAIN])
+    assert str(blocker) in one_error_line(capsys, exc, "train")
+
+
+def test_a_missing_optional_extra_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ale_py", None)  # as if zerokv[atari] were not installed
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--env", "ALE/Pong-v5", "--out", str(tmp_path), *TINY_TRAIN])
+    assert "ale-py" in one_error_line(capsys, exc, "train")
+
+
+def test_ctrl_c_is_one_line_and_exit_code_130(tmp_path, capsys, monkeypatch):
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("zerokv.rl.trainer.train", interrupted)
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--out", str(tmp_path)])
+    assert exc.value.code == 130 and capsys.readouterr().err == "zerokv train: interrupted\n"
+    with pytest.raises(KeyboardInterrupt):
+        main(["train", "--out", str(tmp_path), "--debug"])
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_lets_the_exception_through_before_or_after_the_command(where, tmp_path):
+    argv = ["eval", "--checkpoint", str(tmp_path / "missing.pt")]
+    argv = ["--debug", *argv] if where == "before" else [*argv, "--debug"]
+    with pytest.raises(CheckpointError, match="does not exist"):
+        main(argv)
+
+
+def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
+    def broken(cfg):
+        raise RuntimeError("a bug, not a user error")
+
+    monkeypatch.setattr("zerokv.rl.trainer.train", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["train", "--out", str(tmp_path)])
+
+
+def test_help_still_prints_and_exits_0(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "--help"])
+    assert exc.value.code == 0 and "--checkpoint" in capsys.readouterr().out
+    main([])
+    assert "--debug" in capsys.readouterr().out
+
+
+def test_tyro_boxes_become_one_line_in_both_renderings():
+    utf8 = ("╭─ Value error ─────────────╮\n│ Error parsing --x: bad    │\n│ value 'y'.                │\n│"
+            "                           │\n│ Got errors:               │\n│ ───────────────────────── │\n"
+            "│ Argument helptext:        │\n╰───────────────────────────╯\n")
+    ascii_box = (" Required options          \n -------------------------- \n  Missing from zerokv eval:\n"
+                 "      --checkpoint STR\n          Path of a checkpoint.\n  ------------------------\n"
+                 "  For full helptext, run zerokv eval --help\n")
+    assert one_line(utf8) == "Error parsing --x: bad value 'y'."
+    assert one_line(ascii_box) == "Missing from zerokv eval: --checkpoint STR"
+
+
+def test_eval_args_check_the_device_once():
+    assert EvalArgs(checkpoint="c.pt", device="cpu").device == "cpu"
+    assert EvalArgs(checkpoint="c.pt").device is None  # the training run's
+    with pytest.raises(ValueError, match="device='mps'"):
+        EvalArgs(checkpoint="c.pt", device="mps")
+    assert check_device("device", "cpu:0") == "cpu:0"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("argv", [["train", "--device", "cuda"], ["eval", "--checkpoint", "missing.pt"]])
+def test_the_installed_command_prints_one_line_and_exits_2(argv, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "zerokv", *argv], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"zerokv {argv[0]}: error: "), done.stderr
