@@ -202,7 +202,8 @@ def test_storage_dtypes_record_memory_speed_output_and_policy_change_and_snapsho
         assert rec["searches_per_s"] > 0 and rec["positions"] == 2 * TINY.env_num
     assert "diff_by_output" not in search["float32, other noise"]
     reanalysis = result["reanalysis"]
-    assert [(r["roots"], r["storage"]) for r in reanalysis] == [(n, d) for n in (5, 9) for d in dtypes]
+    labels = [*dtypes, "float32, other noise"]
+    assert [(r["roots"], r["storage"]) for r in reanalysis] == [(n, d) for n in (5, 9) for d in labels]
     by = {(r["roots"], r["storage"]): r for r in reanalysis}
     assert by[9, "int8"]["arena_mib"] < by[9, "float32"]["arena_mib"] / 3
     assert by[9, "float32"]["speedup"] == 1.0 and by[9, "float32"]["kl"] == 0.0
@@ -281,7 +282,7 @@ def test_main_runs_end_to_end(monkeypatch, tmp_path, capsys):
     assert [r["roots_per_call"] for r in meta["reanalysis"]] == [8, 10, 8, 10]
     assert [r["label"] for r in meta["precision"]] == ["float32", "bfloat16", "float32, other noise"]
     assert "Precision: bfloat16 search model vs float32" in printed
-    assert [r["storage"] for r in meta["storage"]["reanalysis"]] == ["float32", "int8"]
+    assert [r["storage"] for r in meta["storage"]["reanalysis"]] == ["float32", "int8", "float32, other noise"]
     assert "KV storage dtypes" in printed
 
 

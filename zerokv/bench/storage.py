@@ -10,8 +10,9 @@ model per storage dtype (``WorldModelConfig.kv_storage_dtype``; compute stays fl
   policy's change against float32 storage's (KL, TV, top-action agreement), with float32 storage
   under another root-noise draw as the scale (as ``--precision`` does);
 * **reanalysis** — for each root count (256, 1,024, 2,048 by default) one :class:`Reanalyzer`
-  arena of that many roots per dtype, run once each in rotating order: arena MiB and roots/s, and
-  the policy's change against float32 storage at the same roots;
+  arena of that many roots per dtype, run once each in rotating order with the same root noise:
+  arena MiB and roots/s, and the policy's change against float32 storage at the same roots, with
+  float32 storage under another noise draw as the scale;
 * **snapshots** — ``env_num`` roots' contexts rebuilt from :attr:`root_history_steps` steps of
   history (``initial_inference_from_history``) against loading them from a snapshot
   (``load_caches_from_bytes``, which fingerprints the weights and checks the content hash;
@@ -138,33 +139,34 @@ def _searches(name: str, cfg: WorldModelConfig, models: dict[str, WorldModel], b
 # -------------------------------------------------------------------------- reanalysis
 def _reanalyses(name: str, cfg: WorldModelConfig, models: dict[str, WorldModel], roots: Sequence[int],
                 seed: int) -> list[dict]:
-    """Per root count, every dtype's arena run once, in rotating order (one arena alive at a time)."""
+    """Per root count, every dtype's arena run once with the same root noise, and float32 storage
+    under another noise draw (the scale), in rotating order (one arena alive at a time)."""
     search = SearchConfig(num_simulations=cfg.num_simulations)
-    dtypes = list(models)
-    for d in dtypes:  # warm-up: the kernels, on a small arena
-        obs, actions = make_histories(cfg, 8, seed + 3)
-        Reanalyzer(models[d], search, roots_per_call=8)(obs, actions, rng=np.random.default_rng(seed), add_noise=False)
+    runs = [(d, models[d], seed) for d in models] + [(OTHER_NOISE, models[BASELINE], seed + 5000)]
+    obs, actions = make_histories(cfg, 8, seed + 3)
+    for wm in models.values():  # warm-up: the kernels, on a small arena
+        Reanalyzer(wm, search, roots_per_call=8)(obs, actions, rng=np.random.default_rng(seed))
     records = []
     for j, n in enumerate(roots):
         obs, actions = make_histories(cfg, n, seed + 11)
         visits = {}
-        for d in rotated(dtypes, j):
-            reanalyzer = Reanalyzer(models[d], search, roots_per_call=n)
-            arena_bytes = reanalyzer.arena.kv_cache_manager.nbytes
-            out = reanalyzer(obs, actions, rng=np.random.default_rng(seed), add_noise=False)
-            visits[d] = out.visit_counts
-            records.append({"config": name, "storage": d, "roots": n, "arena_mib": arena_bytes / 2**20,
-                            "buffers_mib": reanalyzer.arena.kv_cache_manager.buffer_nbytes / 2**20,
-                            "seconds": out.seconds, "roots_per_s": out.roots_per_second})
-            del reanalyzer, out
-            if arena_bytes > LARGE_ARENA:
+        for label, wm, noise_seed in rotated(runs, j):
+            reanalyzer = Reanalyzer(wm, search, roots_per_call=n)
+            arena = reanalyzer.arena.kv_cache_manager
+            out = reanalyzer(obs, actions, rng=np.random.default_rng(noise_seed), add_noise=True)
+            visits[label] = out.visit_counts
+            records.append({"config": name, "storage": label, "roots": n, "arena_mib": arena.nbytes / 2**20,
+                            "buffers_mib": arena.buffer_nbytes / 2**20, "seconds": out.seconds,
+                            "roots_per_s": out.roots_per_second})
+            large = arena.nbytes > LARGE_ARENA
+            del reanalyzer, arena, out
+            if large:
                 gc.collect()  # free it before the next one is allocated
-        for rec in records[-len(dtypes):]:
+        for rec in records[-len(runs):]:
             rec.update(policy_distance(visits[BASELINE], visits[rec["storage"]]))
-        base = next(r for r in records[-len(dtypes):] if r["storage"] == BASELINE)
-        for rec in records[-len(dtypes):]:
-            rec["speedup"] = rec["roots_per_s"] / base["roots_per_s"]
-    order = {d: i for i, d in enumerate(dtypes)}
+            rec["speedup"] = rec["roots_per_s"] / next(r["roots_per_s"] for r in records[-len(runs):]
+                                                       if r["storage"] == BASELINE)
+    order = {label: i for i, (label, _, _) in enumerate(runs)}
     return sorted(records, key=lambda r: (r["roots"], order[r["storage"]]))
 
 
@@ -234,7 +236,7 @@ def render_storage(result: Mapping[str, list[dict]]) -> str:
                       f"{r['speedup']:.2f}", f"{r['kl']:.4f}", f"{r['tv']:.3f}", f"{100 * r['top_action_agrees']:.1f}%"]
                      for r in result["reanalysis"]])
     table3 = table(["config", "storage", "roots", "snapshot KiB", "rebuild ms", "load ms", "load file ms",
-                     "weights sha256 ms", "rebuild / load", "next root exact"],
+                     "weights BLAKE3 ms", "rebuild / load", "next root exact"],
                     [[r["config"], r["storage"], str(r["roots"]), f"{r['snapshot_bytes'] / 1024:,.1f}",
                       f"{r['rebuild_ms']:.1f}", f"{r['load_ms']:.1f}", f"{r['load_file_ms']:.1f}",
                       f"{r['fingerprint_ms']:.1f}", f"{r['rebuild_over_load']:.1f}×", "yes" if r["exact"] else "NO"]
@@ -247,10 +249,11 @@ def render_storage(result: Mapping[str, list[dict]]) -> str:
         "MiB: the search arena (env_num × num_simulations nodes + root windows + tables); max|Δ| over every root "
         "and recurrent call against a float32-storage model expanding the same nodes; KL over visit counts smoothed "
         f"as in --multi-leaf; '{OTHER_NOISE}' is float32 storage under another root-noise draw: the search's own "
-        "variation\n\nReanalysis (one arena of `roots` roots per dtype, no root noise; × and policy change against "
-        "float32 storage at the same roots; arena: stored keys, values, scales and tables; buffers: the search "
-        "calls' gather buffer in the compute dtype and its dequantization staging, kept by the arena)\n" + table2
-        + "\n\nSnapshots: env_num roots' contexts rebuilt from history vs loaded (medians; load = weights sha256 + "
+        "variation\n\nReanalysis (one arena of `roots` roots per dtype, the same root noise; × and policy change "
+        f"against float32 storage at the same roots, '{OTHER_NOISE}' as above; arena: stored keys, values, "
+        "scales and tables; buffers: the search calls' gather buffer in the compute dtype and its "
+        "dequantization staging, kept by the arena)\n" + table2
+        + "\n\nSnapshots: env_num roots' contexts rebuilt from history vs loaded (medians; load = weights BLAKE3 + "
         "content hash + restore; 'next root exact': the loaded model's next initial_inference equals the "
         "uninterrupted model's bit for bit)\n" + table3
     )

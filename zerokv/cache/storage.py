@@ -89,14 +89,15 @@ def dequantize(q: Quantized, out: torch.Tensor, work: torch.Tensor | None = None
         return out.copy_(q.payload)
     scale = q.scale.float().unsqueeze(-1)
     if q.payload.dtype == torch.float8_e4m3fn:
-        # torch's float8 → float32 cast ran ~12× slower on this CPU than this exact bit trick: an
-        # e4m3fn code's 7 low bits shifted left by 7 (sign kept) form the float16 of value × 2⁻⁸,
-        # subnormals included (the NaN codes never occur: |x / s| ≤ 448), converted in hardware.
+        # torch's float8 → float32 cast is slow on the CPU (README, "Kernel choices, measured"); this
+        # bit trick is exact: an e4m3fn code's 7 low bits shifted left by 7 (sign kept) form the
+        # float16 of value × 2⁻⁸, subnormals included (the NaN codes never occur: |x / s| ≤ 448),
+        # and float16 converts in hardware.
         work = torch.empty(q.payload.shape, dtype=torch.int16, device=out.device) if work is None else work
         work.copy_(q.payload.view(torch.int8)).bitwise_left_shift_(7).bitwise_and_(_E4M3_AS_F16)
         out.copy_(work.view(torch.float16))
         return out.mul_(scale * 256)
-    out.copy_(q.payload)  # int8: exact in any float dtype; then one multiply (a fused mixed-dtype mul ran 2× slower)
+    out.copy_(q.payload)  # int8: exact in any float dtype; then one multiply (faster than a mixed-dtype mul)
     return out.mul_(scale)
 
 
@@ -125,7 +126,6 @@ class KVStorage:
                  device: str | torch.device) -> None:
         self.storage, self.dtype = storage, dtype
         self.storage_dtype = KV_STORAGE_DTYPES[storage]
-        self.lossless = storage == "float32" or self.storage_dtype == dtype
         self.payload = torch.zeros(shape, device=device, dtype=self.storage_dtype)
         self.scale = torch.ones(shape[:-1], device=device, dtype=SCALE_DTYPE) if storage in SCALED else None
         self._staging: dict[int, tuple[Quantized, torch.Tensor | None]] = {}  # per row count: see _stage

@@ -7,11 +7,14 @@ that after :func:`restore` the next ``initial_inference(obs, last_actions=...)``
 what the uninterrupted model gives. A root context is the product of the weights that computed
 it, so a snapshot is refused by any model it was not taken from:
 
-* **weights** — sha256 over every tensor of the state dict (name, dtype, shape, bytes, in state-dict
-  order): :func:`weights_fingerprint`;
+* **weights** — a BLAKE3 hash over every tensor of the state dict (name, dtype, shape, bytes, in
+  state-dict order), computed in full at every save and load, never cached (a cache keyed on
+  tensor versions would miss writes through ``.data``, numpy views or a fused optimizer step):
+  :func:`weights_fingerprint`. BLAKE3 rather than sha256 because this hash is most of a load's
+  cost (README, "Cache snapshots");
 * **config** — the fields that change what a root context means (:data:`IDENTITY`: the
   architecture and dtype, the storage dtype, the backend and env_num);
-* **content** — sha256 over the header and every tensor, checked before anything is read, so a
+* **content** — BLAKE3 over the header and every tensor, checked before anything is read, so a
   truncated or modified file is refused (an integrity check, not a signature: whoever can write
   the file can recompute it).
 
@@ -33,13 +36,12 @@ tensor              shape, dtype                 what
 ``scale``           ``(L, 2, H, n·W)`` bfloat16  their scales (int8 and float8_e4m3fn storage only)
 ==================  ===========================  ==================================================
 
-metadata ``zerokv``: ``{"format", "config", "weights_sha256", "epoch"}`` as JSON;
-``content_sha256``: the content hash. Files are written atomically (temp file, then ``os.replace``).
+metadata ``zerokv``: ``{"format", "config", "weights_blake3", "epoch"}`` as JSON;
+``content_blake3``: the content hash. Files are written atomically (temp file, then ``os.replace``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -48,11 +50,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from blake3 import blake3
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from zerokv.cache.paged import RootRows
-from zerokv.cache.storage import Quantized
+from zerokv.cache.storage import SCALED, Quantized
 from zerokv.model.config import ARCHITECTURE, WorldModelConfig
 from zerokv.model.context import NodeKey
 from zerokv.model.context_cache import RootState
@@ -79,8 +82,8 @@ def identity(cfg: WorldModelConfig) -> dict:
 
 
 def weights_fingerprint(model: torch.nn.Module) -> str:
-    """sha256 (hex) over every state-dict tensor's name, dtype, shape and bytes, in state-dict order."""
-    h = hashlib.sha256()
+    """BLAKE3 (hex) over every state-dict tensor's name, dtype, shape and bytes, in state-dict order."""
+    h = blake3()
     for name, tensor in model.state_dict().items():
         _hash_tensor(h, name, tensor)
     return h.hexdigest()
@@ -93,7 +96,7 @@ def _hash_tensor(h, name: str, tensor: torch.Tensor) -> None:
 
 
 def _content_hash(header: str, tensors: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256(header.encode())
+    h = blake3(header.encode())
     for name in sorted(tensors):
         _hash_tensor(h, name, tensors[name])
     return h.hexdigest()
@@ -119,8 +122,8 @@ def snapshot_bytes(model: WorldModel, state: RootState) -> bytes:
     if roots.stored.scale is not None:
         tensors["scale"] = roots.stored.scale.contiguous()
     header = json.dumps({"format": FORMAT, "config": identity(model.config),
-                         "weights_sha256": weights_fingerprint(model), "epoch": state.epoch}, sort_keys=True)
-    return st_save(tensors, metadata={"zerokv": header, "content_sha256": _content_hash(header, tensors)})
+                         "weights_blake3": weights_fingerprint(model), "epoch": state.epoch}, sort_keys=True)
+    return st_save(tensors, metadata={"zerokv": header, "content_blake3": _content_hash(header, tensors)})
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -146,15 +149,16 @@ def restore(model: WorldModel, data: bytes) -> RootState:
     tensors, header = _parse(data)
     if header.get("format") != FORMAT:
         raise SnapshotError(f"snapshot format {header.get('format')!r}; this zerokv reads {FORMAT!r}")
-    theirs, mine = header.get("config", {}), identity(model.config)
+    theirs, ours = header.get("config", {}), identity(model.config)
     for name in IDENTITY:
-        if theirs.get(name) != mine[name]:
+        if theirs.get(name) != ours[name]:
             raise SnapshotError(f"snapshot was taken with {name}={theirs.get(name)!r}, this model has "
-                                f"{name}={mine[name]!r}: a snapshot loads only into the model it was taken from")
-    if header.get("weights_sha256") != weights_fingerprint(model):
+                                f"{name}={ours[name]!r}: a snapshot loads only into the model it was taken from")
+    mine = weights_fingerprint(model)
+    if header.get("weights_blake3") != mine:
         raise SnapshotError("weights differ: the snapshot's root contexts were computed with other weights "
-                            f"(sha256 {str(header.get('weights_sha256'))[:12]}…, this model's "
-                            f"{weights_fingerprint(model)[:12]}…); rebuild them from history instead")
+                            f"(BLAKE3 {str(header.get('weights_blake3'))[:12]}…, this model's {mine[:12]}…); "
+                            "rebuild them from history instead")
     return _state(model.config, tensors, int(header["epoch"]), model.key_hash)
 
 
@@ -164,7 +168,7 @@ def _parse(data: bytes) -> tuple[dict[str, torch.Tensor], dict]:
         tensors = st_load(bytes(data))
         size = int.from_bytes(data[:8], "little")
         metadata = json.loads(data[8 : 8 + size]).get("__metadata__") or {}
-        header_text, digest = metadata["zerokv"], metadata["content_sha256"]
+        header_text, digest = metadata["zerokv"], metadata["content_blake3"]
         header = json.loads(header_text)
     except Exception as e:  # safetensors raises its own error type for a damaged file
         raise SnapshotError(f"not a readable zerokv cache snapshot (truncated or damaged?): {e}") from None
@@ -179,9 +183,14 @@ def _state(cfg: WorldModelConfig, t: dict[str, torch.Tensor], epoch: int, key_ha
     w, n = cfg.context_length - 1, len(t["envs"])
     expected = (cfg.num_layers, 2, cfg.num_heads, n * w, cfg.head_dim)
     ids = np.concatenate([t["key_envs"].numpy(), t["envs"].numpy()])
-    if tuple(t["payload"].shape) != expected or ids.size and (ids.min() < 0 or ids.max() >= cfg.env_num):
+    lengths = t["lengths"].numpy()
+    fits = (tuple(t["payload"].shape) == expected and ("scale" in t) == (cfg.kv_storage in SCALED)
+            and not (ids.size and (ids.min() < 0 or ids.max() >= cfg.env_num))
+            and lengths.shape == t["last"].shape == (n,) and not (n and (lengths.min() < 1 or lengths.max() > w)))
+    if not fits:  # checked before anything changes (the arena would refuse only after the caches were cleared)
         raise SnapshotError(f"snapshot tensors do not fit this model: payload {tuple(t['payload'].shape)} "
-                            f"(expected {expected}), env ids {ids.tolist()} (env_num={cfg.env_num})")
+                            f"(expected {expected}), scales {'scale' in t}, env ids {ids.tolist()} "
+                            f"(env_num={cfg.env_num}), window lengths {lengths.tolist()} (1 … {w})")
     payloads = t["key_payloads"].numpy()
     for i, (env, key_epoch) in enumerate(zip(t["key_envs"].tolist(), t["key_epochs"].tolist(), strict=True)):
         payload = payloads[i].tobytes()
@@ -190,5 +199,5 @@ def _state(cfg: WorldModelConfig, t: dict[str, torch.Tensor], epoch: int, key_ha
     if any(keys[e] is None for e in envs.tolist()):
         raise SnapshotError("snapshot has a root context without a root key")
     stored = Quantized(t["payload"], t.get("scale"))
-    return RootState(keys, RootRows(envs, [keys[e] for e in envs.tolist()], t["lengths"].numpy(),
-                                    t["last"].numpy(), stored), epoch)
+    return RootState(keys, RootRows(envs, [keys[e] for e in envs.tolist()], lengths, t["last"].numpy(), stored),
+                     epoch)
