@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/zerokv train --env CartPole-v1 "$@"
+# A new run directory each time: zerokv never mixes two runs in one --out (an --out given here wins).
+.venv/bin/zerokv train --env CartPole-v1 --out "runs/cartpole-$(date +%Y%m%d-%H%M%S)" "$@"

@@ -1,5 +1,5 @@
 """Checkpoints: round trip, refusal of truncated / flipped / missing files, crash safety,
-and the choice of the latest checkpoint."""
+the choice of the latest checkpoint, rotation and the removal of unfinished saves."""
 
 import os
 
@@ -10,8 +10,11 @@ import torch
 from zerokv.rl.checkpoint import (
     CheckpointError,
     checkpoint_path,
+    checkpoint_steps,
     latest_checkpoint,
     load_checkpoint,
+    prune_checkpoints,
+    remove_orphans,
     save_checkpoint,
 )
 
@@ -138,3 +141,50 @@ def test_checkpoint_path_format():
     assert checkpoint_path("runs", 42).as_posix() == "runs/ckpt_000000042.pt"
     with pytest.raises(ValueError, match="step=-1"):
         checkpoint_path("runs", -1)
+
+
+def test_files_of_the_previous_header_format_still_load(tmp_path):
+    import hashlib
+    import io
+
+    body = io.BytesIO()
+    torch.save(make_payload(), body)
+    data = body.getvalue()
+    path = tmp_path / "old.pt"  # size not zero-padded, as zerokv wrote it before
+    path.write_bytes(b"ZEROKV-CKPT 1 sha256=%s size=%d\n" % (hashlib.sha256(data).hexdigest().encode(), len(data)) + data)
+    assert_payload_equal(load_checkpoint(path), make_payload())
+
+
+def test_save_streams_without_an_in_memory_copy(tmp_path):
+    # A 16 MiB tensor goes straight to the file: Python memory never holds its bytes (the
+    # previous version built them in a BytesIO first, a peak of 16 MiB more).
+    import tracemalloc
+
+    payload = {"w": torch.ones(4 << 20)}
+    tracemalloc.start()
+    save_checkpoint(tmp_path / "a.pt", payload)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 2 << 20, f"peak {peak} B while saving"
+    assert torch.equal(load_checkpoint(tmp_path / "a.pt")["w"], payload["w"])
+
+
+def test_prune_keeps_the_newest(tmp_path):
+    for step in (5, 120, 20, 60):
+        save_checkpoint(checkpoint_path(tmp_path, step), {"step": step})
+    removed = prune_checkpoints(tmp_path, keep=2)
+    assert sorted(p.name for p in removed) == ["ckpt_000000005.pt", "ckpt_000000020.pt"]
+    assert checkpoint_steps(tmp_path) == [60, 120]
+    assert prune_checkpoints(tmp_path, keep=3) == []
+    with pytest.raises(ValueError, match="keep=0"):
+        prune_checkpoints(tmp_path, keep=0)
+
+
+def test_remove_orphans_deletes_only_unfinished_saves(tmp_path):
+    save_checkpoint(checkpoint_path(tmp_path, 1), {"step": 1})
+    (tmp_path / ".ckpt_000000002.pt.a1b2.tmp").write_bytes(b"half")
+    (tmp_path / ".replay_000000002.x9.tmp").mkdir()
+    (tmp_path / ".replay_000000002.x9.tmp" / "obs.npy").write_bytes(b"half")
+    (tmp_path / "notes.tmp").write_bytes(b"mine")  # not hidden: not ours
+    assert remove_orphans(tmp_path) == [".ckpt_000000002.pt.a1b2.tmp", ".replay_000000002.x9.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt_000000001.pt", "notes.tmp"]

@@ -1,5 +1,6 @@
-"""Env construction: shapes and dtypes, seeding, SAME_STEP autoreset, and clear errors."""
+"""Env construction: shapes and dtypes, seeding, SAME_STEP autoreset, Atari options, and clear errors."""
 
+import subprocess
 import sys
 
 import gymnasium
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-from zerokv.rl.envs import EnvSpec, env_spec, is_atari, make_env, make_vector_env
+from zerokv.rl.envs import EnvOptions, EnvSpec, env_spec, is_atari, make_env, make_vector_env
 
 
 class _BoxObsEnv(gymnasium.Env):
@@ -81,10 +82,12 @@ def test_box_of_rank_2_rejected():
 
 
 def test_bad_atari_knobs_rejected():
-    with pytest.raises(ValueError, match="atari_sticky_prob=1.5"):
-        make_env("CartPole-v1", atari_sticky_prob=1.5)
-    with pytest.raises(ValueError, match="atari_frame_skip=0"):
-        make_env("CartPole-v1", atari_frame_skip=0)
+    with pytest.raises(ValueError, match="sticky_action_prob=1.5"):
+        EnvOptions(sticky_action_prob=1.5)
+    with pytest.raises(ValueError, match="frame_skip=0"):
+        EnvOptions(frame_skip=0)
+    with pytest.raises(ValueError, match="full_action_space=1"):
+        EnvOptions(full_action_space=1)
 
 
 def test_is_atari():
@@ -100,17 +103,44 @@ def test_missing_ale_py_says_how_to_install(monkeypatch):
 
 def test_atari_preprocessing():
     # The test command installs the atari extra (scripts/setup.sh), so this always runs.
-    assert env_spec("ALE/Pong-v5") == EnvSpec("ALE/Pong-v5", (3, 64, 64), 6)
-    env = make_env("ALE/Pong-v5", seed=0, atari_sticky_prob=0.1, atari_frame_skip=3)
+    assert env_spec("ALE/Pong-v5") == EnvSpec("ALE/Pong-v5", (3, 64, 64), 6, observation_dtype="uint8")
+    env = make_env("ALE/Pong-v5", seed=0, options=EnvOptions(sticky_action_prob=0.1, frame_skip=3))
     obs, _ = env.reset()
-    assert obs.shape == (3, 64, 64) and obs.dtype == np.float32
-    assert obs.min() >= 0.0 and obs.max() <= 1.0 and obs.max() > 0.0
+    assert obs.shape == (3, 64, 64) and obs.dtype == np.uint8  # frames stay uint8 until the model
+    assert obs.flags.c_contiguous and obs.max() > 0
+    assert env.observation_space.dtype == np.uint8 and env.observation_space.shape == (3, 64, 64)
     ale_env = env.unwrapped
     assert ale_env.spec.kwargs["frameskip"] == 1  # skipping happens in AtariPreprocessing
     assert ale_env.ale.getFloat("repeat_action_probability") == pytest.approx(0.1)
     assert env.env.frame_skip == 3 and env.env.noop_max == 30
     obs, *_ = env.step(1)
     assert obs.shape == (3, 64, 64)
+
+
+@pytest.mark.parametrize(("env_id", "sticky"), [("ALE/Pong-v5", 0.25), ("PongNoFrameskip-v4", 0.0)])
+def test_sticky_actions_default_to_the_ids_own(env_id, sticky):
+    # ALE/...-v5 ids are registered with sticky actions, the NoFrameskip-v4 ids LightZero trains on
+    # without; zerokv used to force 0.25 on both.
+    env = make_env(env_id, seed=0)
+    assert env.unwrapped.ale.getFloat("repeat_action_probability") == pytest.approx(sticky)
+    assert env.env.frame_skip == 4
+
+
+def test_full_action_space_gives_18_actions():
+    assert env_spec("ALE/Pong-v5", EnvOptions(full_action_space=True)).action_space_size == 18
+    assert env_spec("ALE/Pong-v5").action_space_size == 6
+
+
+def test_seeded_atari_episodes_replay_exactly_with_sticky_actions():
+    # The collector restores an env by replaying its episode's actions: the emulator's sticky
+    # draws must follow the seed.
+    def rollout() -> np.ndarray:
+        env = make_env("ALE/Pong-v5", options=EnvOptions(sticky_action_prob=0.5))
+        frames = [env.reset(seed=7)[0]]
+        frames += [env.step(a)[0] for a in [2, 3, 2, 2, 3, 3, 2, 3] * 4]
+        return np.stack(frames)
+
+    np.testing.assert_array_equal(rollout(), rollout())
 
 
 def test_vector_env_same_step_autoreset_and_seeds():
@@ -138,3 +168,12 @@ def test_vector_env_same_step_autoreset_and_seeds():
     assert ended >= 3
     with pytest.raises(ValueError, match="num_envs=0"):
         make_vector_env("CartPole-v1", num_envs=0)
+
+
+def test_an_atari_id_with_every_option_given_is_made_in_a_fresh_process():
+    # The ALE ids are registered on first use, whichever options are given (a resumed run
+    # passes a concrete sticky probability and once failed here).
+    code = ("from zerokv.rl.envs import EnvOptions, make_env; "
+            "print(make_env('ALE/Pong-v5', options=EnvOptions(sticky_action_prob=0.25)).observation_space.shape)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and "(3, 64, 64)" in out.stdout, out.stderr[-1000:]

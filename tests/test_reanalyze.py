@@ -115,26 +115,27 @@ def _buffer_with_segments() -> ReplayBuffer:
 
 def test_replay_positions_histories_and_target_updates():
     buf = _buffer_with_segments()
-    seg_ids, steps = buf.sample_positions(100)  # more than stored: every position once
-    assert len(seg_ids) == 11 and len({(int(i), int(t)) for i, t in zip(seg_ids, steps, strict=True)}) == 11
-    obs, actions, lengths = buf.histories(seg_ids, steps, history_steps=2)
-    for row, (i, t) in enumerate(zip(seg_ids.tolist(), steps.tolist(), strict=True)):
-        k = min(2, t)
-        assert lengths[row] == k + 1
-        np.testing.assert_array_equal(obs[row, 2 - k:, 1], np.arange(t - k, t + 1))  # right-aligned steps
-        np.testing.assert_array_equal(obs[row, 2 - k:, 0], i)  # from its own segment
-        np.testing.assert_array_equal(actions[row, 2 - k:], np.arange(t - k, t) % 3)
+    positions = buf.sample_positions(100)  # more than stored: every position once, oldest first
+    assert len(positions.slots) == 11 and len(set(positions.slots.tolist())) == 11
+    history = buf.histories(positions, history_steps=2)
+    for row, t in enumerate(positions.steps.tolist()):
+        i, k = int(history.obs[row, -1, 0]), min(2, t)  # obs = [segment, step]
+        assert history.lengths[row] == k + 1
+        np.testing.assert_array_equal(history.obs[row, 2 - k:, 1], np.arange(t - k, t + 1))  # right-aligned steps
+        np.testing.assert_array_equal(history.obs[row, 2 - k:, 0], i)  # from its own segment
+        np.testing.assert_array_equal(history.obs[row, :2 - k], 0)
+        np.testing.assert_array_equal(history.actions[row, 2 - k:], np.arange(t - k, t) % 3)
 
-    new_policy = np.tile(np.array([0, 0.5, 0.5], np.float32), (len(seg_ids), 1))
-    new_values = np.arange(len(seg_ids), dtype=np.float32)
-    tv = buf.update_targets(seg_ids, steps, new_policy, new_values)
+    new_policy = np.tile(np.array([0, 0.5, 0.5], np.float32), (11, 1))
+    new_values = np.arange(11, dtype=np.float32)
+    tv = buf.update_targets(positions, new_policy, new_values)
     assert tv == pytest.approx(1.0)  # [1,0,0] → [0,.5,.5]: disjoint supports
-    seg = buf._segments[1]
-    rows = seg_ids == 1
-    np.testing.assert_array_equal(seg.root_values[steps[rows]], new_values[rows])
-    np.testing.assert_array_equal(seg.policies, np.tile([0, 0.5, 0.5], (7, 1)))
-    np.testing.assert_allclose(buf._value_targets[1], n_step_value_targets(
-        seg.rewards, new_values[rows][np.argsort(steps[rows])], 2.0, 3, 0.9))
+    # The value targets follow the new root values: segment 1 holds positions 4..10.
+    want = n_step_value_targets(np.ones(7, np.float32), new_values[4:], 2.0, 3, 0.9)
+    batch = buf.sample(300)
+    rows = batch.obs[:, 0, 0] == 1
+    np.testing.assert_array_equal(batch.value_targets[rows, 0], want[batch.obs[rows, 0, 1].astype(int)])
+    np.testing.assert_array_equal(batch.policy_targets[batch.mask == 1], np.tile([0, 0.5, 0.5], (int(batch.mask.sum()), 1)))
 
 
 def test_a_bfloat16_model_reanalyses_in_its_own_precision():

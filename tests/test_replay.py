@@ -1,12 +1,13 @@
 """Replay: exact n-step targets on hand-sized segments, padding and masks, FIFO eviction,
-uniform sampling, argument checks, and a state_dict round trip that keeps the rng stream."""
-
-import io
+uniform sampling, argument checks, uint8 frames, the vectorised sampler against a per-row loop,
+and the bytes a stored Atari step takes."""
 
 import numpy as np
 import pytest
 import torch
+from replayutil import assert_rows_match, reference_batch
 
+from zerokv.rl.observations import observations_as_float
 from zerokv.rl.replay import GameSegment, ReplayBuffer, n_step_value_targets
 
 REWARDS = [1.0, 2.0, 3.0, 4.0]
@@ -41,10 +42,10 @@ def reference_targets(rewards, values, bootstrap, n, gamma):
 
 
 def check_invariant(buffer: ReplayBuffer) -> None:
-    state = buffer.state_dict()
-    assert buffer.num_steps == sum(len(s["actions"]) for s in state["segments"])
-    assert buffer.num_steps <= buffer.capacity_steps
-    assert buffer.num_segments == len(state["segments"])
+    buffer.check_invariants()
+    lengths = buffer.segment_table().lengths
+    assert buffer.num_steps == lengths.sum() <= buffer.capacity_steps
+    assert buffer.num_segments == len(lengths)
 
 
 @pytest.mark.parametrize(
@@ -175,23 +176,62 @@ def test_append_copies_caller_buffers():
     assert seg.obs.tolist() == [[0.0, 0.0]]
 
 
-def test_state_dict_round_trip_continues_the_same_sample_stream():
-    original = ReplayBuffer(12, (2,), 3, unroll_steps=2, td_steps=2, discount=0.5, seed=7)
-    for seg_id in range(4):  # 16 steps into 12: the first segment is evicted
-        original.add(make_segment(seg_id % 2 == 0, seg_id))
-    original.sample(5)  # advance the rng past its seed state
+def test_the_vectorised_sampler_equals_a_per_row_loop_across_the_ring_end():
+    rng = np.random.default_rng(3)
+    buffer = ReplayBuffer(40, (2,), 4, observation_dtype=np.uint8, unroll_steps=5, td_steps=3, discount=0.9, seed=5)
+    segments = []
+    for seg_id in range(12):  # 12 segments of 3..9 steps through 40 slots: the ring wraps, evicts
+        length = int(rng.integers(3, 10))
+        seg = GameSegment((2,), 4, np.uint8)
+        for t in range(length):
+            seg.append(np.array([seg_id, t], np.uint8), int(rng.integers(4)), float(rng.normal()),
+                       float(rng.normal()), rng.dirichlet(np.ones(4)))
+        seg.close(terminated=bool(rng.integers(2)), bootstrap_value=float(rng.normal()))
+        buffer.add(seg)
+        segments.append(seg)
+        check_invariant(buffer)
+    stored = {int(s.obs[0, 0]): s for s in segments[-buffer.num_segments:]}
+    batch = buffer.sample(400)
+    starts = [(int(o[0]), int(o[1])) for o in batch.obs[:, 0]]
+    assert {i for i, _ in starts} == set(stored)  # every stored segment is drawn, no evicted one
+    assert_rows_match(batch, reference_batch(stored, starts, 5, 3, 0.9, 4), 4)
 
-    blob = io.BytesIO()
-    torch.save(original.state_dict(), blob)
-    blob.seek(0)
-    state = torch.load(blob, weights_only=True)
-    restored = ReplayBuffer(12, (2,), 3, unroll_steps=2, td_steps=2, discount=0.5, seed=999)
-    restored.load_state_dict(state)
-    assert (restored.num_steps, restored.num_segments) == (12, 3)
-    for _ in range(3):
-        a, b = original.sample(16), restored.sample(16)
-        for name in a.__slots__:
-            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
 
-    with pytest.raises(ValueError, match="action_space_size 3"):
-        ReplayBuffer(12, (2,), 4).load_state_dict(state)
+def test_frames_stay_uint8_and_a_batch_is_the_stored_frames_over_255():
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, size=(6, 3, 64, 64), dtype=np.uint8)
+    seg = GameSegment((3, 64, 64), 6, np.uint8)
+    for t, frame in enumerate(frames):
+        seg.append(frame, t % 6, 1.0, 0.0, np.ones(6) / 6)
+    seg.close(terminated=True)
+    buffer = ReplayBuffer(100, (3, 64, 64), 6, observation_dtype=np.uint8, unroll_steps=2, td_steps=2)
+    buffer.add(seg)
+    batch = buffer.sample(32)
+    assert batch.obs.dtype == np.uint8 and batch.bootstrap_obs.dtype == np.uint8
+    starts = [int(np.flatnonzero((frames == o).all(axis=(1, 2, 3)))[0]) for o in batch.obs[:, 0]]
+    for b, t in enumerate(starts):
+        idx = np.minimum(np.arange(t, t + 3), 5)
+        np.testing.assert_array_equal(batch.obs[b], frames[idx])
+    as_float = observations_as_float(batch.obs)  # what the learner feeds the model
+    assert as_float.dtype == torch.float32 and as_float.shape == (32, 3, 3, 64, 64)
+    expected = (frames[np.minimum(np.array(starts)[:, None] + np.arange(3), 5)] / 255.0).astype(np.float32)
+    np.testing.assert_array_equal(as_float.numpy(), expected)  # correctly rounded v / 255
+    assert float(as_float.max()) <= 1.0
+    with pytest.raises(ValueError, match="obs dtype float32 != observation_dtype uint8"):
+        GameSegment((3, 64, 64), 6, np.uint8).append(frames[0] / np.float32(255), 0, 0.0, 0.0, np.ones(6) / 6)
+    with pytest.raises(ValueError, match="observation dtype float32 != buffer observation_dtype uint8"):
+        buffer.add(GameSegment.from_arrays(frames[:1].astype(np.float32), np.zeros(1), np.zeros(1),
+                                           np.zeros(1), np.ones((1, 6)) / 6, True, 0.0))
+
+
+@pytest.mark.parametrize("num_actions", [6, 18])
+def test_a_stored_atari_step_takes_at_most_13_kib(num_actions):
+    buffer = ReplayBuffer(10, (3, 64, 64), num_actions, observation_dtype=np.uint8)
+    assert buffer.bytes_per_step <= 13 * 1024  # 12,288 B of frame, the rest scalars and the policy
+    assert buffer.bytes_per_step == 3 * 64 * 64 + 4 * (num_actions + 7)  # 7 int32/float32 scalars
+    seg = GameSegment((3, 64, 64), num_actions, np.uint8)
+    for _ in range(4):
+        seg.append(np.zeros((3, 64, 64), np.uint8), 0, 0.0, 0.0, np.ones(num_actions) / num_actions)
+    seg.close(terminated=True)
+    buffer.add(seg)
+    assert buffer.nbytes == 4 * buffer.bytes_per_step

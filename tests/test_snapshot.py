@@ -1,137 +1,148 @@
-"""Cache snapshots: an exact round trip, and refusal of stale, foreign or damaged snapshots."""
+"""Replay snapshots: round trip, streaming (no in-memory copy), refusal of another run or step
+and of damaged files, atomic replacement."""
 
 from __future__ import annotations
 
+import json
+import tracemalloc
+
 import numpy as np
 import pytest
-import torch
-from kvutil import one_thread  # noqa: F401  (fixture)
 
-from zerokv import SearchConfig, SnapshotError, WorldModel, WorldModelConfig, plan
+from zerokv.rl.replay import GameSegment, ReplayBuffer
+from zerokv.rl.snapshot import (
+    SnapshotError,
+    list_snapshots,
+    read_snapshot,
+    snapshot_path,
+    write_snapshot,
+)
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-OUTPUTS = ("value", "policy_logits", "latent_state", "value_logits")
-
-
-def build(seed: int = 0, **overrides) -> WorldModel:
-    cfg = dict(observation_shape=(5,), action_space_size=3, embed_dim=32, num_heads=4, num_layers=2,
-               context_length=4, max_tokens=12, env_num=3, num_simulations=8, support_size=10)
-    cfg.update(overrides)
-    torch.manual_seed(seed)
-    return WorldModel(WorldModelConfig(**cfg)).eval()
+FRAME = (3, 64, 64)
 
 
-def play(wm: WorldModel, steps: int, rng: np.random.Generator, last=None, env_ids=None):
-    """``steps`` searches continuing the episodes; returns the last actions."""
-    n = 3 if env_ids is None else len(env_ids)
-    for _ in range(steps):
-        out = plan(wm, rng.random((n, 5), dtype=np.float32), config=SearchConfig(num_simulations=8), rng=rng,
-                   env_ids=env_ids, last_actions=last)
-        last = out.action
-    return last
+def atari_buffer(steps: int, capacity: int = 200, seed: int = 0) -> ReplayBuffer:
+    """A uint8-frame buffer holding `steps` steps in segments of 50 (the last shorter)."""
+    rng = np.random.default_rng(seed)
+    buffer = ReplayBuffer(capacity, FRAME, 6, observation_dtype=np.uint8, unroll_steps=5, td_steps=5, seed=seed)
+    for start in range(0, steps, 50):
+        seg = GameSegment(FRAME, 6, np.uint8)
+        for _ in range(min(50, steps - start)):
+            seg.append(rng.integers(0, 256, FRAME, dtype=np.uint8), int(rng.integers(6)), float(rng.integers(-1, 2)),
+                       float(rng.normal()), rng.dirichlet(np.ones(6)))
+        seg.close(terminated=start % 100 == 0, bootstrap_value=float(rng.normal()))
+        buffer.add(seg)
+    return buffer
 
 
-def same(a, b) -> bool:
-    return all(torch.equal(getattr(a, k), getattr(b, k)) for k in OUTPUTS)
+def assert_same_contents(a: ReplayBuffer, b: ReplayBuffer) -> None:
+    ca, cb = a.contents(), b.contents()
+    for name in ca.fields:
+        np.testing.assert_array_equal(np.concatenate(ca.fields[name]), np.concatenate(cb.fields[name]), err_msg=name)
+    for name in ("lengths", "terminated", "bootstrap_values"):
+        np.testing.assert_array_equal(getattr(ca.segments, name), getattr(cb.segments, name), err_msg=name)
 
 
-@pytest.mark.parametrize("storage", [None, "int8", "float8_e4m3fn"])
-def test_a_loaded_model_continues_exactly_like_the_uninterrupted_one(tmp_path, storage):
-    a = build(kv_storage_dtype=storage)
-    last = play(a, 3, np.random.default_rng(0))
-    path = tmp_path / "roots.safetensors"
-    a.save_caches(path)
-    b, cold = a.copy_with(), a.copy_with()
-    b.load_caches(path)
-    obs = np.random.default_rng(1).random((3, 5), dtype=np.float32)
-    out_a = a.initial_inference(obs, last_actions=last)
-    out_b = b.initial_inference(obs, last_actions=last)
-    assert same(out_a, out_b)
-    assert not same(out_a, cold.initial_inference(obs, last_actions=last))  # the snapshot carried the context
-    assert b.cache_stats().hits == 3 and cold.cache_stats().hits == 0 and b.cache_stats().fallbacks == 0
-    # The searches and episodes after it are the same too.
-    rng_a, rng_b = np.random.default_rng(2), np.random.default_rng(2)
-    assert (play(a, 2, rng_a, last) == play(b, 2, rng_b, last)).all()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["roots.safetensors"]  # no temp file left
+def test_round_trip_of_a_wrapped_ring_continues_the_same_sample_stream(tmp_path):
+    original = atari_buffer(330)  # 330 steps through 200 slots: the stored arc wraps the ring's end
+    assert original.num_steps == 180 and original.contents().fields["obs"].__len__() == 2
+    original.sample(3)
+    ref = write_snapshot(snapshot_path(tmp_path, 330), original, run_id="run-a", env_steps=330)
+    assert ref.name == "replay_000000330" and list_snapshots(tmp_path) == [tmp_path / ref.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [ref.name]  # no temporaries left
+    restored = ReplayBuffer(200, FRAME, 6, observation_dtype=np.uint8, unroll_steps=5, td_steps=5, seed=9)
+    read_snapshot(tmp_path / ref.name, restored, run_id="run-a", env_steps=330, meta_sha256=ref.meta_sha256)
+    restored.set_rng_state(original.rng_state())
+    restored.check_invariants()
+    assert_same_contents(original, restored)
+    for _ in range(3):
+        a, b = original.sample(8), restored.sample(8)
+        for name in a.__slots__:
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
 
 
-def test_only_the_envs_with_a_context_and_their_keys_are_restored():
-    a = build()
-    play(a, 2, np.random.default_rng(0), env_ids=[0, 2])  # env 1 never rooted
-    b = a.copy_with()
-    b.load_caches_from_bytes(a.caches_to_bytes())
-    obs = np.random.default_rng(1).random((3, 5), dtype=np.float32)
-    assert same(a.initial_inference(obs, last_actions=[1, None, 0]), b.initial_inference(obs, last_actions=[1, None, 0]))
-    # A cleared model's snapshot keeps the keys without contexts: the next root is a counted fallback.
-    a.clear_caches()
-    b.load_caches_from_bytes(a.caches_to_bytes())
-    a.reset_cache_stats()
-    out_a, out_b = a.initial_inference(obs, last_actions=[1, 2, 0]), b.initial_inference(obs, last_actions=[1, 2, 0])
-    assert same(out_a, out_b) and a.cache_stats().fallbacks == b.cache_stats().fallbacks == 3
-    with pytest.raises(ValueError, match="before any root"):  # a load opens no search
-        b.load_caches_from_bytes(a.caches_to_bytes())
-        b.recurrent_inference(out_b.latent_state, [0, 0, 0], parent_ids=[0, 0, 0], child_ids=[1, 1, 1])
+def test_snapshots_are_streamed_without_an_in_memory_copy(tmp_path):
+    buffer = atari_buffer(150)  # 1.8 MiB of frames
+    frames = buffer.num_steps * int(np.prod(FRAME))
+    tracemalloc.start()
+    ref = write_snapshot(tmp_path / "replay_000000001", buffer, run_id="r", env_steps=1)
+    write_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.reset_peak()
+    read_snapshot(tmp_path / ref.name, buffer, run_id="r", env_steps=1, meta_sha256=ref.meta_sha256)
+    read_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert write_peak < frames / 4 and read_peak < frames / 4, (write_peak, read_peak, frames)
+    size = sum(p.stat().st_size for p in (tmp_path / ref.name).iterdir())
+    assert size < 1.01 * buffer.num_steps * (int(np.prod(FRAME)) + 4 * (6 + 3)) + 4096  # fields + headers
 
 
-def test_a_snapshot_from_other_weights_or_another_config_is_refused():
-    a = build()
-    last = play(a, 2, np.random.default_rng(0))
-    data = a.caches_to_bytes()
-    cases = [
-        (build(seed=1), "weights differ"),
-        (build(env_num=4), r"env_num=3.*this model has env_num=4"),
-        (build(kv_storage_dtype="int8"), r"kv_storage='float32'.*kv_storage='int8'"),
-        (build(cache_backend="manager"), r"cache_backend='paged'.*cache_backend='manager'"),
-        (build(dtype="bfloat16"), r"dtype='float32'.*dtype='bfloat16'"),
-        (build(embed_dim=64), "embed_dim=32"),
-    ]
-    for model, message in cases:
-        with pytest.raises(SnapshotError, match=message):
-            model.load_caches_from_bytes(data)
-    # The same weights stored as float32 explicitly, and another num_simulations, load fine.
-    build(kv_storage_dtype="float32", num_simulations=5).load_caches_from_bytes(data)
-    # Weights changed after the snapshot (a training step, in place): stale, refused, caches untouched.
-    with torch.no_grad():
-        a.head_policy[0].weight[0, 0] += 1e-3
-    obs = np.random.default_rng(1).random((3, 5), dtype=np.float32)
-    reference = a.copy_with()
-    reference.load_caches_from_bytes(reference.caches_to_bytes())  # its own (empty) snapshot: fine
-    with pytest.raises(SnapshotError, match="weights differ"):
-        a.load_caches_from_bytes(data)
-    assert a.cache_stats().fallbacks == 0
-    a.initial_inference(obs, last_actions=last)
-    assert a.cache_stats().fallbacks == 0  # its own contexts are still there
+def test_a_snapshot_of_another_run_or_step_is_refused_naming_both(tmp_path):
+    buffer = atari_buffer(60)
+    ref = write_snapshot(tmp_path / "replay_000000060", buffer, run_id="run-a", env_steps=60)
+    target = ReplayBuffer(200, FRAME, 6, observation_dtype=np.uint8)
+    with pytest.raises(SnapshotError, match=r"of run run-a at 60 env steps.*checkpoint is of run run-a at 40"):
+        read_snapshot(tmp_path / ref.name, target, run_id="run-a", env_steps=40, meta_sha256=ref.meta_sha256)
+    with pytest.raises(SnapshotError, match=r"of run run-a at 60 env steps.*checkpoint is of run run-b at 60"):
+        read_snapshot(tmp_path / ref.name, target, run_id="run-b", env_steps=60, meta_sha256=ref.meta_sha256)
+    assert target.num_steps == 0
 
 
-def test_damaged_snapshots_are_refused(tmp_path):
-    a = build()
-    play(a, 1, np.random.default_rng(0))
-    data = a.caches_to_bytes()
-    b = a.copy_with()
-    flipped = bytearray(data)
-    flipped[-5] ^= 0x01  # a byte of the last tensor's data
-    header_end = 8 + int.from_bytes(data[:8], "little")
-    edited = data[:header_end].replace(b'\\"epoch\\": 1', b'\\"epoch\\": 9')
-    assert edited != data[:header_end]
-    for bad, message in [(bytes(flipped), "does not match its content hash"),
-                         (edited + data[header_end:], "does not match its content hash"),
-                         (data[:-100], "truncated or damaged"), (b"not a snapshot", "truncated or damaged"),
-                         (b"", "truncated or damaged")]:
-        with pytest.raises(SnapshotError, match=message):
-            b.load_caches_from_bytes(bad)
-    path = tmp_path / "roots.safetensors"
-    path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(SnapshotError, match="truncated"):
-        b.load_caches(path)
-    a.save_caches(path)  # replaces the damaged file
-    b.load_caches(path)
+@pytest.mark.parametrize(("damage", "left"), [("obs", 0), ("truncate", 0), ("segment_lengths", 50), ("meta", 50)])
+def test_damaged_snapshots_are_refused_and_leave_replay_empty_or_untouched(tmp_path, damage, left):
+    buffer = atari_buffer(60)
+    ref = write_snapshot(tmp_path / "replay_000000060", buffer, run_id="r", env_steps=60)
+    path = tmp_path / ref.name
+    if damage == "meta":
+        meta = json.loads((path / "meta.json").read_text())
+        meta["num_steps"] = 59
+        (path / "meta.json").write_text(json.dumps(meta))
+        message = "meta.json fails its SHA-256"
+    elif damage == "truncate":
+        data = (path / "rewards.npy").read_bytes()
+        (path / "rewards.npy").write_bytes(data[:-4])
+        message = "rewards.npy is truncated"
+    else:
+        file = path / f"{damage}.npy"
+        data = bytearray(file.read_bytes())
+        data[-1] ^= 0x01
+        file.write_bytes(bytes(data))
+        message = f"{damage}.npy fails its SHA-256"
+    # A failure found before the stored steps are touched leaves them; one found while streaming
+    # the fields into the ring leaves it empty, never half-loaded.
+    target = atari_buffer(50, seed=1)
+    with pytest.raises(SnapshotError, match=message):
+        read_snapshot(path, target, run_id="r", env_steps=60, meta_sha256=ref.meta_sha256)
+    assert target.num_steps == left
+    target.check_invariants()
 
 
-def test_backends_without_snapshots_refuse_clearly():
-    for overrides in (dict(cache_backend="none"), dict(cache_backend="legacy"), dict(cache_validation_mode=True)):
-        wm = build(**overrides)
-        with pytest.raises(ValueError, match="only cache_backend='paged' .* can copy its root contexts"):
-            wm.caches_to_bytes()
-    paged = build()
-    with pytest.raises(ValueError, match="cannot load cache snapshots with cache_backend='paged\\+validation'"):
-        build(cache_validation_mode=True)._cache.import_state(paged._cache.export_state())
+def test_a_snapshot_that_does_not_fit_is_refused(tmp_path):
+    ref = write_snapshot(tmp_path / "replay_000000001", atari_buffer(120), run_id="r", env_steps=1)
+    with pytest.raises(SnapshotError, match="holds 120 steps; this run's replay_capacity is 100"):
+        read_snapshot(tmp_path / ref.name, ReplayBuffer(100, FRAME, 6, observation_dtype=np.uint8),
+                      run_id="r", env_steps=1, meta_sha256=ref.meta_sha256)
+    with pytest.raises(SnapshotError, match=r"holds observations \(3, 64, 64\) uint8 and 6 actions"):
+        read_snapshot(tmp_path / ref.name, ReplayBuffer(200, FRAME, 18, observation_dtype=np.uint8),
+                      run_id="r", env_steps=1, meta_sha256=ref.meta_sha256)
+
+
+def test_rewriting_a_snapshot_replaces_it_whole(tmp_path, monkeypatch):
+    path = tmp_path / "replay_000000005"
+    write_snapshot(path, atari_buffer(60), run_id="r", env_steps=5)
+    newer = atari_buffer(110, seed=3)
+    ref = write_snapshot(path, newer, run_id="r", env_steps=5)  # same name: replaced
+    restored = ReplayBuffer(200, FRAME, 6, observation_dtype=np.uint8)
+    read_snapshot(path, restored, run_id="r", env_steps=5, meta_sha256=ref.meta_sha256)
+    assert_same_contents(newer, restored)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+    import zerokv.rl.snapshot as snapshot
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(snapshot, "_write_bytes", crash)  # fails after the fields, before meta.json
+    with pytest.raises(OSError, match="disk full"):
+        write_snapshot(path, atari_buffer(60), run_id="r", env_steps=5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # the old one, intact
+    read_snapshot(path, restored, run_id="r", env_steps=5, meta_sha256=ref.meta_sha256)

@@ -1,9 +1,15 @@
-"""Training on a tiny budget: train → checkpoint → resume → eval, and the errors that lose nothing."""
+"""Training on a tiny budget: train → checkpoint → resume → eval, the errors that lose nothing,
+and the run directory: no mixing of runs, saved config on resume, rotation, kill -9 and resume."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
+import shutil
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,6 +18,9 @@ import torch
 from zerokv.cli import main
 from zerokv.rl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from zerokv.rl.config import TrainConfig
+from zerokv.rl.evaluator import evaluate
+from zerokv.rl.rundir import RunDirError
+from zerokv.rl.snapshot import SnapshotError
 from zerokv.rl.trainer import Trainer, train
 
 
@@ -21,6 +30,7 @@ def tiny(out, **overrides) -> TrainConfig:
         num_simulations=4, embed_dim=16, num_heads=2, num_layers=1, context_length=4, support_size=5,
         batch_size=4, unroll_steps=2, td_steps=2, min_replay_steps=8, segment_length=5,
         eval_episodes=1, eval_every=0, checkpoint_every=8, progress=False, history_steps=4,
+        eval_max_steps=20,  # a better-trained tiny model must not make a test play 500 CartPole steps
     )
     base.update(overrides)
     return TrainConfig(**base)
@@ -30,21 +40,28 @@ def final_weights(out) -> dict[str, torch.Tensor]:
     return load_checkpoint(latest_checkpoint(out / "checkpoints"))["learner"]["model"]
 
 
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """An uninterrupted `tiny` run: the reference of the resume tests."""
+    out = tmp_path_factory.mktemp("full") / "full"
+    return train(tiny(out)), out
+
+
 @pytest.mark.slow
-def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path):
-    full = train(tiny(tmp_path / "full"))
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, full_run):
+    full, full_out = full_run
     assert full.env_steps == 32 and len(full.eval_returns) == 1
     train(tiny(tmp_path / "split", total_env_steps=16))
     resumed = train(tiny(tmp_path / "split", resume=True))
     assert resumed.env_steps == 32
-    a, b = final_weights(tmp_path / "full"), final_weights(tmp_path / "split")
+    a, b = final_weights(full_out), final_weights(tmp_path / "split")
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
     # Something was learned: every weight moved further than AdamW's weight decay alone would take
     # it (decay shrinks a weight by lr·wd per update; only gradients move it further).
     cfg = tiny(tmp_path / "init")
-    updates = load_checkpoint(latest_checkpoint(tmp_path / "full" / "checkpoints"))["learner"]["updates"]
+    updates = load_checkpoint(latest_checkpoint(full_out / "checkpoints"))["learner"]["updates"]
     assert updates == cfg.replay_ratio * (cfg.total_env_steps - cfg.min_replay_steps)  # 0.5 × (32 − 8)
     init = Trainer(cfg).model.state_dict()
     decayed = {n: init[n] * (1 - cfg.learning_rate * cfg.weight_decay) ** updates for n in init}
@@ -54,7 +71,9 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path):
 
 @pytest.mark.slow
 def test_reanalysis_refreshes_stored_targets_and_resumes_exactly(tmp_path):
-    opts = dict(reanalyze_per_iteration=6, reanalyze_batch=4, num_simulations=9)  # chunks of 4 and 2
+    # Chunks of 4 and 2; 16 simulations, since with 9 this tiny model's searches can all come out
+    # [1/9, 8/9] before and after (a policy change of exactly 0).
+    opts = dict(reanalyze_per_iteration=6, reanalyze_batch=4, num_simulations=16)
     train(tiny(tmp_path / "full", **opts))
     train(tiny(tmp_path / "split", total_env_steps=16, **opts))
     train(tiny(tmp_path / "split", resume=True, **opts))
@@ -185,7 +204,10 @@ def test_a_tampered_checkpoint_is_refused_and_the_run_can_resume_from_an_intact_
     with pytest.raises(SystemExit) as exc:
         main(["eval", "--checkpoint", str(ckpts[-1])])
     assert exc.value.code == 2 and "fails its SHA-256 check" in capsys.readouterr().err
-    ckpts[-1].unlink()  # the earlier checkpoint is untouched and resumes
+    ckpts[-1].unlink()  # the earlier checkpoint is intact, but the one replay snapshot is of step 16
+    with pytest.raises(SnapshotError, match=r"replay_000000016 is of run \w+ at 16 env steps.*at 8 env steps"):
+        train(tiny(tmp_path / "t", resume=True))
+    shutil.rmtree(tmp_path / "t" / "checkpoints" / "replay_000000016")  # as the message says
     assert train(tiny(tmp_path / "t", resume=True)).env_steps == 32
 
 
@@ -231,8 +253,139 @@ def test_the_run_stops_once_solved_and_keeps_the_best_weights(tmp_path):
         ("embed_dim", 65, "embed_dim=65"),  # the model's own checks, before any env exists
         ("context_length", 7, "context_length=7"),
         ("cache_backend", "pages", "cache_backend='pages'"),
+        # The Atari and run-directory fields (issue 16).
+        ("keep_checkpoints", 0, "keep_checkpoints=0"),
+        ("eval_max_steps", 0, "eval_max_steps=0"),
+        ("sticky_action_prob", 1.5, "sticky_action_prob=1.5"),
+        ("frame_skip", 0, "frame_skip=0"),
+        ("clip_rewards", "yes", "clip_rewards='yes'"),
+        ("save_replay", 1, "save_replay=1"),
+        ("terminal_on_life_loss", True, "needs an Atari env with lives; env='CartPole-v1'"),
     ],
 )
 def test_bad_train_values_are_named_at_construction(field, value, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         TrainConfig(**{field: value})
+
+
+def test_resume_and_overwrite_exclude_each_other_and_life_loss_is_for_atari():
+    with pytest.raises(ValueError, match="choose one"):
+        TrainConfig(resume=True, overwrite=True)
+    assert TrainConfig(env="ALE/Pong-v5", terminal_on_life_loss=True).terminal_on_life_loss
+
+
+def test_a_run_never_mixes_with_an_earlier_one_in_the_same_out(tmp_path, capsys):
+    train(tiny(tmp_path / "r", total_env_steps=16))
+    with pytest.raises(RunDirError, match=r"already holds a run .*pass --resume to continue it, or --overwrite"):
+        train(tiny(tmp_path / "r"))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:  # one line from the CLI
+        main(["train", "--out", str(tmp_path / "r"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "--resume" in err and len(err.strip().splitlines()) == 1
+    train(tiny(tmp_path / "r", total_env_steps=8, checkpoint_every=4, overwrite=True))
+    assert "deleted the previous run" in capsys.readouterr().out
+    names = sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir())
+    assert names == ["ckpt_000000008.pt", "replay_000000008"]  # none of the first run's are left
+    rows = (tmp_path / "r" / "progress.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows] == ["env_steps", "8"]
+
+
+def test_resume_runs_with_the_saved_config(tmp_path):
+    train(tiny(tmp_path / "r", total_env_steps=16, learning_rate=2e-3))
+    with pytest.raises(RunDirError, match=r"embed_dim=32 \(the run has 16\)"):  # not a size-mismatch traceback
+        train(tiny(tmp_path / "r", resume=True, embed_dim=32))
+    with pytest.raises(RunDirError, match=r"seed=5 \(the run has 0\)"):
+        train(tiny(tmp_path / "r", resume=True, seed=5))
+    # learning_rate is not given (the default): the run's 2e-3 stands; the budget may grow.
+    result = train(tiny(tmp_path / "r", resume=True, total_env_steps=24))
+    assert result.env_steps == 24
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["learning_rate"] == 2e-3 and saved["total_env_steps"] == 24
+    assert load_checkpoint(latest_checkpoint(tmp_path / "r" / "checkpoints"))["config"]["learning_rate"] == 2e-3
+
+
+def test_unwritable_out_fails_before_training(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(RunDirError, match=r"cannot create .*file/run: Not a directory"):
+        train(tiny(tmp_path / "file" / "run"))
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "checkpoints").write_text("")  # used to fail only at the first save, after training
+    with pytest.raises(RunDirError, match="checkpoints exists and is not a directory"):
+        Trainer(tiny(tmp_path / "r"))
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [".lock", "checkpoints"]  # nothing ran
+
+
+def test_rotation_keeps_n_checkpoints_one_snapshot_and_a_weights_only_best(tmp_path):
+    result = train(tiny(tmp_path / "r", total_env_steps=40, eval_every=16, keep_checkpoints=2, stop_return=float("inf")))
+    assert result.env_steps == 40
+    names = sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir())
+    assert names == ["ckpt_000000032.pt", "ckpt_000000040.pt", "replay_000000040"]
+    best = load_checkpoint(tmp_path / "r" / "best.pt")
+    assert set(best) == {"schema", "learner", "counters", "config", "model_config"}
+    assert set(best["learner"]) == {"model"}  # no optimizer, target network or replay
+    ckpt = (tmp_path / "r" / "checkpoints" / "ckpt_000000040.pt").stat().st_size
+    weights = sum(t.numel() * t.element_size() for t in best["learner"]["model"].values())
+    assert (tmp_path / "r" / "best.pt").stat().st_size < 2 * weights + 64 * 1024
+    assert ckpt < 4 * weights + (1 << 20)  # weights, target encoder, two Adam moments, small state
+    rows = [r.split(",") for r in (tmp_path / "r" / "progress.csv").read_text().splitlines()]
+    steps_col, bytes_col = rows[0].index("replay/steps"), rows[0].index("replay/bytes")
+    assert int(rows[-1][steps_col]) > 0 and int(rows[-1][bytes_col]) == int(rows[-1][steps_col]) * (16 + 4 * 9)
+
+
+def test_a_resume_without_a_replay_snapshot_refills_by_collecting(tmp_path, capsys):
+    train(tiny(tmp_path / "r", total_env_steps=16, save_replay=False))
+    assert not list((tmp_path / "r" / "checkpoints").glob("replay_*"))
+    capsys.readouterr()
+    trainer = Trainer(tiny(tmp_path / "r", resume=True, total_env_steps=32))
+    updates = []
+    update = trainer.learner.update
+    trainer.learner.update = lambda batch: updates.append(trainer.replay.num_steps) or update(batch)
+    assert trainer.run().env_steps == 32
+    out = capsys.readouterr().out
+    assert "replay: the snapshot was not saved (--no-save-replay); refilling it by collecting" in out
+    saved = int(out.split("refilling it by collecting ")[1].split()[0])
+    assert saved > 0 and updates and min(updates) >= saved  # no update before replay holds as much again
+
+
+_KILLED_RUN = """
+import json, os, signal, sys
+import zerokv.rl.snapshot as snapshot
+from zerokv.rl.config import TrainConfig
+from zerokv.rl.trainer import train
+
+write = snapshot._write_npy
+def dying(path, views):  # SIGKILL in the middle of the second checkpoint's replay snapshot
+    digest = write(path, views)
+    if "replay_000000016" in path.parent.name:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return digest
+snapshot._write_npy = dying
+train(TrainConfig(**json.loads(sys.argv[1])))
+"""
+
+
+def test_kill_9_mid_save_then_resume_repeats_no_row_leaves_no_orphan_and_is_exact(tmp_path, full_run):
+    cfg = tiny(tmp_path / "killed")
+    proc = subprocess.run([sys.executable, "-c", _KILLED_RUN, json.dumps(cfg.to_dict())], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    ckpt_dir = tmp_path / "killed" / "checkpoints"
+    assert [p.name for p in ckpt_dir.glob(".replay_000000016.*.tmp")]  # the killed save's orphan
+    rows = (tmp_path / "killed" / "progress.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["8", "16"]  # the row of 16 went out before its checkpoint
+    train(tiny(tmp_path / "killed", resume=True))  # takes the dead trainer's lock over
+    assert not [p for p in (tmp_path / "killed").rglob("*.tmp")]
+    rows = (tmp_path / "killed" / "progress.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["8", "16", "24", "32"]
+    a, b = final_weights(full_run[1]), final_weights(tmp_path / "killed")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+
+
+def test_evaluation_episodes_stop_at_the_step_cap(tmp_path):
+    trainer = Trainer(tiny(tmp_path / "e"))
+    kwargs = dict(episodes=2, seed=3, search=trainer.search)
+    capped = evaluate(trainer.model.state_dict(), trainer.model_config, "CartPole-v1", max_steps=5, **kwargs)
+    assert capped == [5.0, 5.0]  # CartPole pays 1 per step and lasts longer than 5 steps
+    assert min(evaluate(trainer.model.state_dict(), trainer.model_config, "CartPole-v1", **kwargs)) > 5
+    trainer.close()

@@ -153,7 +153,7 @@ def _eval(argv: list[str], debug: bool) -> None:
     from zerokv.rl.checkpoint import load_checkpoint
     from zerokv.rl.config import TrainConfig
     from zerokv.rl.evaluator import evaluate
-    from zerokv.rl.trainer import search_config
+    from zerokv.rl.trainer import env_options, search_config
 
     args = parse(EvalArgs, argv, "zerokv eval", debug=debug)
     torch.set_num_threads(args.threads)
@@ -167,7 +167,8 @@ def _eval(argv: list[str], debug: bool) -> None:
     model_cfg = dataclasses.replace(WorldModelConfig(**state["model_config"]), device=device,
                                     dtype=args.dtype or train_cfg.search_dtype)
     returns = evaluate(state["learner"]["model"], model_cfg, train_cfg.env, episodes=args.episodes,
-                       seed=args.seed, search=search_config(train_cfg))
+                       seed=args.seed, search=search_config(train_cfg), env_options=env_options(train_cfg),
+                       max_steps=train_cfg.eval_max_steps)
     print(f"{train_cfg.env}: mean return {np.mean(returns):.1f} ± {np.std(returns):.1f} "
           f"(min {np.min(returns):.0f}, max {np.max(returns):.0f}) over {len(returns)} episodes")
 

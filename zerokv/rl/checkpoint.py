@@ -5,12 +5,15 @@ with it after a crash between two renames):
 
     b"ZEROKV-CKPT 1 sha256=<64 hex digits> size=<payload bytes>\\n" + <torch.save zip bytes>
 
-`save_checkpoint` writes to a temporary file in the target directory, flushes and fsyncs it,
-then `os.replace`s it over `path` and fsyncs the directory: a crash at any point leaves either
-the old file or the new one at `path`, never a mix. `load_checkpoint` checks the header, size
-and hash before `torch.load(..., weights_only=True)`, so a truncated, corrupted or tampered file
-is refused with a `CheckpointError` instead of being unpickled. Since the header precedes the
-zip, a plain `torch.load(path)` cannot read these files; use `load_checkpoint`.
+`save_checkpoint` streams `torch.save` into a temporary file in the target directory (hashing as
+it writes, behind a fixed-width placeholder header that is rewritten once the hash is known: the
+payload is never held in memory a second time), fsyncs it, then `os.replace`s it over `path` and
+fsyncs the directory: a crash at any point leaves either the old file or the new one at `path`,
+never a mix, plus at worst a `.{name}.*.tmp` orphan that `remove_orphans` deletes at the next
+start. `load_checkpoint` checks the header, size and hash before
+`torch.load(..., weights_only=True)`, so a truncated, corrupted or tampered file is refused with a
+`CheckpointError` instead of being unpickled. Since the header precedes the zip, a plain
+`torch.load(path)` cannot read these files; use `load_checkpoint`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import hashlib
 import io
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,8 +32,11 @@ import torch
 __all__ = [
     "CheckpointError",
     "checkpoint_path",
+    "checkpoint_steps",
     "latest_checkpoint",
     "load_checkpoint",
+    "prune_checkpoints",
+    "remove_orphans",
     "save_checkpoint",
 ]
 
@@ -40,6 +47,10 @@ MAX_HEADER_BYTES = 256
 _HEADER_RE = re.compile(rb"ZEROKV-CKPT (\d+) sha256=([0-9a-f]{64}) size=(\d+)\n")
 _NAME_RE = re.compile(r"ckpt_(\d{9})\.pt")
 _PLAIN_TYPES = (str, int, float, bool, type(None))
+_SIZE_DIGITS = 20
+"""The size field is zero-padded to this width, so the placeholder header has the final length."""
+TEMP_SUFFIX = ".tmp"
+"""Every temporary file or directory of an unfinished save is named `.{final name}.*.tmp`."""
 
 
 class CheckpointError(ValueError):
@@ -56,12 +67,46 @@ def checkpoint_path(directory: str | os.PathLike[str], step: int) -> Path:
 def latest_checkpoint(directory: str | os.PathLike[str]) -> Path | None:
     """The `ckpt_{step:09d}.pt` in `directory` with the highest step, or None if there is none
     (or no such directory). Temporary files of unfinished saves never match."""
+    steps = checkpoint_steps(directory)
+    return checkpoint_path(directory, steps[-1]) if steps else None
+
+
+def checkpoint_steps(directory: str | os.PathLike[str]) -> list[int]:
+    """Steps of the `ckpt_{step:09d}.pt` files in `directory`, ascending ([] if none or no such
+    directory)."""
     directory = Path(directory)
     if not directory.is_dir():
-        return None
+        return []
     matches = (_NAME_RE.fullmatch(p.name) for p in directory.iterdir() if p.is_file())
-    steps = [int(m.group(1)) for m in matches if m is not None]
-    return checkpoint_path(directory, max(steps)) if steps else None
+    return sorted(int(m.group(1)) for m in matches if m is not None)
+
+
+def prune_checkpoints(directory: str | os.PathLike[str], keep: int) -> list[Path]:
+    """Deletes all but the `keep` newest `ckpt_*.pt` in `directory`; returns the deleted paths."""
+    if keep < 1:
+        raise ValueError(f"keep={keep} must be >= 1")
+    old = [checkpoint_path(directory, s) for s in checkpoint_steps(directory)[:-keep]]
+    for path in old:
+        path.unlink(missing_ok=True)
+    return old
+
+
+def remove_orphans(directory: str | os.PathLike[str]) -> list[str]:
+    """Deletes the temporaries of unfinished saves in `directory` (files or directories named
+    `.*.tmp`, left by a killed process); returns their names. Call it only while no save into
+    `directory` can be under way (the run directory's lock is held)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    names = []
+    for entry in directory.iterdir():
+        if entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            names.append(entry.name)
+    return sorted(names)
 
 
 def _check_payload(value: Any, where: str) -> None:
@@ -81,6 +126,25 @@ def _check_payload(value: Any, where: str) -> None:
         )
 
 
+class _HashingWriter:
+    """A write-only file wrapper that hashes and counts what passes through (for `torch.save`)."""
+
+    def __init__(self, file) -> None:
+        self.file, self.sha256, self.size = file, hashlib.sha256(), 0
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self.file.write(data)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def _header(digest: str, size: int) -> bytes:
+    return b"%s %d sha256=%s size=%0*d\n" % (MAGIC, FORMAT_VERSION, digest.encode(), _SIZE_DIGITS, size)
+
+
 def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
     """Writes `payload` (tensors and plain python, nested) to `path` atomically with its SHA-256.
 
@@ -91,29 +155,26 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> No
     if not isinstance(payload, dict):
         raise ValueError(f"payload is a {type(payload).__name__}; it must be a dict")
     _check_payload(payload, "payload")
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    body = buffer.getvalue()
-    digest = hashlib.sha256(body).hexdigest()
-    header = b"%s %d sha256=%s size=%d\n" % (MAGIC, FORMAT_VERSION, digest.encode(), len(body))
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         os.chmod(tmp_name, 0o644)  # mkstemp makes 0600; checkpoints are ordinary files
         with os.fdopen(fd, "wb") as f:
-            f.write(header)
-            f.write(body)
+            f.write(_header("0" * 64, 0))  # placeholder of the final header's length
+            body = _HashingWriter(f)
+            torch.save(payload, body)
+            f.seek(0)
+            f.write(_header(body.sha256.hexdigest(), body.size))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
     """Makes the rename durable (POSIX); a no-op where directories cannot be opened."""
     try:
         fd = os.open(directory, os.O_RDONLY)

@@ -2,12 +2,20 @@
 
 Episodes are reproducible by construction: episode k of env i starts from
 ``reset(seed=hash(seed, i, k))`` — gymnasium's auto-reset is overridden by a seeded reset — so a
-checkpoint only stores each env's episode index and the actions since its reset, and a resumed run
-restores every env exactly by replaying them.
+checkpoint stores each env's episode index and the actions since its reset, and a resumed run
+restores every env exactly by replaying them. The replay also gives back every observation of
+the episode, so a checkpoint holds no frames: the open segment's and the history's observations
+are the last ones of that replay.
 
 Per env the collector keeps the open game segment, the recent real history (observations and
 actions) for rebuilding root contexts after a weight update, and the action pending for the next
-``initial_inference``.
+``initial_inference``. Observations stay in the env's dtype (uint8 frames) everywhere but at the
+model's door (``observations_as_float``).
+
+Training-only Atari semantics, as LightZero's UniZero collects (its evaluator uses neither):
+``clip_rewards`` stores sign(reward) in replay (the logged returns stay raw), and
+``terminal_on_life_loss`` ends the segment as terminal when a life is lost and restarts the
+env's root context — the learner sees an episode end — while the game itself goes on.
 """
 
 from __future__ import annotations
@@ -20,9 +28,13 @@ import numpy as np
 import torch
 
 from zerokv.model.world_model import NO_ACTION
-from zerokv.rl.envs import make_vector_env
+from zerokv.rl.envs import DEFAULT_ENV_OPTIONS, EnvOptions, make_vector_env
+from zerokv.rl.observations import observations_as_float
 from zerokv.rl.replay import GameSegment, ReplayBuffer
 from zerokv.search import SearchConfig, SearchOutput, plan
+
+NO_LIVES = -1
+"""`EnvTrack.lives` of an env that reports no lives (non-Atari): life loss never fires."""
 
 
 def episode_seed(seed: int, env_index: int, episode: int) -> int:
@@ -38,6 +50,7 @@ class EnvTrack:
     episode_actions: list[int] = field(default_factory=list)
     """Actions since the current episode's reset (replayed on resume)."""
     episode_return: float = 0.0
+    """Raw (unclipped) return of the current episode so far."""
     history_obs: deque = field(default_factory=deque)
     """Recent root observations (for rebuilding the root context)."""
     history_actions: deque = field(default_factory=deque)
@@ -47,11 +60,14 @@ class EnvTrack:
     segment: GameSegment | None = None
     cut_pending: bool = False
     """The open segment is full; close it with the next root value as its bootstrap."""
+    lives: int = NO_LIVES
+    """Lives left as the env last reported them."""
 
 
 @dataclass(slots=True)
 class StepResult:
     finished_returns: list[float]
+    """Raw returns of the episodes that ended in this step."""
     search: SearchOutput
 
 
@@ -59,39 +75,51 @@ class Collector:
     def __init__(
         self, env_id: str, num_envs: int, world_model, replay: ReplayBuffer, *, search: SearchConfig,
         seed: int, segment_length: int, history_steps: int, keep_root_context: bool,
+        env_options: EnvOptions = DEFAULT_ENV_OPTIONS, clip_rewards: bool = False, terminal_on_life_loss: bool = False,
     ) -> None:
         self.env_id, self.num_envs, self.seed = env_id, num_envs, seed
         self.world_model, self.replay, self.search = world_model, replay, search
         self.segment_length, self.history_steps = segment_length, history_steps
         self.keep_root_context = keep_root_context
-        self.envs = make_vector_env(env_id, num_envs, seed)
+        self.clip_rewards, self.terminal_on_life_loss = clip_rewards, terminal_on_life_loss
+        self.envs = make_vector_env(env_id, num_envs, seed, options=env_options)
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
         self.tracks = [EnvTrack() for _ in range(num_envs)]
-        self.obs = np.zeros((num_envs, *world_model.config.observation_shape), np.float32)
+        space = self.envs.single_observation_space
+        self.obs = np.zeros((num_envs, *space.shape), space.dtype)  # current observations, env dtype
         self._reset(np.ones(num_envs, bool))
 
     # ------------------------------------------------------------------ episodes
     def _reset(self, mask: np.ndarray) -> None:
         seeds = [episode_seed(self.seed, i, t.episode) if m else None for i, (t, m) in enumerate(zip(self.tracks, mask, strict=True))]
-        obs, _ = self.envs.reset(seed=seeds, options={"reset_mask": mask})
+        obs, info = self.envs.reset(seed=seeds, options={"reset_mask": mask})
+        lives = _lives(info, self.num_envs)
         for i in np.flatnonzero(mask):
             t = self.tracks[i]
-            t.episode_actions, t.episode_return, t.pending_action = [], 0.0, NO_ACTION
-            t.history_obs = deque(maxlen=self.history_steps)
-            # Same length: the newest action is the pending one, after the newest observation.
-            t.history_actions = deque(maxlen=self.history_steps)
-            t.segment, t.cut_pending = self._new_segment(), False
+            t.episode_actions, t.episode_return = [], 0.0
+            t.lives = int(lives[i])
+            self._start_learning_episode(t)
             self.obs[i] = obs[i]
+
+    def _start_learning_episode(self, t: EnvTrack) -> None:
+        """A new episode for the learner (after a reset, or a lost life): fresh segment and
+        root context, nothing pending."""
+        t.pending_action = NO_ACTION
+        t.history_obs = deque(maxlen=self.history_steps)
+        # Same length: the newest action is the pending one, after the newest observation.
+        t.history_actions = deque(maxlen=self.history_steps)
+        t.segment, t.cut_pending = self._new_segment(), False
 
     def _new_segment(self) -> GameSegment:
         cfg = self.world_model.config
-        return GameSegment(cfg.observation_shape, cfg.action_space_size)
+        return GameSegment(cfg.observation_shape, cfg.action_space_size, self.obs.dtype)
 
     # ---------------------------------------------------------------------- step
     def step(self, temperature: float) -> StepResult:
         """One search over all envs, one env step each; completed segments go to the replay buffer."""
         last = [t.pending_action for t in self.tracks]
-        out = plan(self.world_model, self.obs, config=self.search, rng=self.rng, last_actions=last,
+        model_obs = observations_as_float(self.obs, self.world_model.config.device)
+        out = plan(self.world_model, model_obs, config=self.search, rng=self.rng, last_actions=last,
                    add_noise=True, temperature=temperature)
         for i, t in enumerate(self.tracks):
             if t.cut_pending:  # the segment's bootstrap is this root's search value
@@ -100,16 +128,20 @@ class Collector:
                 t.segment, t.cut_pending = self._new_segment(), False
             t.history_obs.append(self.obs[i].copy())
         actions = out.action
-        next_obs, rewards, terminated, truncated, _ = self.envs.step(actions)
+        next_obs, rewards, terminated, truncated, info = self.envs.step(actions)
+        stored = np.sign(rewards) if self.clip_rewards else rewards
+        lives = _lives(info, self.num_envs)
         finished = []
         done = np.logical_or(terminated, truncated)
         for i, t in enumerate(self.tracks):
             a = int(actions[i])
-            t.segment.append(self.obs[i], a, float(rewards[i]), float(out.root_value[i]), out.search_policy[i])
+            t.segment.append(self.obs[i], a, float(stored[i]), float(out.root_value[i]), out.search_policy[i])
             t.episode_actions.append(a)
             t.episode_return += float(rewards[i])
             t.history_actions.append(a)
             t.pending_action = a
+            life_lost = self.terminal_on_life_loss and NO_LIVES < lives[i] < t.lives
+            t.lives = int(lives[i])
             if done[i]:
                 # Truncated: bootstrap from this step's root value (the final state is never searched).
                 t.segment.close(terminated=bool(terminated[i]),
@@ -117,6 +149,10 @@ class Collector:
                 self.replay.add(t.segment)
                 finished.append(t.episode_return)
                 t.episode += 1
+            elif life_lost:
+                t.segment.close(terminated=True)
+                self.replay.add(t.segment)
+                self._start_learning_episode(t)
             elif len(t.segment) >= self.segment_length:
                 t.cut_pending = True
             self.obs[i] = next_obs[i]
@@ -131,24 +167,25 @@ class Collector:
         rows = [i for i, t in enumerate(self.tracks) if t.pending_action != NO_ACTION and t.history_obs]
         if rows:
             self.world_model.rebuild_root_contexts(
-                rows, [np.stack(self.tracks[i].history_obs) for i in rows],
+                rows, [observations_as_float(np.stack(self.tracks[i].history_obs)).numpy() for i in rows],
                 [list(self.tracks[i].history_actions)[:-1] for i in rows],
             )
 
     # ----------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
+        """Everything needed to continue exactly, without observations (rebuilt by replay)."""
         tracks = []
         for t in self.tracks:
-            rows = t.segment.open_steps()
+            steps = t.segment.open_steps()
             tracks.append({
                 "episode": t.episode, "episode_actions": list(t.episode_actions),
                 "episode_return": t.episode_return, "pending_action": t.pending_action,
-                "cut_pending": t.cut_pending,
-                "history_obs": torch.as_tensor(np.stack(t.history_obs)) if t.history_obs else None,
-                "history_actions": list(t.history_actions),
-                "segment_obs": torch.as_tensor(np.stack([r[0] for r in rows])) if rows else None,
-                "segment_steps": [[r[1], r[2], r[3]] for r in rows],
-                "segment_policies": torch.as_tensor(np.stack([r[4] for r in rows])) if rows else None,
+                "cut_pending": t.cut_pending, "lives": t.lives,
+                "history_actions": list(t.history_actions), "history_length": len(t.history_obs),
+                "segment_actions": [s.action for s in steps],
+                "segment_rewards": torch.tensor([s.reward for s in steps], dtype=torch.float32),
+                "segment_root_values": torch.tensor([s.root_value for s in steps], dtype=torch.float32),
+                "segment_policies": torch.as_tensor(np.stack([s.policy for s in steps])) if steps else None,
             })
         return {"tracks": tracks, "rng": _rng_state(self.rng)}
 
@@ -159,22 +196,40 @@ class Collector:
             mask = np.zeros(self.num_envs, bool)
             mask[i] = True
             self._reset(mask)
-            env = self.envs.envs[i]
-            obs = self.obs[i]
-            for a in s["episode_actions"]:  # replay the episode so far: gymnasium envs are deterministic
-                obs, *_ = env.step(a)
-            self.obs[i] = obs
+            recent = self._replay_episode(i, s["episode_actions"])
             t.episode_actions = list(s["episode_actions"])
             t.episode_return, t.pending_action = s["episode_return"], s["pending_action"]
-            t.cut_pending = s["cut_pending"]
-            if s["history_obs"] is not None:
-                t.history_obs.extend(s["history_obs"].numpy())
+            t.cut_pending, t.lives = s["cut_pending"], s["lives"]
+            t.history_obs.extend(recent[len(recent) - s["history_length"]:])
             t.history_actions.extend(s["history_actions"])
-            for j, (a, r, v) in enumerate(s["segment_steps"]):
-                t.segment.append(s["segment_obs"][j].numpy(), int(a), float(r), float(v), s["segment_policies"][j].numpy())
+            seg_obs = recent[len(recent) - len(s["segment_actions"]):]
+            for j, a in enumerate(s["segment_actions"]):
+                t.segment.append(seg_obs[j], int(a), float(s["segment_rewards"][j]),
+                                 float(s["segment_root_values"][j]), s["segment_policies"][j].numpy())
+
+    def _replay_episode(self, i: int, actions: list[int]) -> list[np.ndarray]:
+        """Steps env `i` (just reset with its episode seed) through `actions` — gymnasium envs
+        are deterministic given the seed — leaving `self.obs[i]` at the end; returns the last
+        observations before each action (enough for the open segment and the history)."""
+        keep = max(self.segment_length, self.history_steps)
+        recent: deque[np.ndarray] = deque(maxlen=keep)
+        env, obs = self.envs.envs[i], self.obs[i].copy()
+        for a in actions:
+            recent.append(obs)
+            obs, *_ = env.step(a)
+        self.obs[i] = obs
+        return list(recent)
 
     def close(self) -> None:
         self.envs.close()
+
+
+def _lives(info: dict, num_envs: int) -> np.ndarray:
+    """`[num_envs]` lives from a vector env's info (ALE reports them), `NO_LIVES` where absent."""
+    if "lives" not in info:
+        return np.full(num_envs, NO_LIVES)
+    present = info.get("_lives", np.ones(num_envs, bool))
+    return np.where(present, info["lives"], NO_LIVES).astype(np.int64)
 
 
 def _rng_state(rng: np.random.Generator) -> str:

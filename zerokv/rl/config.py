@@ -17,6 +17,7 @@ from zerokv.checks import (
     check_positive_int,
 )
 from zerokv.model.config import DTYPES, WorldModelConfig
+from zerokv.rl.envs import is_atari
 
 try:
     import tomllib
@@ -142,6 +143,35 @@ class TrainConfig:
     progress: bool = True
     """Show a progress bar."""
 
+    # --- Atari (ALE/... and ...NoFrameskip ids); defaults follow LightZero's UniZero Atari setup
+    clip_rewards: bool | None = None
+    """Train on sign(reward), as DQN and LightZero do (evaluation and logged returns stay raw).
+    None: on for Atari ids, off for others; the resolved value is saved in config.json."""
+    terminal_on_life_loss: bool | None = None
+    """While collecting, a lost life ends the segment as terminal and restarts the root context;
+    the game goes on (LightZero's episode_life; evaluation never does this). Atari ids only.
+    None: on for Atari ids."""
+    frame_skip: int = 4
+    """Atari: emulator frames per agent step (max-pooled over the last two)."""
+    sticky_action_prob: float | None = None
+    """Atari: probability that the emulator repeats the previous action. None: the id's own
+    (0.25 for ALE/...-v5; 0.0 for ...NoFrameskip-v4, LightZero's ids)."""
+    full_action_space: bool = False
+    """Atari: all 18 actions instead of the game's minimal set."""
+    eval_max_steps: int | None = None
+    """Evaluation episodes are cut after this many agent steps (None: only the env's own limit,
+    e.g. 500 for CartPole-v1, 27,000 agent steps = 108,000 frames for ALE/...-v5)."""
+
+    # --- run directory
+    overwrite: bool = False
+    """Start afresh in a non-empty --out: delete the previous run's checkpoints, replay
+    snapshot, progress.csv, TensorBoard events and config (other files are never deleted)."""
+    keep_checkpoints: int = 3
+    """Training checkpoints kept in OUT/checkpoints (older ones are deleted; best.pt is apart)."""
+    save_replay: bool = True
+    """Write a replay snapshot with every checkpoint (only the newest is kept), so --resume
+    continues exactly; without one, a resumed run refills replay by collecting."""
+
     def __post_init__(self) -> None:
         """Every field is checked here, before anything runs: a bad value fails at construction
         (the command line, a config file, a checkpoint's config), never mid-run."""
@@ -177,6 +207,7 @@ class TrainConfig:
         check_choice("search_dtype", self.search_dtype, DTYPES)
         check_device("device", self.device)
         self._check_model_fields()
+        self._check_run_fields()
 
     def _check_model_fields(self) -> None:
         """The model's fields together (heads dividing embed_dim, an even context, the cache
@@ -189,6 +220,25 @@ class TrainConfig:
             num_simulations=self.num_simulations, support_size=self.support_size,
             cache_backend=self.cache_backend, use_new_cache_manager=self.use_new_cache_manager,
         )
+
+    def _check_run_fields(self) -> None:
+        """Checks of the Atari and run-directory fields."""
+        for name in ("clip_rewards", "terminal_on_life_loss"):
+            if getattr(self, name) is not None:
+                check_bool(name, getattr(self, name))
+        for name in ("full_action_space", "overwrite", "save_replay", "resume"):
+            check_bool(name, getattr(self, name))
+        check_positive_int("frame_skip", self.frame_skip)
+        check_positive_int("keep_checkpoints", self.keep_checkpoints)
+        if self.sticky_action_prob is not None:
+            check_float("sticky_action_prob", self.sticky_action_prob, low=0.0, high=1.0,
+                        note=" (or None: the env id's own)")
+        if self.eval_max_steps is not None:
+            check_positive_int("eval_max_steps", self.eval_max_steps, note=" (or None: the env's own limit)")
+        if self.terminal_on_life_loss and not is_atari(self.env):
+            raise ValueError(f"terminal_on_life_loss=True needs an Atari env with lives; env={self.env!r} is not one")
+        if self.overwrite and self.resume:
+            raise ValueError("resume=True and overwrite=True: choose one (continue the run in --out, or delete it)")
 
     @property
     def iteration_env_steps(self) -> int:

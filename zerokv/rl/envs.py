@@ -1,12 +1,18 @@
 """Environment construction: any gymnasium env with `Discrete` actions and a `Box` observation.
 
-Every env made here returns float32 observations of shape `EnvSpec.observation_shape`:
+Every env made here returns observations of shape `EnvSpec.observation_shape` and dtype
+`EnvSpec.observation_dtype`:
 
 - rank-1 `Box` (CartPole, LunarLander, ...): `(D,)`, cast to float32;
 - Atari (`ALE/...` ids or ids containing "NoFrameskip"): gymnasium's `AtariPreprocessing`
   (up to 30 no-ops at reset, frame skip with max-pooling of the last two frames, resize to
-  64x64, RGB kept) on top of sticky actions in the emulator, then `(3, 64, 64)` float32 in [0, 1];
+  64x64, RGB kept) on top of the emulator's sticky actions, then `(3, 64, 64)` uint8 frames in
+  [0, 255] (`zerokv.rl.observations` makes them the model's floats; replay keeps the uint8);
 - other rank-3 `Box` envs: cast to float32 unchanged, so they must already be `(C, H, W)`.
+
+`EnvOptions` holds the Atari emulator settings (frame skip, sticky-action probability, full
+action space); reward clipping and terminal-on-life-loss are training-only and live in the
+collector.
 
 ale-py is an optional extra (`pip install zerokv[atari]`); it is imported, and its envs registered
 with gymnasium, only when an Atari id is first made.
@@ -21,7 +27,9 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-__all__ = ["EnvSpec", "env_spec", "is_atari", "make_env", "make_vector_env"]
+from zerokv.checks import check_bool, check_float, check_positive_int
+
+__all__ = ["DEFAULT_ENV_OPTIONS", "EnvOptions", "EnvSpec", "env_spec", "is_atari", "make_env", "make_vector_env", "registered_sticky_prob"]
 
 ATARI_SCREEN_SIZE = 64
 """Side of the square Atari frame after preprocessing."""
@@ -32,17 +40,44 @@ EXAMPLE_ENV_ID = "CartPole-v1"
 
 
 @dataclass(frozen=True, slots=True)
+class EnvOptions:
+    """Atari emulator settings; other envs ignore them. Defaults follow LightZero's UniZero Atari
+    setup (frame skip 4, the minimal action set, and the id's own sticky actions: none for
+    LightZero's `PongNoFrameskip-v4`)."""
+
+    frame_skip: int = 4
+    """Emulator frames per agent step (max-pooled over the last two)."""
+    sticky_action_prob: float | None = None
+    """Probability that the emulator repeats the previous action instead of the new one. None:
+    the id's registered value (0.25 for `ALE/...-v5`, 0.0 for `...NoFrameskip-v4`)."""
+    full_action_space: bool = False
+    """All 18 Atari actions instead of the game's minimal set."""
+
+    def __post_init__(self) -> None:
+        check_positive_int("frame_skip", self.frame_skip, owner="EnvOptions")
+        if self.sticky_action_prob is not None:
+            check_float("sticky_action_prob", self.sticky_action_prob, low=0.0, high=1.0, owner="EnvOptions")
+        check_bool("full_action_space", self.full_action_space, owner="EnvOptions")
+
+
+DEFAULT_ENV_OPTIONS = EnvOptions()
+"""`EnvOptions()`, the default of every function that takes options."""
+
+
+@dataclass(frozen=True, slots=True)
 class EnvSpec:
     """What the model needs to know about an env, after preprocessing."""
 
     env_id: str
     """The gymnasium id, e.g. "CartPole-v1" or "ALE/Pong-v5"."""
     observation_shape: tuple[int, ...]
-    """`(D,)` for vector observations or `(C, H, W)` for images; always float32."""
+    """`(D,)` for vector observations or `(C, H, W)` for images."""
     action_space_size: int
     """Number of discrete actions A; actions are `0..A-1`."""
     reward_threshold: float | None = None
     """The return at which gymnasium calls the env solved (475 for CartPole-v1), if registered."""
+    observation_dtype: str = "float32"
+    """"float32", or "uint8" for Atari frames in [0, 255]."""
 
 
 def is_atari(env_id: str) -> bool:
@@ -50,17 +85,16 @@ def is_atari(env_id: str) -> bool:
     return env_id.startswith("ALE/") or "NoFrameskip" in env_id
 
 
-class _ChwUnitFloat(gymnasium.ObservationWrapper):
-    """uint8 `(H, W, C)` frames in [0, 255] -> float32 `(C, H, W)` in [0, 1]."""
+class _ChwFrames(gymnasium.ObservationWrapper):
+    """uint8 `(H, W, C)` frames -> uint8 `(C, H, W)`, values unchanged."""
 
     def __init__(self, env: gymnasium.Env) -> None:
         super().__init__(env)
         h, w, c = env.observation_space.shape
-        self.observation_space = spaces.Box(0.0, 1.0, (c, h, w), np.float32)
+        self.observation_space = spaces.Box(0, 255, (c, h, w), np.uint8)
 
     def observation(self, observation: np.ndarray) -> np.ndarray:
-        chw = np.ascontiguousarray(observation.transpose(2, 0, 1), dtype=np.float32)  # (C, H, W)
-        return chw * np.float32(1.0 / 255.0)
+        return np.ascontiguousarray(observation.transpose(2, 0, 1))  # (C, H, W)
 
 
 def _register_ale(env_id: str) -> None:
@@ -104,40 +138,43 @@ def _check_spaces(env_id: str, env: gymnasium.Env) -> None:
         raise ValueError(f"env {env_id!r} has {problem}")
 
 
-def make_env(
-    env_id: str,
-    seed: int | None = None,
-    *,
-    atari_sticky_prob: float = 0.25,
-    atari_frame_skip: int = 4,
-) -> gymnasium.Env:
-    """Makes one preprocessed env whose observations are float32 of `env_spec(env_id)` shape.
+def registered_sticky_prob(env_id: str) -> float:
+    """The `repeat_action_probability` gymnasium registered for an Atari id (0.25 for
+    `ALE/...-v5`, 0.0 for `...NoFrameskip-v4`)."""
+    _register_ale(env_id)
+    try:
+        kwargs = gymnasium.spec(env_id).kwargs
+    except gymnasium.error.Error as e:
+        raise ValueError(f"unknown env id {env_id!r} ({e})") from e
+    return float(kwargs.get("repeat_action_probability", 0.0))
+
+
+def make_env(env_id: str, seed: int | None = None, *, options: EnvOptions = DEFAULT_ENV_OPTIONS) -> gymnasium.Env:
+    """Makes one preprocessed env whose observations are of `env_spec(env_id, options)`.
 
     With a `seed`, the env is reset once here with `reset(seed=seed)` and its action space is
-    seeded, so every later plain `reset()` / `action_space.sample()` is reproducible.
-    `atari_sticky_prob` (ALE `repeat_action_probability`) and `atari_frame_skip` apply to Atari
-    ids only.
+    seeded, so every later plain `reset()` / `action_space.sample()` is reproducible (for
+    Atari, the seeded reset also seeds the emulator's sticky-action draws).
     """
-    if not 0.0 <= atari_sticky_prob <= 1.0:
-        raise ValueError(f"atari_sticky_prob={atari_sticky_prob} must lie in [0, 1]")
-    if atari_frame_skip < 1:
-        raise ValueError(f"atari_frame_skip={atari_frame_skip} must be >= 1")
     if is_atari(env_id):
         _register_ale(env_id)
+        sticky = options.sticky_action_prob
+        sticky = registered_sticky_prob(env_id) if sticky is None else sticky
         # Frame skipping is done by AtariPreprocessing (with max-pooling), so the emulator
         # itself must not skip.
-        env = _make_raw(env_id, frameskip=1, repeat_action_probability=atari_sticky_prob)
+        env = _make_raw(env_id, frameskip=1, repeat_action_probability=sticky,
+                        full_action_space=options.full_action_space)
         _check_spaces(env_id, env)
         env = gymnasium.wrappers.AtariPreprocessing(
             env,
             noop_max=ATARI_NOOP_MAX,
-            frame_skip=atari_frame_skip,
+            frame_skip=options.frame_skip,
             screen_size=ATARI_SCREEN_SIZE,
-            terminal_on_life_loss=False,
+            terminal_on_life_loss=False,  # the collector's option: it must not reset the game
             grayscale_obs=False,
             scale_obs=False,
         )
-        env = _ChwUnitFloat(env)
+        env = _ChwFrames(env)
     else:
         env = _make_raw(env_id)
         _check_spaces(env_id, env)
@@ -149,9 +186,9 @@ def make_env(
 
 
 @functools.cache
-def env_spec(env_id: str) -> EnvSpec:
-    """The `EnvSpec` of `make_env(env_id)` (made once and closed; cached per id)."""
-    env = make_env(env_id)
+def env_spec(env_id: str, options: EnvOptions = DEFAULT_ENV_OPTIONS) -> EnvSpec:
+    """The `EnvSpec` of `make_env(env_id, options=options)` (made once and closed; cached)."""
+    env = make_env(env_id, options=options)
     try:
         assert isinstance(env.action_space, spaces.Discrete)
         return EnvSpec(
@@ -159,26 +196,22 @@ def env_spec(env_id: str) -> EnvSpec:
             observation_shape=tuple(int(d) for d in env.observation_space.shape),
             action_space_size=int(env.action_space.n),
             reward_threshold=None if env.spec is None else env.spec.reward_threshold,
+            observation_dtype=np.dtype(env.observation_space.dtype).name,
         )
     finally:
         env.close()
 
 
 def make_vector_env(
-    env_id: str,
-    num_envs: int,
-    seed: int | None = None,
-    *,
-    atari_sticky_prob: float = 0.25,
-    atari_frame_skip: int = 4,
+    env_id: str, num_envs: int, seed: int | None = None, *, options: EnvOptions = DEFAULT_ENV_OPTIONS,
 ) -> gymnasium.vector.SyncVectorEnv:
-    """`num_envs` copies of `make_env(env_id, seed + i)` stepped in-process.
+    """`num_envs` copies of `make_env(env_id, seed + i, options=options)` stepped in-process.
 
     Autoreset mode is SAME_STEP (gymnasium >= 1.1), not gymnasium's default NEXT_STEP: when a
     sub-env ends, `step` returns its reset observation in `obs` already, and the last
     observation of the finished episode in `info["final_obs"][i]` (with `info["_final_obs"][i]`
     True, and its info in `info["final_info"]`). No step is ever spent on a dummy reset action.
-    Observations are batched: `[num_envs, *observation_shape]` float32.
+    Observations are batched: `[num_envs, *observation_shape]` in the env's dtype.
     """
     if num_envs < 1:
         raise ValueError(f"num_envs={num_envs} must be >= 1")
@@ -188,13 +221,7 @@ def make_vector_env(
             f"found gymnasium {gymnasium.__version__}"
         )
     env_fns = [
-        functools.partial(
-            make_env,
-            env_id,
-            None if seed is None else seed + i,
-            atari_sticky_prob=atari_sticky_prob,
-            atari_frame_skip=atari_frame_skip,
-        )
+        functools.partial(make_env, env_id, None if seed is None else seed + i, options=options)
         for i in range(num_envs)
     ]
     return gymnasium.vector.SyncVectorEnv(

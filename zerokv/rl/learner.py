@@ -8,6 +8,7 @@ import torch
 
 from zerokv.model.losses import unizero_losses
 from zerokv.model.support import support_to_scalar
+from zerokv.rl.observations import observations_as_float
 from zerokv.rl.replay import Batch
 
 
@@ -38,7 +39,7 @@ class Learner:
         if not self.fresh_value_targets or batch.bootstrap_obs is None:
             return stored
         b, steps = batch.value_targets.shape
-        boot_obs = torch.as_tensor(batch.bootstrap_obs, device=device).flatten(0, 1).unsqueeze(1)  # (B·(K+1), 1, …)
+        boot_obs = observations_as_float(batch.bootstrap_obs, device).flatten(0, 1).unsqueeze(1)  # (B·(K+1), 1, …)
         out = self.model.forward_sequence(boot_obs, torch.zeros(b * steps, 1, dtype=torch.long, device=device))
         values = support_to_scalar(out.value_logits[:, 0], self.model.config.support_size).view(b, steps)
         known = torch.as_tensor(batch.value_known, device=device)
@@ -48,7 +49,7 @@ class Learner:
     def update(self, batch: Batch) -> dict[str, float]:
         cfg = self.model.config
         device = cfg.device
-        obs = torch.as_tensor(batch.obs, device=device)  # (B, K+1, *obs_shape)
+        obs = observations_as_float(batch.obs, device)  # (B, K+1, *obs_shape) float32; uint8 frames / 255
         actions = torch.as_tensor(batch.actions, device=device)
         out = self.model.forward_sequence(obs, actions)
         with torch.no_grad():

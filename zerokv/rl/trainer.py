@@ -9,41 +9,58 @@ its caches) and before the contexts are rebuilt; the copy is derived, never chec
 Checkpoints are taken only between iterations and hold everything the next iteration reads, so an
 interrupted-and-resumed run ends with the same weights as an uninterrupted one. The run stops
 early once an evaluation reaches ``stop_return`` (by default the env's registered reward
-threshold), and ``OUT/best.pt`` always holds the best-evaluated weights.
+threshold), and ``OUT/best.pt`` always holds the best-evaluated weights (and config, nothing else).
+
+A checkpoint comes in two parts, written in this order: the replay snapshot
+``checkpoints/replay_{step}/`` (``zerokv.rl.snapshot``: streamed, atomic), then the training
+checkpoint ``checkpoints/ckpt_{step}.pt`` (weights, optimizer, counters, RNG states, resolved
+config, and the snapshot's name and hash); then all but the newest ``keep_checkpoints`` training
+checkpoints and every other snapshot are deleted. A crash between the steps leaves a complete
+older pair. The run directory (``zerokv.rl.rundir``) is locked, checked and cleaned before the
+model is built; ``--resume`` runs with the saved config.
 """
 
 from __future__ import annotations
 
-import csv
-import json
+import dataclasses
 import logging
+import shutil
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from zerokv.model.config import WorldModelConfig
 from zerokv.model.linear import forget_packed_weights
 from zerokv.model.world_model import WorldModel
 from zerokv.rl.checkpoint import (
+    CheckpointError,
     checkpoint_path,
     latest_checkpoint,
     load_checkpoint,
+    prune_checkpoints,
     save_checkpoint,
 )
 from zerokv.rl.collector import Collector
 from zerokv.rl.config import TrainConfig
-from zerokv.rl.envs import env_spec
+from zerokv.rl.envs import EnvOptions, env_spec, is_atari, registered_sticky_prob
 from zerokv.rl.evaluator import evaluate
 from zerokv.rl.learner import Learner
+from zerokv.rl.observations import observations_as_float
+from zerokv.rl.progress import ProgressLog, truncate_progress
 from zerokv.rl.replay import ReplayBuffer
+from zerokv.rl.rundir import RunDir, resume_config
+from zerokv.rl.snapshot import list_snapshots, read_snapshot, snapshot_path, write_snapshot
 from zerokv.search import Reanalyzer, SearchConfig
 
 logger = logging.getLogger(__name__)
+
+CHECKPOINT_SCHEMA = 2
+"""Layout of a training checkpoint's payload; 2: replay in a separate snapshot, no frames."""
 
 
 @dataclass(slots=True)
@@ -57,9 +74,29 @@ class TrainResult:
     """Env steps at the evaluation that reached the stop return (the run stopped there), if any."""
 
 
+def env_options(cfg: TrainConfig) -> EnvOptions:
+    """The Atari emulator settings of a run."""
+    return EnvOptions(frame_skip=cfg.frame_skip, sticky_action_prob=cfg.sticky_action_prob,
+                      full_action_space=cfg.full_action_space)
+
+
+def resolve_env_defaults(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with its env-dependent None defaults made concrete (so config.json records them):
+    reward clipping and terminal-on-life-loss on for Atari ids, the id's own sticky actions."""
+    atari = is_atari(cfg.env)
+    changes: dict = {}
+    if cfg.clip_rewards is None:
+        changes["clip_rewards"] = atari
+    if cfg.terminal_on_life_loss is None:
+        changes["terminal_on_life_loss"] = atari
+    if atari and cfg.sticky_action_prob is None:
+        changes["sticky_action_prob"] = registered_sticky_prob(cfg.env)
+    return dataclasses.replace(cfg, **changes)
+
+
 def world_model_config(cfg: TrainConfig) -> WorldModelConfig:
     """The float32 training model's config (the searches may use a copy in ``cfg.search_dtype``)."""
-    spec = env_spec(cfg.env)
+    spec = env_spec(cfg.env, env_options(cfg))
     return WorldModelConfig(
         observation_shape=spec.observation_shape, action_space_size=spec.action_space_size,
         embed_dim=cfg.embed_dim, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
@@ -81,7 +118,31 @@ def temperature(cfg: TrainConfig, env_steps: int) -> float:
 
 
 class Trainer:
+    """One training run in ``cfg.out``. Constructing it opens (locks and checks) the run
+    directory and, with ``cfg.resume``, loads the latest checkpoint and its config; ``run``
+    trains and releases the directory, ``close`` releases it without training."""
+
     def __init__(self, cfg: TrainConfig) -> None:
+        self.run_dir = RunDir(cfg.out)
+        self.run_dir.open(resume=cfg.resume, overwrite=cfg.overwrite)
+        try:
+            self._resume: tuple[Path, dict] | None = None
+            if cfg.resume:
+                path = latest_checkpoint(self.run_dir.checkpoints)
+                if path is None:
+                    raise ValueError(f"--resume: no checkpoint in {self.run_dir.checkpoints}")
+                state = load_checkpoint(path)
+                if state.get("schema") != CHECKPOINT_SCHEMA:
+                    raise CheckpointError(f"checkpoint {path} has layout {state.get('schema', 1)}, this zerokv "
+                                          f"resumes layout {CHECKPOINT_SCHEMA}; `zerokv eval` can still read it")
+                cfg = resume_config(state["config"], cfg)
+                self._resume = (path, state)
+            self._build(resolve_env_defaults(cfg))
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
         torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
@@ -91,26 +152,39 @@ class Trainer:
         self.learner = Learner(self.model, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
                                grad_clip=cfg.grad_clip, target_update_rate=cfg.target_update_rate,
                                fresh_value_targets=cfg.fresh_value_targets)
+        spec = env_spec(cfg.env, env_options(cfg))
         self.replay = ReplayBuffer(cfg.replay_capacity, self.model_config.observation_shape,
-                                   self.model_config.action_space_size, unroll_steps=cfg.unroll_steps,
-                                   td_steps=cfg.td_steps, discount=cfg.discount, seed=cfg.seed)
+                                   self.model_config.action_space_size, observation_dtype=spec.observation_dtype,
+                                   unroll_steps=cfg.unroll_steps, td_steps=cfg.td_steps, discount=cfg.discount,
+                                   seed=cfg.seed)
         self.search = search_config(cfg)
         self.collector = Collector(cfg.env, cfg.num_envs, self.search_model, self.replay, search=self.search,
                                    seed=cfg.seed, segment_length=cfg.segment_length,
-                                   history_steps=cfg.history_steps, keep_root_context=cfg.keep_root_context)
+                                   history_steps=cfg.history_steps, keep_root_context=cfg.keep_root_context,
+                                   env_options=env_options(cfg), clip_rewards=cfg.clip_rewards,
+                                   terminal_on_life_loss=cfg.terminal_on_life_loss)
         self.reanalyzer = None
         if cfg.reanalyze_per_iteration:
             self.reanalyzer = Reanalyzer(self.search_model, self.search, min(cfg.reanalyze_batch, cfg.reanalyze_per_iteration))
         self.reanalysis_rng = np.random.default_rng([cfg.seed, 1])  # root noise of reanalysis searches
         self.out = Path(cfg.out)
+        self.run_id = uuid.uuid4().hex[:16]  # names this run in its replay snapshots; kept on resume
         self.env_steps = self.iteration = 0
+        self.refill_target = 0
+        """Replay steps to collect before updates resume, after a resume without a replay snapshot."""
         self.recent_returns: list[float] = []
         self.eval_returns: list[float] = []
         self.best_eval_return = -np.inf
-        spec_threshold = env_spec(cfg.env).reward_threshold
+        spec_threshold = spec.reward_threshold
         self.stop_return = cfg.stop_return if cfg.stop_return is not None else spec_threshold
         # Cache counters summed over iterations (each iteration's are logged, then reset).
         self.cache_totals = {"hits": 0, "misses": 0, "evictions": 0, "fallbacks": 0}
+
+    def close(self) -> None:
+        """Closes the envs and releases the run directory (``run`` does it when it ends)."""
+        if getattr(self, "collector", None) is not None:
+            self.collector.close()
+        self.run_dir.close()
 
     def _make_search_model(self) -> WorldModel:
         """The model the searches use: the training model itself, or a copy in ``search_dtype``."""
@@ -128,51 +202,115 @@ class Trainer:
             self.search_model.load_weights_from(self.model)
 
     # ---------------------------------------------------------------- checkpoints
-    def save(self, path: Path | None = None) -> Path:
-        path = checkpoint_path(self.out / "checkpoints", self.env_steps) if path is None else path
+    def save(self) -> Path:
+        """Writes the replay snapshot (unless ``save_replay`` is off), then the training
+        checkpoint, then deletes the checkpoints and snapshots beyond what is kept."""
+        directory, step = self.run_dir.checkpoints, self.env_steps
+        ref = None
+        if self.cfg.save_replay:
+            ref = write_snapshot(snapshot_path(directory, step), self.replay, run_id=self.run_id, env_steps=step)
+        path = checkpoint_path(directory, step)
         save_checkpoint(path, {
-            "learner": self.learner.state_dict(), "replay": self.replay.state_dict(),
-            "collector": self.collector.state_dict(), "torch_rng": torch.get_rng_state(),
-            "counters": {"env_steps": self.env_steps, "iteration": self.iteration,
+            "schema": CHECKPOINT_SCHEMA,
+            "learner": self.learner.state_dict(), "collector": self.collector.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "counters": {"env_steps": self.env_steps, "iteration": self.iteration, "run_id": self.run_id,
                          "recent_returns": list(self.recent_returns),
                          "best_eval_return": float(self.best_eval_return),
+                         "refill_target": self.refill_target, "replay_rng": self.replay.rng_state(),
                          "reanalysis_rng": self.reanalysis_rng.bit_generator.state},
+            "replay": {"snapshot": None if ref is None else ref.to_dict(), "num_steps": self.replay.num_steps},
             "config": self.cfg.to_dict(), "model_config": _plain(asdict(self.model_config)),
         })
+        prune_checkpoints(directory, self.cfg.keep_checkpoints)
+        for old in list_snapshots(directory):
+            if ref is None or old.name != ref.name:
+                shutil.rmtree(old)
         return path
 
-    def restore(self, path: Path) -> None:
-        state = load_checkpoint(path)
+    def save_best(self) -> None:
+        """``OUT/best.pt``: the best-evaluated weights and the config, nothing to resume from."""
+        save_checkpoint(self.out / "best.pt", {
+            "schema": CHECKPOINT_SCHEMA, "learner": {"model": self.model.state_dict()},
+            "counters": {"env_steps": self.env_steps, "best_eval_return": float(self.best_eval_return)},
+            "config": self.cfg.to_dict(), "model_config": _plain(asdict(self.model_config)),
+        })
+
+    def restore(self, state: dict) -> str:
+        """Continues from a training checkpoint's ``state``; returns what became of replay."""
         self.learner.load_state_dict(state["learner"])
-        self.replay.load_state_dict(state["replay"])
         self.collector.load_state_dict(state["collector"])
         torch.set_rng_state(state["torch_rng"])
         counters = state["counters"]
         self.env_steps, self.iteration = counters["env_steps"], counters["iteration"]
+        self.run_id, self.refill_target = counters["run_id"], counters["refill_target"]
         self.recent_returns = list(counters["recent_returns"])
         self.best_eval_return = counters["best_eval_return"]
-        if "reanalysis_rng" in counters:
-            self.reanalysis_rng.bit_generator.state = counters["reanalysis_rng"]
+        self.reanalysis_rng.bit_generator.state = counters["reanalysis_rng"]
+        self.replay.set_rng_state(counters["replay_rng"])
+        replay_note = self._restore_replay(state["replay"])
         if self.search_model is not self.model:
             self.search_model.load_weights_from(self.model)  # the copy is derived, never saved
         self.collector.rebuild_contexts()  # the caches are empty, as after every iteration
+        return replay_note
+
+    def _restore_replay(self, saved: dict) -> str:
+        """Loads the checkpoint's replay snapshot; without one, replay refills by collecting. A
+        snapshot of another run or step is refused (`SnapshotError` names both)."""
+        directory, ref = self.run_dir.checkpoints, saved["snapshot"]
+        if ref is not None and (directory / ref["name"]).is_dir():
+            read_snapshot(directory / ref["name"], self.replay, run_id=self.run_id, env_steps=self.env_steps,
+                          meta_sha256=ref["meta_sha256"])
+            return f"replay: {self.replay.num_steps} steps from {ref['name']}"
+        others = list_snapshots(directory)
+        if others:  # never train on another step's replay: this names it and the checkpoint
+            read_snapshot(others[-1], self.replay, run_id=self.run_id, env_steps=self.env_steps,
+                          meta_sha256=ref["meta_sha256"] if ref else "")
+        self.refill_target = min(int(saved["num_steps"]), self.cfg.replay_capacity)
+        why = "was not saved (--no-save-replay)" if ref is None else f"{ref['name']} is missing"
+        return (f"replay: the snapshot {why}; refilling it by collecting {self.refill_target} steps before "
+                "updates resume (this run will not match an uninterrupted one)")
 
     # ----------------------------------------------------------------------- loop
     def run(self) -> TrainResult:
-        cfg, start = self.cfg, time.monotonic()
-        self.out.mkdir(parents=True, exist_ok=True)
-        if cfg.resume:
-            path = latest_checkpoint(self.out / "checkpoints")
-            if path is None:
-                raise ValueError(f"--resume: no checkpoint in {self.out / 'checkpoints'}")
-            self.restore(path)
-            print(f"resumed from {path} at {self.env_steps} env steps")
-        (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
-        logger.info("resolved config: %s", cfg.to_dict())
-        writer = SummaryWriter(str(self.out / "tb"), purge_step=self.env_steps or None)
-        csv_path = self.out / "progress.csv"
-        csv_file = csv_path.open("a", newline="")
-        csv_writer = None
+        start = time.monotonic()
+        try:
+            for note in self.run_dir.notes:
+                print(note)
+            self._start()
+            solved_at = self._loop()
+            if not self.eval_returns:
+                self._evaluate()
+        finally:
+            self.close()
+        if solved_at is not None:
+            print(f"solved: evaluation return {np.mean(self.eval_returns):.1f} >= {self.stop_return:g} "
+                  f"at {solved_at} env steps; stopping")
+        totals = dict(self.cache_totals, backend=self.model_config.cache_backend)
+        queries = totals["hits"] + totals["misses"]
+        totals["hit_rate"] = totals["hits"] / queries if queries else 0.0
+        return TrainResult(self.env_steps, self.eval_returns, totals, time.monotonic() - start, self.out,
+                           solved_at)
+
+    def _start(self) -> None:
+        """Restores a resumed run (progress.csv loses the rows after its checkpoint) and writes
+        the resolved config."""
+        if self._resume is not None:
+            path, state = self._resume
+            self._resume = None
+            replay_note = self.restore(state)
+            dropped = truncate_progress(self.out / "progress.csv", self.env_steps)
+            print(f"resumed from {path} at {self.env_steps} env steps"
+                  + (f"; dropped {dropped} progress.csv rows written after it" if dropped else ""))
+            print(replay_note)
+        self.run_dir.write_config(self.cfg.to_dict())
+        logger.info("resolved config: %s", self.cfg.to_dict())
+
+    def _loop(self) -> int | None:
+        """Iterations until the budget is spent or an evaluation reaches the stop return (whose
+        env steps it returns)."""
+        cfg = self.cfg
+        log = ProgressLog(self.out, self.env_steps)
         bar = tqdm(total=cfg.total_env_steps, initial=self.env_steps, disable=not cfg.progress,
                    unit="step", dynamic_ncols=True)
         next_eval = _next_multiple(self.env_steps, cfg.eval_every) if cfg.eval_every else None
@@ -191,32 +329,14 @@ class Trainer:
                     next_eval = _next_multiple(self.env_steps, cfg.eval_every)
                     if self.stop_return is not None and row["return/eval"] >= self.stop_return:
                         solved_at = self.env_steps
-                for key, value in row.items():
-                    writer.add_scalar(key, value, self.env_steps)
-                if csv_writer is None:
-                    csv_writer = csv.DictWriter(csv_file, fieldnames=_CSV_FIELDS, extrasaction="ignore")
-                    if csv_path.stat().st_size == 0:
-                        csv_writer.writeheader()
-                csv_writer.writerow(row)
-                csv_file.flush()
+                log.write(row, self.env_steps)
                 if self.env_steps >= next_ckpt or self.env_steps >= cfg.total_env_steps or solved_at:
                     self.save()
                     next_ckpt = _next_multiple(self.env_steps, cfg.checkpoint_every)
         finally:
             bar.close()
-            writer.close()
-            csv_file.close()
-            self.collector.close()
-        if not self.eval_returns:
-            self._evaluate()
-        if solved_at is not None:
-            print(f"solved: evaluation return {np.mean(self.eval_returns):.1f} >= {self.stop_return:g} "
-                  f"at {solved_at} env steps; stopping")
-        totals = dict(self.cache_totals, backend=self.model_config.cache_backend)
-        queries = totals["hits"] + totals["misses"]
-        totals["hit_rate"] = totals["hits"] / queries if queries else 0.0
-        return TrainResult(self.env_steps, self.eval_returns, totals, time.monotonic() - start, self.out,
-                           solved_at)
+            log.close()
+        return solved_at
 
     def _iteration(self) -> dict[str, float]:
         cfg, model = self.cfg, self.search_model
@@ -233,7 +353,8 @@ class Trainer:
         row: dict[str, float] = {"env_steps": self.env_steps, "iteration": self.iteration,
                                  "temperature": temperature(cfg, self.env_steps)}
         losses: list[dict[str, float]] = []
-        if self.replay.num_steps >= cfg.min_replay_steps:
+        if self.replay.num_steps and self.replay.num_steps >= max(cfg.min_replay_steps, self.refill_target):
+            self.refill_target = 0  # refilled: later evictions must not stop the updates again
             for _ in range(max(1, round(cfg.replay_ratio * cfg.iteration_env_steps))):
                 losses.append(self.learner.update(self.replay.sample(cfg.batch_size)))
         stats = model.cache_stats()  # logged before the caches are cleared
@@ -251,6 +372,7 @@ class Trainer:
             "speed/sims_per_s": sims / max(search_seconds, 1e-9),
             "speed/env_steps_per_s": cfg.iteration_env_steps / max(time.monotonic() - t0, 1e-9),
             "speed/collect_share": collect_seconds / max(time.monotonic() - t0, 1e-9),
+            "replay/steps": self.replay.num_steps, "replay/bytes": self.replay.nbytes,
         })
         if self.recent_returns:
             row["return/train"] = float(np.mean(self.recent_returns[-20:]))
@@ -260,28 +382,24 @@ class Trainer:
 
     def _reanalyze(self) -> dict[str, float]:
         """Refresh stored search targets with the current weights, all roots in wide batches."""
-        seg_ids, steps = self.replay.sample_positions(self.cfg.reanalyze_per_iteration)
-        obs, actions, lengths = self.replay.histories(seg_ids, steps, self.model_config.root_history_steps)
-        out = self.reanalyzer(obs, actions, lengths, rng=self.reanalysis_rng)
-        policy_tv = self.replay.update_targets(seg_ids, steps, out.search_policy, out.root_value)
+        positions = self.replay.sample_positions(self.cfg.reanalyze_per_iteration)
+        history = self.replay.histories(positions, self.model_config.root_history_steps)
+        obs = observations_as_float(history.obs, self.model_config.device)  # [n, H+1, *obs_shape]
+        out = self.reanalyzer(obs, history.actions, history.lengths, rng=self.reanalysis_rng)
+        policy_tv = self.replay.update_targets(positions, out.search_policy, out.root_value)
         return {"reanalyze/roots_per_s": out.roots_per_second, "reanalyze/policy_tv": policy_tv}
 
     def _evaluate(self) -> dict[str, float]:
         cfg = self.cfg
         self.eval_returns = evaluate(self.model.state_dict(), self.search_model.config, cfg.env,
-                                     episodes=cfg.eval_episodes, seed=cfg.seed + 10_000, search=self.search)
+                                     episodes=cfg.eval_episodes, seed=cfg.seed + 10_000, search=self.search,
+                                     env_options=env_options(cfg), max_steps=cfg.eval_max_steps)
         mean = float(np.mean(self.eval_returns))
         tqdm.write(f"[eval] env_steps={self.env_steps} return={mean:.1f} ± {np.std(self.eval_returns):.1f}")
         if mean > self.best_eval_return:
             self.best_eval_return = mean
-            self.save(self.out / "best.pt")  # the best weights survive a later dip
+            self.save_best()  # the best weights survive a later dip
         return {"return/eval": mean, "return/eval_std": float(np.std(self.eval_returns))}
-
-
-_CSV_FIELDS = ["env_steps", "iteration", "temperature", "return/train", "return/eval", "return/eval_std",
-               "loss/total", "loss/latent", "loss/reward", "loss/value", "loss/policy", "loss/entropy",
-               "loss/grad_norm", "cache/hit_rate", "cache/evictions", "cache/fallbacks", "cache/misses",
-               "speed/sims_per_s", "speed/env_steps_per_s", "reanalyze/roots_per_s", "reanalyze/policy_tv"]
 
 
 def _next_multiple(value: int, every: int) -> int:
