@@ -32,6 +32,7 @@ from zerokv.bench.recording import (
     compare_traces,
 )
 from zerokv.bench.run import MatmulProbe, recurrent_flops, rotated
+from zerokv.bench.storage import parse_storage_dtypes, render_storage, run_storage
 from zerokv.cli import main as zerokv_main
 from zerokv.model.config import WorldModelConfig
 
@@ -184,6 +185,35 @@ def test_precision_records_speed_output_difference_and_policy_change():
     assert "/ bf16 floor" in text and "float32, other noise" in text
 
 
+def test_storage_dtypes_record_memory_speed_output_and_policy_change_and_snapshots():
+    dtypes = parse_storage_dtypes("int8,bfloat16")
+    assert dtypes == ["float32", "int8", "bfloat16"]  # the baseline first
+    result = run_storage({"tiny": TINY}, Budget(searches=2, warmup=1), dtypes=dtypes, roots=[5, 9])
+    search = {r["storage"]: r for r in result["search"]}
+    assert list(search) == [*dtypes, "float32, other noise"]
+    f32, i8, bf16 = search["float32"], search["int8"], search["bfloat16"]
+    hd = TINY.embed_dim // TINY.num_heads
+    assert f32["node_bytes"] == 2 * 2 * TINY.num_layers * TINY.embed_dim * 4
+    assert i8["node_bytes"] == 2 * 2 * TINY.num_layers * TINY.num_heads * (hd + 2)  # bf16 scales counted
+    assert bf16["memory_ratio"] == 2.0 and i8["memory_ratio"] == f32["node_bytes"] / i8["node_bytes"]
+    assert f32["speedup"] == 1.0 and f32["kl"] == 0.0 and max(f32["diff_by_output"].values()) == 0.0
+    for rec in (i8, bf16):
+        assert 0 < rec["diff_by_output"]["policy_logits"] < 0.1  # lossy, not wrong
+        assert rec["searches_per_s"] > 0 and rec["positions"] == 2 * TINY.env_num
+    assert "diff_by_output" not in search["float32, other noise"]
+    reanalysis = result["reanalysis"]
+    labels = [*dtypes, "float32, other noise"]
+    assert [(r["roots"], r["storage"]) for r in reanalysis] == [(n, d) for n in (5, 9) for d in labels]
+    by = {(r["roots"], r["storage"]): r for r in reanalysis}
+    assert by[9, "int8"]["arena_mib"] < by[9, "float32"]["arena_mib"] / 3
+    assert by[9, "float32"]["speedup"] == 1.0 and by[9, "float32"]["kl"] == 0.0
+    snapshots = result["snapshot"]
+    assert [r["storage"] for r in snapshots] == dtypes and all(r["exact"] for r in snapshots)
+    assert all(r["roots"] == TINY.env_num and r["load_ms"] > 0 and r["rebuild_ms"] > 0 for r in snapshots)
+    text = render_storage(result)
+    assert "KV storage dtypes" in text and "Reanalysis (one arena" in text and "next root exact" in text
+
+
 def test_matmul_probe_in_bfloat16():
     probe = MatmulProbe(TINY, dtype=torch.bfloat16, calls=1, repeats=1)
     assert {w.dtype for w, _ in probe.weights.values()} == {torch.bfloat16}
@@ -241,7 +271,8 @@ def test_main_runs_end_to_end(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(CONFIGS, "tiny", TINY)
     out = tmp_path / "bench.json"
     main(["--configs", "tiny", "--quick", "--simulations", "3", "--searches", "1", "--threads", str(THREADS),
-          "--no-progress", "--json", str(out), "--multi-leaf", "2", "--precision", "--reanalyze", "10"])
+          "--no-progress", "--json", str(out), "--multi-leaf", "2", "--precision", "--reanalyze", "10",
+          "--storage-dtypes", "int8", "--storage-roots", "4"])
     printed = capsys.readouterr().out
     assert "QUICK RUN" in printed and "backends=none,legacy,manager,paged" in printed
     assert "tiny/manager" in printed and "tiny/paged" in printed
@@ -251,6 +282,8 @@ def test_main_runs_end_to_end(monkeypatch, tmp_path, capsys):
     assert [r["roots_per_call"] for r in meta["reanalysis"]] == [8, 10, 8, 10]
     assert [r["label"] for r in meta["precision"]] == ["float32", "bfloat16", "float32, other noise"]
     assert "Precision: bfloat16 search model vs float32" in printed
+    assert [r["storage"] for r in meta["storage"]["reanalysis"]] == ["float32", "int8", "float32, other noise"]
+    assert "KV storage dtypes" in printed
 
 
 @pytest.mark.parametrize(
@@ -265,6 +298,8 @@ def test_main_runs_end_to_end(monkeypatch, tmp_path, capsys):
         (["--warmup", "0"], "warmup=0; must be a positive int"),
         (["--simulations", "0"], "simulations=0"),
         (["--threads", "0"], "threads=0; must be a positive int"),
+        (["--storage-dtypes", "int8,float16"], "float16 is unknown; allowed: float32, bfloat16, float8_e4m3fn, int8"),
+        (["--storage-roots", "0"], "--storage-roots '0'; give ints >= 1"),
         (["--soak", "1"], "searches=1; must be an int >= 2"),
         (["--soak", "5", "--precision", "--quick"], "--soak runs alone; drop --precision, --quick"),
         (["--soak", "5", "--backends", "pagd"], "unknown backend 'pagd'"),

@@ -27,6 +27,7 @@ from zerokv.bench.reanalysis import check_roots, render_reanalysis, run_reanalys
 from zerokv.bench.report import render, write_json, write_plot
 from zerokv.bench.run import BenchResult, run_bench
 from zerokv.bench.soak import SOAK_BACKENDS, check_searches, render_soak, run_soak
+from zerokv.bench.storage import parse_roots, parse_storage_dtypes, render_storage, run_storage
 from zerokv.checks import check_positive_int
 from zerokv.model.config import CACHE_BACKENDS
 
@@ -70,6 +71,13 @@ class BenchArgs:
     reanalyze: int | None = None
     """Also reanalyse this many replayed positions at once and 8 at a time (the reference's way) and
     report roots/s (paged backend; saved under "reanalysis" in the meta JSON)."""
+    storage_dtypes: str | None = None
+    """Also compare KV storage dtypes, e.g. float32,bfloat16,float8_e4m3fn,int8 (paged backend, float32
+    compute, float32 storage always included as the baseline): arena bytes per node, searches/s, output and
+    search-policy change, reanalysis roots/s at --storage-roots, snapshot load vs context rebuild (saved
+    under "storage" in the meta JSON)."""
+    storage_roots: str = "256,1024,2048"
+    """Reanalysis arena sizes (roots per call) measured by --storage-dtypes."""
     soak: int | None = None
     """Instead of the comparison, a soak: this many searches per backend (each in a fresh process,
     caches never cleared), RSS sampled along the way, against each store's documented size (see
@@ -96,6 +104,8 @@ def run(args: BenchArgs) -> BenchResult:
     budget = budget_of(args)
     leaves = None if args.multi_leaf is None else parse_leaves(args.multi_leaf)
     roots = None if args.reanalyze is None else check_roots(args.reanalyze)
+    storage = None if args.storage_dtypes is None else parse_storage_dtypes(args.storage_dtypes)
+    storage_roots = parse_roots(args.storage_roots)
     print(f"zerokv bench: configs={','.join(configs)} backends={','.join(backends)} "
           f"searches={budget.searches} warmup={budget.warmup} "
           f"simulations={budget.simulations or 'config'} threads={args.threads} seed={args.seed}"
@@ -114,6 +124,9 @@ def run(args: BenchArgs) -> BenchResult:
     if roots is not None:
         result.meta["reanalysis"] = run_reanalysis(configs, roots, budget, seed=args.seed)
         print("\n" + render_reanalysis(result.meta["reanalysis"]), flush=True)
+    if storage is not None:
+        result.meta["storage"] = run_storage(configs, budget, dtypes=storage, roots=storage_roots, seed=args.seed)
+        print("\n" + render_storage(result.meta["storage"]), flush=True)
     if args.json:
         write_json(result, args.json)
         print(f"wrote {args.json}")
@@ -127,6 +140,7 @@ def run_soak_command(args: BenchArgs) -> BenchResult:
     """``--soak N``: the soak alone (see :mod:`zerokv.bench.soak`); its records and meta as a BenchResult."""
     others = [flag for flag, on in (("--multi-leaf", args.multi_leaf is not None), ("--precision", args.precision),
                                     ("--reanalyze", args.reanalyze is not None), ("--plot", args.plot is not None),
+                                    ("--storage-dtypes", args.storage_dtypes is not None),
                                     ("--quick", args.quick)) if on]
     if others:
         raise ValueError(f"--soak runs alone; drop {', '.join(others)}")
