@@ -4,8 +4,9 @@
     .venv/bin/python scripts/collector_speed.py atari      # one collector's search rate, the learner's rate
 
 `cartpole`: collection-only runs of the default CartPole config (no update ever: min_replay_steps
-= replay_capacity), interleaved in-process, 1 collector, 2 collectors, repeated; prints each run's
-median env steps/s after a warm-up (per collector and in total). `atari`: the `configs/atari.yaml`
+= replay_capacity), interleaved — in-process at 2 and at 1 torch thread (a collector actor's
+count), 1 collector, 2 collectors — and repeated; prints each run's median env steps/s after a
+warm-up (per collector and in total). `atari`: the `configs/atari.yaml`
 model and search on ALE/Pong-v5 in this process: vector steps/s of one collector (8 envs × 50
 simulations) at 1 and 2 torch threads, and the learner's updates/s (batch 64, unroll 10) on a
 replay of random frames. Nothing here is a test: it prints numbers.
@@ -32,11 +33,11 @@ def cartpole(repeats: int = 2, steps: int = 2048) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(repeats):
-            for n in (0, 1, 2):
-                out = Path(tmp) / f"n{n}-{rep}"
+            for n, threads in ((0, 2), (0, 1), (1, 2), (2, 2)):  # a collector actor runs 1 torch thread
+                out = Path(tmp) / f"n{n}-t{threads}-{rep}"
                 cfg = TrainConfig(out=str(out), total_env_steps=steps, collectors=n, min_replay_steps=100_000,
                                   eval_every=0, eval_episodes=1, eval_max_steps=10, progress=False,
-                                  checkpoint_every=10 * steps, save_replay=False)
+                                  checkpoint_every=10 * steps, save_replay=False, threads=threads)
                 t0 = time.monotonic()
                 train(cfg)
                 with open(out / "progress.csv", newline="") as f:
@@ -44,7 +45,7 @@ def cartpole(repeats: int = 2, steps: int = 2048) -> None:
                 total = statistics.median(float(r["speed/env_steps_per_s"]) for r in rows)
                 per = [statistics.median(float(r[k]) for r in rows if r.get(k))
                        for k in (f"speed/collector_{i}_env_steps_per_s" for i in range(n))]
-                print(f"collectors={n} run {rep}: total {total:.1f} env steps/s (median), per collector "
+                print(f"collectors={n} (driver threads {threads}) run {rep}: total {total:.1f} env steps/s (median), per collector "
                       f"{', '.join(f'{p:.1f}' for p in per) or '-'}; wall {time.monotonic() - t0:.1f} s", flush=True)
 
 
