@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates (or reuses) the virtual environment .venv inside the repo and installs zerokv into it
-# with its test and atari extras.
+# with its test, atari and ray extras.
 # torch is installed first and pinned: any looser requirement could pull a multi-GB CUDA build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,6 @@ want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q torch==2.13.0
-  .venv/bin/pip install -q -e ".[test,atari]"  # atari: the Atari preprocessing test runs too
+  .venv/bin/pip install -q -e ".[test,atari,ray]"  # atari, ray: their tests run too
   echo "$want" > "$stamp"
 fi

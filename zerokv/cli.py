@@ -153,7 +153,7 @@ def _eval(argv: list[str], debug: bool) -> None:
     from zerokv.rl.checkpoint import load_checkpoint
     from zerokv.rl.config import TrainConfig
     from zerokv.rl.evaluator import evaluate
-    from zerokv.rl.trainer import env_options, search_config
+    from zerokv.rl.factory import env_options, search_config
 
     args = parse(EvalArgs, argv, "zerokv eval", debug=debug)
     torch.set_num_threads(args.threads)

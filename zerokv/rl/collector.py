@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -30,8 +31,15 @@ import torch
 from zerokv.model.world_model import NO_ACTION
 from zerokv.rl.envs import DEFAULT_ENV_OPTIONS, EnvOptions, make_vector_env
 from zerokv.rl.observations import observations_as_float
-from zerokv.rl.replay import GameSegment, ReplayBuffer
+from zerokv.rl.replay import GameSegment
 from zerokv.search import SearchConfig, SearchOutput, plan
+
+
+class SegmentSink(Protocol):
+    """Where finished segments go: a `ReplayBuffer`, or a collector actor's outbox."""
+
+    def add(self, segment: GameSegment) -> None: ...
+
 
 NO_LIVES = -1
 """`EnvTrack.lives` of an env that reports no lives (non-Atari): life loss never fires."""
@@ -73,7 +81,7 @@ class StepResult:
 
 class Collector:
     def __init__(
-        self, env_id: str, num_envs: int, world_model, replay: ReplayBuffer, *, search: SearchConfig,
+        self, env_id: str, num_envs: int, world_model, replay: SegmentSink, *, search: SearchConfig,
         seed: int, segment_length: int, history_steps: int, keep_root_context: bool,
         env_options: EnvOptions = DEFAULT_ENV_OPTIONS, clip_rewards: bool = False, terminal_on_life_loss: bool = False,
     ) -> None:
@@ -81,6 +89,8 @@ class Collector:
         self.world_model, self.replay, self.search = world_model, replay, search
         self.segment_length, self.history_steps = segment_length, history_steps
         self.keep_root_context = keep_root_context
+        self.weights_version = 0
+        """Version of the searching model's weights, stamped on each segment at its first step."""
         self.clip_rewards, self.terminal_on_life_loss = clip_rewards, terminal_on_life_loss
         self.envs = make_vector_env(env_id, num_envs, seed, options=env_options)
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
@@ -135,6 +145,8 @@ class Collector:
         done = np.logical_or(terminated, truncated)
         for i, t in enumerate(self.tracks):
             a = int(actions[i])
+            if not len(t.segment):
+                t.segment.weights_version = self.weights_version
             t.segment.append(self.obs[i], a, float(stored[i]), float(out.root_value[i]), out.search_policy[i])
             t.episode_actions.append(a)
             t.episode_return += float(rewards[i])

@@ -35,9 +35,11 @@ LOCK_NAME = ".lock"
 RUN_ENTRIES = ("checkpoints", "tb", "progress.csv", "config.json", "best.pt")
 """What a run writes into --out (and all that --overwrite deletes)."""
 RESUMABLE_FIELDS = ("total_env_steps", "eval_every", "eval_episodes", "eval_max_steps", "stop_return",
-                    "checkpoint_every", "keep_checkpoints", "save_replay", "threads", "progress")
+                    "checkpoint_every", "keep_checkpoints", "save_replay", "threads", "progress",
+                    "ray_address", "collector_cpus", "collector_gpus", "collector_restarts", "collector_timeout")
 """Flags that may differ from the saved config on --resume: budgets, evaluation and checkpoint
-schedules, threads and the progress bar. None of them changes what the run learns."""
+schedules, threads, the progress bar, and where and how the collectors run (not how many). None
+of them changes what the run learns."""
 _NOT_COMPARED = ("resume", "config", "out", "overwrite")
 """How this invocation was made, not what the run is."""
 
