@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from zerokv.bench.configs import Budget, model_config
+from zerokv.bench.machine import CpuWatch
 from zerokv.bench.report import table
 from zerokv.bench.run import rotated
 from zerokv.model.config import WorldModelConfig
@@ -194,6 +195,7 @@ def run_modes_config(name: str, base: WorldModelConfig, modes_of, budget: Budget
     runs = [_ModeRun(m, models[(m.dtype, m.env_num)],
                      SearchConfig(num_simulations=m.num_simulations, leaves_per_call=m.leaves_per_call),
                      np.zeros((total, cfg.action_space_size), dtype=np.int64)) for m in modes]
+    watch = CpuWatch()
     for g in range(budget.warmup + groups):
         timed = g >= budget.warmup
         for run in rotated(runs, g):
@@ -201,7 +203,8 @@ def run_modes_config(name: str, base: WorldModelConfig, modes_of, budget: Budget
                 last = first + run.mode.env_num
                 run.run(positions[first:last], noise[run.mode.other_noise][first:last], first, timed=timed)
     skip = budget.warmup * group  # the warm-up groups' rows stay zero: leave them out
-    return _records(name, runs, skip, cfg)
+    others = watch.others_share()
+    return [{**rec, "other_processes_cpu_share": others} for rec in _records(name, runs, skip, cfg)]
 
 
 def _records(name: str, runs: Sequence[_ModeRun], skip: int, cfg: WorldModelConfig) -> list[dict]:
@@ -249,10 +252,12 @@ def render_multi_leaf(records: list[dict]) -> str:
              f"{r['rows_per_call']:.1f}", f"{r['kl']:.4f}", f"{r['kl_vs_noise']:.2f}", f"{r['tv']:.3f}",
              f"{100 * r['top_action_agrees']:.0f}%"] for r in records]
     n = records[0]["positions"] if records else 0
+    busy = "; ".join(f"{c}: {100 * s:.0f}%" for c, s in {r["config"]: r["other_processes_cpu_share"]
+                                                       for r in records}.items())
     return (f"Search modes (paged backend, {n} fixed positions per config, the same weights and root noise per "
             "position; medians over interleaved searches; × and the policy change against float32 one-leaf):\n"
             + table(header, rows)
             + f"\nnote: a search is envs × sims = the same expansions for every mode, so × is the speed-up at equal "
             f"work; env steps/s = envs × searches/s; KL over visit counts smoothed by {SMOOTHING} per action; "
             "KL/noise = KL ÷ the 'other noise' row's KL, the one-leaf search under another root-noise draw (the "
-            "search's own variation)")
+            f"search's own variation)\nnote: other processes' share of the CPU during the run: {busy}")
