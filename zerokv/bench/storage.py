@@ -36,11 +36,11 @@ import torch
 
 from zerokv.bench.configs import Budget, model_config, split_names
 from zerokv.bench.multileaf import policy_distance
-from zerokv.bench.precision import _ModelRun
+from zerokv.bench.precision import ModelRun, warm_up
 from zerokv.bench.reanalysis import make_histories
 from zerokv.bench.recording import RecordingModel
 from zerokv.bench.report import table
-from zerokv.bench.run import make_observations, rotated
+from zerokv.bench.run import rotated
 from zerokv.cache.storage import KV_STORAGE_DTYPES
 from zerokv.model.config import WorldModelConfig
 from zerokv.model.snapshot import weights_fingerprint
@@ -101,21 +101,15 @@ def run_storage(configs: Mapping[str, WorldModelConfig], budget: Budget, *, dtyp
 # ------------------------------------------------------------------------------ search
 def _searches(name: str, cfg: WorldModelConfig, models: dict[str, WorldModel], budget: Budget,
               seed: int) -> list[dict]:
-    runs = [_ModelRun(d, RecordingModel(wm, record=True)) for d, wm in models.items()]
+    runs = [ModelRun(d, RecordingModel(wm, record=True)) for d, wm in models.items()]
     reference = WorldModel(models[BASELINE].config, share_weights_with=models[BASELINE])  # caches of its own
-    search = SearchConfig(num_simulations=cfg.num_simulations)
-    positions = make_observations(cfg, budget.warmup + budget.searches, seed + 7)
-    warm, timed = positions[: budget.warmup], positions[budget.warmup:]
-    noise_seed = seed + 1000
-    for run in runs:
-        for i, obs in enumerate(warm):
-            run.search(obs, search, noise_seed + 10_000 + i)
+    search, timed, noise_seed = warm_up(runs, cfg, budget, seed)
     for i, obs in enumerate(timed):
         gc.collect()  # outside the timed searches
         for run in rotated(runs, i):
             run.timed_search(obs, search, noise_seed + i)
             run.compare(reference)  # untimed
-    other = _ModelRun(OTHER_NOISE, RecordingModel(models[BASELINE], record=False))
+    other = ModelRun(OTHER_NOISE, RecordingModel(models[BASELINE], record=False))
     for i, obs in enumerate(timed):
         other.visits.append(other.search(obs, search, seed + 5000 + i))
     baseline = np.concatenate(runs[0].visits)
