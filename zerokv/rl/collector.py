@@ -21,6 +21,7 @@ env's root context — the learner sees an episode end — while the game itself
 from __future__ import annotations
 
 import json
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -77,6 +78,10 @@ class StepResult:
     finished_returns: list[float]
     """Raw returns of the episodes that ended in this step."""
     search: SearchOutput
+    search_seconds: float = 0.0
+    """Wall time of the step's search (``plan``: initial inference and MCTS)."""
+    env_seconds: float = 0.0
+    """Wall time of the step's env stepping and resets."""
 
 
 class Collector:
@@ -128,6 +133,7 @@ class Collector:
     def step(self, temperature: float) -> StepResult:
         """One search over all envs, one env step each; completed segments go to the replay buffer."""
         last = [t.pending_action for t in self.tracks]
+        t_search = time.perf_counter()
         model_obs = observations_as_float(self.obs, self.world_model.config.device)
         out = plan(self.world_model, model_obs, config=self.search, rng=self.rng, last_actions=last,
                    add_noise=True, temperature=temperature)
@@ -138,7 +144,9 @@ class Collector:
                 t.segment, t.cut_pending = self._new_segment(), False
             t.history_obs.append(self.obs[i].copy())
         actions = out.action
+        t_env = time.perf_counter()
         next_obs, rewards, terminated, truncated, info = self.envs.step(actions)
+        env_seconds = time.perf_counter() - t_env
         stored = np.sign(rewards) if self.clip_rewards else rewards
         lives = _lives(info, self.num_envs)
         finished = []
@@ -169,8 +177,10 @@ class Collector:
                 t.cut_pending = True
             self.obs[i] = next_obs[i]
         if done.any():
+            t_reset = time.perf_counter()
             self._reset(done)
-        return StepResult(finished, out)
+            env_seconds += time.perf_counter() - t_reset
+        return StepResult(finished, out, search_seconds=t_env - t_search, env_seconds=env_seconds)
 
     def rebuild_contexts(self) -> None:
         """After a weight update (caches cleared): rebuild each env's root context, or not."""

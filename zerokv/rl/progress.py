@@ -21,9 +21,11 @@ CSV_FIELDS = ["env_steps", "iteration", "temperature", "return/train", "return/e
               "loss/total", "loss/latent", "loss/reward", "loss/value", "loss/policy", "loss/entropy",
               "loss/grad_norm", "cache/hit_rate", "cache/evictions", "cache/fallbacks", "cache/misses",
               "speed/sims_per_s", "speed/env_steps_per_s", "reanalyze/roots_per_s", "reanalyze/policy_tv",
-              "replay/steps", "replay/bytes", "policy_lag", "speed/updates_per_s"]
+              "replay/steps", "replay/bytes", "policy_lag", "speed/updates_per_s",
+              "time/search_s", "time/env_s", "time/learner_s", "time/iteration_s"]
 """Columns of progress.csv (TensorBoard gets every key of a row). `policy_lag`: learner updates
-minus the weights version the iteration's new segments were collected with, on arrival."""
+minus the weights version the iteration's new segments were collected with, on arrival.
+`time/*`: seconds of the iteration spent searching, stepping envs and updating, and in all."""
 
 
 class ProgressLog:

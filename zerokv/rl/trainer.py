@@ -314,11 +314,11 @@ class Trainer:
     def _iteration(self) -> dict[str, float]:
         cfg, model = self.cfg, self.search_model
         t0 = time.monotonic()
-        sims = search_seconds = 0.0
+        sims = search_seconds = env_seconds = 0.0
         for _ in range(cfg.collect_steps):
-            ts = time.monotonic()
             result = self.collector.step(temperature(cfg, self.env_steps))
-            search_seconds += time.monotonic() - ts
+            search_seconds += result.search_seconds
+            env_seconds += result.env_seconds
             sims += cfg.num_simulations
             self.env_steps += cfg.num_envs
             self.recent_returns = (self.recent_returns + result.finished_returns)[-100:]
@@ -326,7 +326,9 @@ class Trainer:
         row: dict[str, float] = {"env_steps": self.env_steps, "iteration": self.iteration,
                                  "temperature": temperature(cfg, self.env_steps),
                                  "policy_lag": 0.0}  # its segments were searched with the current weights
+        t_learn = time.monotonic()
         losses = self._update(cfg.iteration_env_steps, row)
+        learner_seconds = time.monotonic() - t_learn
         stats = model.cache_stats()  # logged before the caches are cleared
         for key in self.cache_totals:
             self.cache_totals[key] += getattr(stats, key)
@@ -343,6 +345,10 @@ class Trainer:
             "speed/sims_per_s": sims / max(search_seconds, 1e-9),
             "speed/env_steps_per_s": cfg.iteration_env_steps / max(time.monotonic() - t0, 1e-9),
             "speed/collect_share": collect_seconds / max(time.monotonic() - t0, 1e-9),
+            # Where the iteration's wall time went; the rest (rebuilding root contexts, refreshing
+            # the search copy, reanalysis, bookkeeping) is time/iteration_s minus these three.
+            "time/search_s": search_seconds, "time/env_s": env_seconds, "time/learner_s": learner_seconds,
+            "time/iteration_s": time.monotonic() - t0,
         })
         return row
 
