@@ -20,7 +20,18 @@ from zerokv.bench import (
     write_plot,
 )
 from zerokv.bench.configs import resolve_backends
-from zerokv.bench.multileaf import parse_leaves, policy_distance, run_multi_leaf
+from zerokv.bench.multileaf import (
+    SearchMode,
+    parse_leaves,
+    parse_wide_envs,
+    policy_distance,
+    position_noise,
+    render_multi_leaf,
+    run_modes_config,
+    run_multi_leaf,
+    search_modes,
+    search_with_noise,
+)
 from zerokv.bench.precision import render_precision, run_precision
 from zerokv.bench.reanalysis import run_reanalysis
 from zerokv.bench.recording import (
@@ -32,8 +43,12 @@ from zerokv.bench.recording import (
     compare_traces,
 )
 from zerokv.bench.run import MatmulProbe, recurrent_flops, rotated
+from zerokv.bench.storage import parse_storage_dtypes, render_storage, run_storage
 from zerokv.cli import main as zerokv_main
 from zerokv.model.config import WorldModelConfig
+from zerokv.model.world_model import WorldModel
+from zerokv.search import SearchConfig, plan
+from zerokv.search.tree import legal_dirichlet
 
 TINY = WorldModelConfig(
     observation_shape=(4,), action_space_size=3, embed_dim=32, num_layers=2, num_heads=4,
@@ -136,15 +151,49 @@ def test_compare_traces_by_hand():
     assert shorter.max_abs_network == math.inf and not shorter.same_tree
 
 
-def test_multi_leaf_records_speed_and_policy_change():
-    records = run_multi_leaf({"tiny": TINY}, [2], Budget(searches=2, warmup=1))
-    assert [r["label"] for r in records] == ["1", "2", "1, other noise"]
-    one, two, noise = records
+def test_multi_leaf_records_speed_and_policy_change_for_every_dtype_and_width():
+    records = run_multi_leaf({"tiny": TINY}, [2], Budget(searches=2, warmup=1), dtypes=("float32", "bfloat16"),
+                             wide_envs=[6])
+    assert [(r["dtype"], r["leaves_per_call"], r["env_num"], r["num_simulations"], r["other_noise"])
+            for r in records] == [(d, k, e, s, False) for e, s in ((3, 4), (6, 2)) for d in ("float32", "bfloat16")
+                                  for k in (1, 2)] + [("float32", 1, 3, 4, True)]
+    one, two, noise = records[0], records[1], records[-1]
     assert one["kl"] == one["tv"] == 0.0 and one["top_action_agrees"] == 1.0 and one["speedup"] == 1.0
     assert one["calls_per_search"] == TINY.num_simulations and one["rows_per_call"] == TINY.env_num
     assert two["calls_per_search"] < TINY.num_simulations and two["rows_per_call"] > TINY.env_num
     assert two["positions"] == 2 * TINY.env_num and two["kl"] >= 0 and 0 <= two["tv"] <= 1
     assert noise["leaves_per_call"] == 1 and noise["calls_per_search"] == TINY.num_simulations
+    assert noise["kl"] > 0 and noise["kl_vs_noise"] == 1.0
+    for rec in records:
+        assert rec["searches_per_s"] > 0 and rec["env_steps_per_s"] == rec["env_num"] * rec["searches_per_s"]
+        assert rec["env_num"] * rec["num_simulations"] == rec["expansions_per_search"] == 12
+        assert rec["kl_vs_noise"] == pytest.approx(rec["kl"] / noise["kl"])
+    wide = records[4]
+    assert wide["calls_per_search"] == 2 and wide["rows_per_call"] == 6 and wide["timed_searches"] == 1
+    text = render_multi_leaf(records)
+    assert "bfloat16" in text and "6×2" in text and "KL/noise" in text
+
+
+def test_search_modes_see_the_same_noise_whatever_the_batching():
+    """Root noise is drawn per position: 6 envs per search and 3 give the same trees, and the
+    noised search forms the root prior exactly as muzero_search does from its own draw."""
+    modes = [SearchMode("float32", 1, 3, 4), SearchMode("float32", 1, 6, 4), SearchMode("float32", 1, 3, 4, True)]
+    base, wide, noise = run_modes_config("tiny", TINY, lambda cfg: modes, Budget(searches=2, warmup=1))
+    assert wide["kl"] == wide["tv"] == 0.0 and wide["top_action_agrees"] == 1.0 and noise["kl"] > 0
+    torch.manual_seed(0)
+    wm = WorldModel(dataclasses.replace(TINY, cache_backend="paged")).eval()
+    obs = np.random.default_rng(1).random((3, 4), dtype=np.float32)
+    search = SearchConfig(num_simulations=4)
+    drawn = legal_dirichlet(np.random.default_rng(5), search.dirichlet_alpha, np.ones((3, 3), dtype=bool))
+    given = search_with_noise(wm, obs, search, drawn)
+    wm.clear_caches()
+    own = plan(wm, obs, config=search, rng=np.random.default_rng(5), add_noise=True)
+    np.testing.assert_array_equal(given.visit_counts, own.visit_counts)
+    per_position = position_noise(7, 6, 3, 0.3)
+    np.testing.assert_array_equal(per_position[3:], position_noise(7, 6, 3, 0.3)[3:])
+    assert per_position.shape == (6, 3) and np.allclose(per_position.sum(1), 1.0)
+    with pytest.raises(ValueError, match="not a multiple of 5; choose a divisor of 12"):
+        search_modes(dataclasses.replace(TINY, cache_backend="paged"), [2], ["float32"], [5])
 
 
 def test_reanalysis_records_roots_per_second_and_the_same_answers():
@@ -184,6 +233,35 @@ def test_precision_records_speed_output_difference_and_policy_change():
     assert "/ bf16 floor" in text and "float32, other noise" in text
 
 
+def test_storage_dtypes_record_memory_speed_output_and_policy_change_and_snapshots():
+    dtypes = parse_storage_dtypes("int8,bfloat16")
+    assert dtypes == ["float32", "int8", "bfloat16"]  # the baseline first
+    result = run_storage({"tiny": TINY}, Budget(searches=2, warmup=1), dtypes=dtypes, roots=[5, 9])
+    search = {r["storage"]: r for r in result["search"]}
+    assert list(search) == [*dtypes, "float32, other noise"]
+    f32, i8, bf16 = search["float32"], search["int8"], search["bfloat16"]
+    hd = TINY.embed_dim // TINY.num_heads
+    assert f32["node_bytes"] == 2 * 2 * TINY.num_layers * TINY.embed_dim * 4
+    assert i8["node_bytes"] == 2 * 2 * TINY.num_layers * TINY.num_heads * (hd + 2)  # bf16 scales counted
+    assert bf16["memory_ratio"] == 2.0 and i8["memory_ratio"] == f32["node_bytes"] / i8["node_bytes"]
+    assert f32["speedup"] == 1.0 and f32["kl"] == 0.0 and max(f32["diff_by_output"].values()) == 0.0
+    for rec in (i8, bf16):
+        assert 0 < rec["diff_by_output"]["policy_logits"] < 0.1  # lossy, not wrong
+        assert rec["searches_per_s"] > 0 and rec["positions"] == 2 * TINY.env_num
+    assert "diff_by_output" not in search["float32, other noise"]
+    reanalysis = result["reanalysis"]
+    labels = [*dtypes, "float32, other noise"]
+    assert [(r["roots"], r["storage"]) for r in reanalysis] == [(n, d) for n in (5, 9) for d in labels]
+    by = {(r["roots"], r["storage"]): r for r in reanalysis}
+    assert by[9, "int8"]["arena_mib"] < by[9, "float32"]["arena_mib"] / 3
+    assert by[9, "float32"]["speedup"] == 1.0 and by[9, "float32"]["kl"] == 0.0
+    snapshots = result["snapshot"]
+    assert [r["storage"] for r in snapshots] == dtypes and all(r["exact"] for r in snapshots)
+    assert all(r["roots"] == TINY.env_num and r["load_ms"] > 0 and r["rebuild_ms"] > 0 for r in snapshots)
+    text = render_storage(result)
+    assert "KV storage dtypes" in text and "Reanalysis (one arena" in text and "next root exact" in text
+
+
 def test_matmul_probe_in_bfloat16():
     probe = MatmulProbe(TINY, dtype=torch.bfloat16, calls=1, repeats=1)
     assert {w.dtype for w, _ in probe.weights.values()} == {torch.bfloat16}
@@ -204,6 +282,9 @@ def test_policy_distance_by_hand():
     assert parse_leaves("8, 4,4") == [4, 8]
     with pytest.raises(ValueError, match="'1'; each must be an int >= 2"):
         parse_leaves("1,4")
+    assert parse_wide_envs("16, 32,16") == [16, 32]
+    with pytest.raises(ValueError, match="--wide-envs value 'x'"):
+        parse_wide_envs("x")
 
 
 def test_report_and_json(tiny_result, tmp_path):
@@ -240,17 +321,22 @@ def test_no_diff_reports_nan_and_null(tmp_path):
 def test_main_runs_end_to_end(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(CONFIGS, "tiny", TINY)
     out = tmp_path / "bench.json"
-    main(["--configs", "tiny", "--quick", "--simulations", "3", "--searches", "1", "--threads", str(THREADS),
-          "--no-progress", "--json", str(out), "--multi-leaf", "2", "--precision", "--reanalyze", "10"])
+    main(["--configs", "tiny", "--quick", "--simulations", "4", "--searches", "1", "--threads", str(THREADS),
+          "--no-progress", "--json", str(out), "--multi-leaf", "2", "--precision", "--reanalyze", "10",
+          "--wide-envs", "6", "--storage-dtypes", "int8", "--storage-roots", "4"])
     printed = capsys.readouterr().out
     assert "QUICK RUN" in printed and "backends=none,legacy,manager,paged" in printed
     assert "tiny/manager" in printed and "tiny/paged" in printed
     meta = json.loads((tmp_path / "bench.meta.json").read_text())
-    assert meta["quick"] is True and [r["leaves_per_call"] for r in meta["multi_leaf"]] == [1, 2, 1]
-    assert "Multi-leaf search" in printed and "Reanalysis of 10 replayed positions" in printed
+    assert meta["quick"] is True and [r["leaves_per_call"] for r in meta["multi_leaf"]] == [1, 2] * 4 + [1]
+    assert [r["dtype"] for r in meta["multi_leaf"]] == (["float32"] * 2 + ["bfloat16"] * 2) * 2 + ["float32"]
+    assert [r["env_num"] for r in meta["multi_leaf"]] == [3] * 4 + [6] * 4 + [3]
+    assert "Search modes" in printed and "Reanalysis of 10 replayed positions" in printed
     assert [r["roots_per_call"] for r in meta["reanalysis"]] == [8, 10, 8, 10]
     assert [r["label"] for r in meta["precision"]] == ["float32", "bfloat16", "float32, other noise"]
     assert "Precision: bfloat16 search model vs float32" in printed
+    assert [r["storage"] for r in meta["storage"]["reanalysis"]] == ["float32", "int8", "float32, other noise"]
+    assert "KV storage dtypes" in printed
 
 
 @pytest.mark.parametrize(
@@ -265,6 +351,8 @@ def test_main_runs_end_to_end(monkeypatch, tmp_path, capsys):
         (["--warmup", "0"], "warmup=0; must be a positive int"),
         (["--simulations", "0"], "simulations=0"),
         (["--threads", "0"], "threads=0; must be a positive int"),
+        (["--storage-dtypes", "int8,float16"], "float16 is unknown; allowed: float32, bfloat16, float8_e4m3fn, int8"),
+        (["--storage-roots", "0"], "--storage-roots '0'; give ints >= 1"),
         (["--soak", "1"], "searches=1; must be an int >= 2"),
         (["--soak", "5", "--precision", "--quick"], "--soak runs alone; drop --precision, --quick"),
         (["--soak", "5", "--backends", "pagd"], "unknown backend 'pagd'"),

@@ -3,6 +3,7 @@ and of damaged files, atomic replacement."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tracemalloc
 
@@ -31,6 +32,7 @@ def atari_buffer(steps: int, capacity: int = 200, seed: int = 0) -> ReplayBuffer
             seg.append(rng.integers(0, 256, FRAME, dtype=np.uint8), int(rng.integers(6)), float(rng.integers(-1, 2)),
                        float(rng.normal()), rng.dirichlet(np.ones(6)))
         seg.close(terminated=start % 100 == 0, bootstrap_value=float(rng.normal()))
+        seg.weights_version = start // 50 * 7  # distinct per segment
         buffer.add(seg)
     return buffer
 
@@ -39,7 +41,7 @@ def assert_same_contents(a: ReplayBuffer, b: ReplayBuffer) -> None:
     ca, cb = a.contents(), b.contents()
     for name in ca.fields:
         np.testing.assert_array_equal(np.concatenate(ca.fields[name]), np.concatenate(cb.fields[name]), err_msg=name)
-    for name in ("lengths", "terminated", "bootstrap_values"):
+    for name in ("lengths", "terminated", "bootstrap_values", "weights_versions"):
         np.testing.assert_array_equal(getattr(ca.segments, name), getattr(cb.segments, name), err_msg=name)
 
 
@@ -59,6 +61,27 @@ def test_round_trip_of_a_wrapped_ring_continues_the_same_sample_stream(tmp_path)
         a, b = original.sample(8), restored.sample(8)
         for name in a.__slots__:
             np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+def test_weights_versions_round_trip_and_a_version_1_snapshot_reads_them_as_0(tmp_path):
+    original = atari_buffer(230)  # the oldest segment was evicted: versions 7, 14, 21, 28
+    assert original.segment_table().weights_versions.tolist() == [7, 14, 21, 28]
+    ref = write_snapshot(snapshot_path(tmp_path, 230), original, run_id="r", env_steps=230)
+    restored = ReplayBuffer(200, FRAME, 6, observation_dtype=np.uint8, unroll_steps=5, td_steps=5)
+    read_snapshot(tmp_path / ref.name, restored, run_id="r", env_steps=230, meta_sha256=ref.meta_sha256)
+    assert restored.segment_table().weights_versions.tolist() == [7, 14, 21, 28]
+    # A snapshot written before versions existed: no such file, meta version 1.
+    path = tmp_path / ref.name
+    (path / "segment_weights_version.npy").unlink()
+    meta = json.loads((path / "meta.json").read_text())
+    meta["version"] = 1
+    del meta["sha256"]["segment_weights_version"]
+    meta_bytes = json.dumps(meta).encode()
+    (path / "meta.json").write_bytes(meta_bytes)
+    old = ReplayBuffer(200, FRAME, 6, observation_dtype=np.uint8, unroll_steps=5, td_steps=5)
+    read_snapshot(path, old, run_id="r", env_steps=230, meta_sha256=hashlib.sha256(meta_bytes).hexdigest())
+    assert old.segment_table().weights_versions.tolist() == [0, 0, 0, 0]
+    np.testing.assert_array_equal(old.segment_table().lengths, original.segment_table().lengths)
 
 
 def test_snapshots_are_streamed_without_an_in_memory_copy(tmp_path):

@@ -3,6 +3,7 @@ and the run directory: no mixing of runs, saved config on resume, rotation, kill
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import re
@@ -92,6 +93,19 @@ def test_caches_stay_exact_and_complete_while_training(tmp_path):
     result = train(tiny(tmp_path / "run"))
     stats = result.cache_stats
     assert stats["fallbacks"] == 0 and stats["misses"] == 0 and stats["hits"] > 0
+
+
+@pytest.mark.slow
+def test_progress_splits_each_iteration_into_search_env_and_learner_time(full_run):
+    _, out = full_run
+    with (out / "progress.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows
+    for row in rows:
+        search, env, learner, total = (float(row[f"time/{k}"]) for k in ("search_s", "env_s", "learner_s", "iteration_s"))
+        assert search > 0 and env > 0 and learner >= 0
+        assert search + env + learner <= total
+    assert any(float(r["time/learner_s"]) > 0 for r in rows)  # updates ran and were timed
 
 
 @pytest.mark.slow

@@ -80,12 +80,15 @@ def test_every_backend_matches_the_reference(image):
         assert stats.fallbacks == 0 and stats.misses == 0
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("leaves_per_call", [1, 4], ids=["one-leaf", "multi-leaf"])
-def test_real_searches_give_identical_visit_counts(leaves_per_call):
+def test_real_searches_give_identical_visit_counts(leaves_per_call, dtype):
+    """Every search mode (dtype × leaves per call): each cache gives the visit counts of the
+    no-cache reference computed in the same dtype."""
     results = {}
     search = SearchConfig(num_simulations=12, leaves_per_call=leaves_per_call)
     for backend in ("none", "legacy", "manager", "paged"):
-        wm = build(backend)
+        wm = build(backend, dtype=dtype)
         rng = np.random.default_rng(3)
         obs_rng = np.random.default_rng(4)
         visits, last = [], None

@@ -19,6 +19,7 @@ from zerokv.cache import (
 from zerokv.model.config import WorldModelConfig
 from zerokv.model.context import CacheValidationError, NodeKey
 from zerokv.model.context_cache import CacheReport
+from zerokv.model.snapshot import SnapshotError
 from zerokv.model.world_model import InferenceOutput, SequenceOutput, WorldModel
 from zerokv.search import (
     Expansion,
@@ -53,6 +54,7 @@ __all__ = [
     "SearchConfig",
     "SearchOutput",
     "SequenceOutput",
+    "SnapshotError",
     "StatsSource",
     "WorldModel",
     "WorldModelConfig",

@@ -21,12 +21,13 @@ from zerokv.bench.configs import (
     split_names,
 )
 from zerokv.bench.machine import cpu_name
-from zerokv.bench.multileaf import parse_leaves, render_multi_leaf, run_multi_leaf
-from zerokv.bench.precision import render_precision, run_precision
+from zerokv.bench.multileaf import parse_leaves, parse_wide_envs, render_multi_leaf, run_multi_leaf
+from zerokv.bench.precision import DTYPES, render_precision, run_precision
 from zerokv.bench.reanalysis import check_roots, render_reanalysis, run_reanalysis
 from zerokv.bench.report import render, write_json, write_plot
 from zerokv.bench.run import BenchResult, run_bench
 from zerokv.bench.soak import SOAK_BACKENDS, check_searches, render_soak, run_soak
+from zerokv.bench.storage import parse_roots, parse_storage_dtypes, render_storage, run_storage
 from zerokv.checks import check_positive_int
 from zerokv.model.config import CACHE_BACKENDS
 
@@ -62,14 +63,26 @@ class BenchArgs:
     """Show a progress bar on stderr."""
     multi_leaf: str | None = None
     """Also run multi-leaf searches with these leaves per call (e.g. 4,8; paged backend) and compare
-    their speed and search policy with the one-leaf search's (saved under "multi_leaf" in the meta JSON)."""
+    their speed and search policy with the float32 one-leaf search's on the same positions; with
+    --precision every leaves-per-call runs in float32 and in bfloat16 (saved under "multi_leaf" in
+    the meta JSON)."""
+    wide_envs: str | None = None
+    """Also run the --multi-leaf table's modes with this many envs per call (e.g. 16) at the same
+    expansions per search (16 envs x 25 simulations for 8 x 50), and compare them the same way."""
     precision: bool = False
     """Also search with a bfloat16 copy of the float32 model (paged backend) and report its speed, its
     outputs' difference from the float32 reference and its search-policy change (saved under
-    "precision" in the meta JSON)."""
+    "precision" in the meta JSON); with --multi-leaf, the multi-leaf table covers bfloat16 too."""
     reanalyze: int | None = None
     """Also reanalyse this many replayed positions at once and 8 at a time (the reference's way) and
     report roots/s (paged backend; saved under "reanalysis" in the meta JSON)."""
+    storage_dtypes: str | None = None
+    """Also compare KV storage dtypes, e.g. float32,bfloat16,float8_e4m3fn,int8 (paged backend, float32
+    compute, float32 storage always included as the baseline): arena bytes per node, searches/s, output and
+    search-policy change, reanalysis roots/s at --storage-roots, snapshot load vs context rebuild (saved
+    under "storage" in the meta JSON)."""
+    storage_roots: str = "256,1024,2048"
+    """Reanalysis arena sizes (roots per call) measured by --storage-dtypes."""
     soak: int | None = None
     """Instead of the comparison, a soak: this many searches per backend (each in a fresh process,
     caches never cleared), RSS sampled along the way, against each store's documented size (see
@@ -95,7 +108,12 @@ def run(args: BenchArgs) -> BenchResult:
     backends = resolve_backends(names, with_reference=args.diff)
     budget = budget_of(args)
     leaves = None if args.multi_leaf is None else parse_leaves(args.multi_leaf)
+    wide = [] if args.wide_envs is None else parse_wide_envs(args.wide_envs)
+    if wide and leaves is None:
+        leaves = []  # --wide-envs alone: the one-leaf search at each width
     roots = None if args.reanalyze is None else check_roots(args.reanalyze)
+    storage = None if args.storage_dtypes is None else parse_storage_dtypes(args.storage_dtypes)
+    storage_roots = parse_roots(args.storage_roots)
     print(f"zerokv bench: configs={','.join(configs)} backends={','.join(backends)} "
           f"searches={budget.searches} warmup={budget.warmup} "
           f"simulations={budget.simulations or 'config'} threads={args.threads} seed={args.seed}"
@@ -106,7 +124,9 @@ def run(args: BenchArgs) -> BenchResult:
         result.meta["notes"].append(f"{REFERENCE!r} was added to --backends as the exactness reference")
     print(render(result), flush=True)
     if leaves is not None:
-        result.meta["multi_leaf"] = run_multi_leaf(configs, leaves, budget, seed=args.seed)
+        dtypes = DTYPES if args.precision else DTYPES[:1]
+        result.meta["multi_leaf"] = run_multi_leaf(configs, leaves, budget, seed=args.seed, dtypes=dtypes,
+                                                   wide_envs=wide)
         print("\n" + render_multi_leaf(result.meta["multi_leaf"]), flush=True)
     if args.precision:
         result.meta["precision"] = run_precision(configs, budget, seed=args.seed)
@@ -114,6 +134,9 @@ def run(args: BenchArgs) -> BenchResult:
     if roots is not None:
         result.meta["reanalysis"] = run_reanalysis(configs, roots, budget, seed=args.seed)
         print("\n" + render_reanalysis(result.meta["reanalysis"]), flush=True)
+    if storage is not None:
+        result.meta["storage"] = run_storage(configs, budget, dtypes=storage, roots=storage_roots, seed=args.seed)
+        print("\n" + render_storage(result.meta["storage"]), flush=True)
     if args.json:
         write_json(result, args.json)
         print(f"wrote {args.json}")
@@ -125,8 +148,10 @@ def run(args: BenchArgs) -> BenchResult:
 
 def run_soak_command(args: BenchArgs) -> BenchResult:
     """``--soak N``: the soak alone (see :mod:`zerokv.bench.soak`); its records and meta as a BenchResult."""
-    others = [flag for flag, on in (("--multi-leaf", args.multi_leaf is not None), ("--precision", args.precision),
+    others = [flag for flag, on in (("--multi-leaf", args.multi_leaf is not None),
+                                    ("--wide-envs", args.wide_envs is not None), ("--precision", args.precision),
                                     ("--reanalyze", args.reanalyze is not None), ("--plot", args.plot is not None),
+                                    ("--storage-dtypes", args.storage_dtypes is not None),
                                     ("--quick", args.quick)) if on]
     if others:
         raise ValueError(f"--soak runs alone; drop {', '.join(others)}")

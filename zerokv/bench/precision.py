@@ -46,7 +46,7 @@ OTHER_NOISE = "float32, other noise"
 
 
 @dataclass(slots=True)
-class _ModelRun:
+class ModelRun:
     """One dtype's model on one config: its samples, visit counts and worst differences."""
 
     label: str
@@ -79,14 +79,11 @@ class _ModelRun:
             self.rel[k] = max(self.rel.get(k, 0.0), v)
 
 
-def run_precision_config(name: str, base: WorldModelConfig, budget: Budget, *, seed: int = 0) -> list[dict]:
-    """Float32 vs bfloat16 search on one config: one record per model and one for the noise scale."""
-    cfg = model_config(base, "paged", budget)
-    torch.manual_seed(seed)  # the bench's weights
-    fp32 = WorldModel(cfg).eval()
-    bf16, reference = fp32.copy_with(dtype="bfloat16"), fp32.copy_with(cache_backend=REFERENCE)
-    runs = [_ModelRun("float32", RecordingModel(fp32, record=True)),
-            _ModelRun("bfloat16", RecordingModel(bf16, record=True))]
+def warm_up(runs: Sequence[ModelRun], cfg: WorldModelConfig, budget: Budget,
+            seed: int) -> tuple[SearchConfig, list[np.ndarray], int]:
+    """The fixed positions every model searches: warms each run up on the first
+    ``budget.warmup`` and returns (the search config, the timed positions, their first noise seed;
+    timed position i uses noise seed + i)."""
     search = SearchConfig(num_simulations=cfg.num_simulations)
     positions = make_observations(cfg, budget.warmup + budget.searches, seed + 7)
     warm, timed = positions[: budget.warmup], positions[budget.warmup:]
@@ -94,6 +91,18 @@ def run_precision_config(name: str, base: WorldModelConfig, budget: Budget, *, s
     for run in runs:
         for i, obs in enumerate(warm):
             run.search(obs, search, noise_seed + 10_000 + i)
+    return search, list(timed), noise_seed
+
+
+def run_precision_config(name: str, base: WorldModelConfig, budget: Budget, *, seed: int = 0) -> list[dict]:
+    """Float32 vs bfloat16 search on one config: one record per model and one for the noise scale."""
+    cfg = model_config(base, "paged", budget)
+    torch.manual_seed(seed)  # the bench's weights
+    fp32 = WorldModel(cfg).eval()
+    bf16, reference = fp32.copy_with(dtype="bfloat16"), fp32.copy_with(cache_backend=REFERENCE)
+    runs = [ModelRun("float32", RecordingModel(fp32, record=True)),
+            ModelRun("bfloat16", RecordingModel(bf16, record=True))]
+    search, timed, noise_seed = warm_up(runs, cfg, budget, seed)
     probes = {"float32": MatmulProbe(cfg), "bfloat16": MatmulProbe(cfg, dtype=torch.bfloat16)}
     for i, obs in enumerate(timed):
         gc.collect()  # outside the timed searches
@@ -104,7 +113,7 @@ def run_precision_config(name: str, base: WorldModelConfig, budget: Budget, *, s
             run.compare(reference)  # untimed
     for probe in probes.values():
         probe.sample()
-    other = _ModelRun(OTHER_NOISE, RecordingModel(fp32, record=False))
+    other = ModelRun(OTHER_NOISE, RecordingModel(fp32, record=False))
     for i, obs in enumerate(timed):
         other.visits.append(other.search(obs, search, seed + 5000 + i))
     flops = recurrent_flops(cfg)["total"]
@@ -127,7 +136,7 @@ def run_precision_config(name: str, base: WorldModelConfig, budget: Budget, *, s
     return records
 
 
-def _speed(run: _ModelRun, base_speed: float, floors: dict[str, float]) -> dict:
+def _speed(run: ModelRun, base_speed: float, floors: dict[str, float]) -> dict:
     speed = float(statistics.median(1.0 / s for s in run.seconds))
     call = float(statistics.median(run.call_ms))
     return {"searches_per_s": speed, "speedup": speed / base_speed, "recurrent_ms": call,
@@ -139,7 +148,7 @@ def _speed_unmeasured() -> dict:
                          math.nan)
 
 
-def _accuracy(run: _ModelRun) -> dict:
+def _accuracy(run: ModelRun) -> dict:
     return {"diff_by_output": dict(run.worst), "rel_diff_by_output": dict(run.rel),
             "max_abs_diff_vs_none": max(run.worst[k] for k in NETWORK_OUTPUTS),
             "max_rel_diff_scalars_vs_none": max(run.rel.values())}

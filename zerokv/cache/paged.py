@@ -26,13 +26,19 @@ across searches. Host-side bookkeeping (generations, lengths, tables) is numpy: 
 synchronisation per simulation.
 
 Ownership. Nobody else writes the arena: its storage and tables change only through
-:meth:`write_roots`, :meth:`write_children`, :meth:`write_fallbacks` and :meth:`clear`, and it
-is read through :meth:`gather`, :meth:`live_mask`, :meth:`has_root` and :meth:`lengths`. Every
-storage access goes through :meth:`_put` (writes) and :meth:`_take` (the gather): a storage dtype
-other than the compute dtype (bfloat16/float8/int8 with per-token, per-head scales) would
-quantize in ``_put`` and dequantize in ``_take``, and nowhere else. A snapshot of the root
-contexts (export/import) is the root rows plus ``table[:, ROOT_NODE]``, ``last_position[:, 0]``,
-``length[:, 0]`` and ``root_keys``, written back through the same path as :meth:`write_roots`.
+:meth:`write_roots`, :meth:`write_children`, :meth:`write_fallbacks`, :meth:`import_roots` and
+:meth:`clear`, and it is read through :meth:`gather`, :meth:`live_mask`, :meth:`has_root`,
+:meth:`lengths` and :meth:`export_roots`. Every storage access goes through :meth:`_put`
+(writes) and :meth:`_take` (the gather), over a :class:`~zerokv.cache.storage.KVStorage`: a
+storage dtype other than the compute dtype (bfloat16, float8_e4m3fn or int8 with per-token,
+per-head scales) quantizes there and dequantizes there, and nowhere else; the gathered buffer is
+always in the compute dtype. float32 storage of a float32 model (and bfloat16 of a bfloat16 one)
+stores exactly what was computed.
+
+Snapshots. :meth:`export_roots` copies the live roots' rows in their *stored* form, with their
+lengths, newest positions and keys (a root's table row follows from its length, as
+:meth:`write_roots` lays it out); :meth:`import_roots` writes them back through the same
+bookkeeping as :meth:`write_roots`, without a second rounding.
 """
 
 from __future__ import annotations
@@ -43,13 +49,19 @@ import numpy as np
 import torch
 
 from zerokv.cache.stats import CacheStats
-from zerokv.checks import check_positive_int
+from zerokv.cache.storage import KV_STORAGE_DTYPES, KVStorage, Quantized
+from zerokv.checks import check_choice, check_positive_int
 
-__all__ = ["NO_TOKEN", "ROOT_NODE", "Gathered", "PagedArena"]
+__all__ = ["NO_TOKEN", "ROOT_NODE", "Gathered", "PagedArena", "RootRows"]
 
 NO_TOKEN = -1  # table entry of a padding slot
 ROOT_NODE = 0  # node id of every tree's root
 NO_GENERATION = -1  # node_generation of a node never written
+KEPT_NEW_TOKENS = 2
+"""Gather buffers (and dequantization staging) are kept for reuse only for batches of at most this
+many new tokens — the shapes a search repeats every call. A history pass's (one per reanalysis
+chunk, up to 2·root_history_steps − 1 new tokens) is allocated for its call and freed after: at 2,048
+roots of the atari config it would hold ~0.5 GB in float32."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,20 +83,46 @@ class Gathered:
     lengths: np.ndarray
 
 
+@dataclass(frozen=True, slots=True)
+class RootRows:
+    """Root contexts of n envs, in the arena's stored form (what :meth:`PagedArena.export_roots` gives).
+
+    envs:    ``(n,)`` int64 env ids
+    keys:    n root keys (what :meth:`PagedArena.has_root` compares)
+    lengths: ``(n,)`` int64 real tokens in each window (≤ W, right-aligned)
+    last:    ``(n,)`` int64 absolute position of each window's newest token
+    stored:  payload ``(L, 2, H, n·W, hd)`` in the storage dtype (env i's window is rows
+             ``i·W … i·W + W − 1``, oldest first), scale ``(L, 2, H, n·W)`` or None
+    """
+
+    envs: np.ndarray
+    keys: list
+    lengths: np.ndarray
+    last: np.ndarray
+    stored: Quantized
+
+
 class PagedArena:
     """Keys and values of one search's nodes for ``env_num`` envs (see the module docstring)."""
 
     def __init__(
         self, env_num: int, num_simulations: int, window: int, num_layers: int, num_heads: int,
         head_dim: int, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+        storage: str | None = None,
     ) -> None:
+        """``dtype``: the compute dtype (what :meth:`gather` returns and writes take); ``storage``:
+        a :data:`~zerokv.cache.storage.KV_STORAGE_DTYPES` name, None for the compute dtype's own."""
         for name, value in (("env_num", env_num), ("num_simulations", num_simulations), ("window", window),
                             ("num_layers", num_layers), ("num_heads", num_heads), ("head_dim", head_dim)):
             check_positive_int(name, value, owner="PagedArena")
+        if storage is None:
+            storage = next((n for n, d in KV_STORAGE_DTYPES.items() if d == dtype), str(dtype))
+        check_choice("storage", storage, KV_STORAGE_DTYPES, owner="PagedArena")
         self.env_num, self.num_simulations, self.window = env_num, num_simulations, window
         self.root_rows = env_num * window
         self.rows = self.root_rows + 2 * env_num * num_simulations
-        self._kv = torch.zeros(num_layers, 2, num_heads, self.rows, head_dim, device=device, dtype=dtype)
+        self.dtype = dtype
+        self._storage = KVStorage((num_layers, 2, num_heads, self.rows, head_dim), storage, dtype, device)
         nodes = num_simulations + 1
         # Tables live on the host: bookkeeping is numpy (µs per op), and only the gather index of a
         # batch travels to the device — a host→device copy, never a device→host synchronisation.
@@ -99,8 +137,19 @@ class PagedArena:
 
     @property
     def kv(self) -> torch.Tensor:
-        """The storage ``(L, 2, H, rows, hd)``, for reading (write through the named operations)."""
-        return self._kv
+        """The stored rows ``(L, 2, H, rows, hd)`` in the storage dtype, for reading (write through
+        the named operations; a scaled format's scales are :attr:`scale`)."""
+        return self._storage.payload
+
+    @property
+    def scale(self) -> torch.Tensor | None:
+        """Per-(token, head) scales ``(L, 2, H, rows)`` of a scaled storage dtype, else None."""
+        return self._storage.scale
+
+    @property
+    def storage(self) -> str:
+        """The storage dtype's name (see :mod:`zerokv.cache.storage`)."""
+        return self._storage.storage
 
     # ----------------------------------------------------------------------- reads
     def live_mask(self, envs: np.ndarray, nodes: np.ndarray) -> np.ndarray:
@@ -118,8 +167,8 @@ class PagedArena:
     def gather(self, envs: np.ndarray, nodes: np.ndarray, new_tokens: int) -> Gathered:
         """Every row's visible past, in one gather through the node table (``envs[i] < 0``: none).
 
-        The buffer is reused across calls of the same shape: valid until the next gather of that
-        shape.
+        The buffer of a search shape (``new_tokens <= KEPT_NEW_TOKENS``) is reused across calls of
+        that shape: valid until the next gather of that shape.
         """
         b, w = len(envs), self.window
         none = envs < 0
@@ -133,8 +182,8 @@ class PagedArena:
         rows = np.zeros((b, w + new_tokens), np.int64)  # new-token slots gather row 0: placeholders
         rows[:, :w] = np.maximum(idx, 0)
         buf = self._buffer(b, new_tokens)
-        self._take(rows.reshape(-1), buf.flatten(3, 4))
-        dev = self._kv.device
+        self._take(rows.reshape(-1), buf.flatten(3, 4), keep=new_tokens <= KEPT_NEW_TOKENS)
+        dev = self._storage.payload.device
         return Gathered(buf, torch.from_numpy(positions).to(dev), torch.from_numpy(valid).to(dev), last,
                         np.where(none, 0, self.length[e, n]))
 
@@ -146,14 +195,9 @@ class PagedArena:
 
         Each root starts a new generation of its env: the previous search's nodes retire.
         """
-        w = self.window
         self._check_envs(envs)
-        rows = envs[:, None] * w + np.arange(w)  # (B, W): the envs' root rows
-        self._put(rows.reshape(-1), window.flatten(3, 4))
-        self.table[envs, ROOT_NODE] = np.where(np.arange(w) >= w - lengths[:, None], rows, NO_TOKEN)
-        self.last_position[envs, ROOT_NODE] = last
-        for env, key, length in zip(envs.tolist(), keys, lengths.tolist(), strict=True):
-            self._start_root(env, key, length)
+        self._put(self._root_rows(envs).reshape(-1), window.flatten(3, 4))
+        self._set_roots(envs, keys, lengths, last)
 
     def write_children(self, envs: np.ndarray, children: np.ndarray, parents: np.ndarray,
                        tokens: torch.Tensor, last: np.ndarray) -> None:
@@ -194,24 +238,71 @@ class PagedArena:
         self.live[:] = 0
         self.root_keys = [None] * self.env_num
 
+    # ------------------------------------------------------------------- snapshots
+    def export_roots(self, envs: np.ndarray) -> RootRows:
+        """Copies of the live roots of ``envs`` (their windows' rows in the stored form)."""
+        envs = np.asarray(envs, np.int64).reshape(-1)
+        self._check_envs(envs)
+        dead = envs[~self.live_mask(envs, np.full_like(envs, ROOT_NODE))]
+        if dead.size:
+            raise ValueError(f"PagedArena.export_roots: env {int(dead[0])} has no live root")
+        return RootRows(envs, [self.root_keys[e] for e in envs.tolist()], self.length[envs, ROOT_NODE].copy(),
+                        self.last_position[envs, ROOT_NODE].copy(),
+                        self._storage.export_rows(self._root_rows(envs).reshape(-1)))
+
+    def import_roots(self, roots: RootRows) -> None:
+        """Write exported roots back, bit for bit, as :meth:`write_roots` would store them (each
+        starts a new generation of its env); the other envs are left as they are."""
+        envs = np.asarray(roots.envs, np.int64)
+        self._check_envs(envs)
+        lengths = np.asarray(roots.lengths, np.int64)
+        if len(roots.keys) != len(envs) or lengths.shape != envs.shape or np.shape(roots.last) != envs.shape:
+            raise ValueError(f"PagedArena.import_roots: {len(envs)} envs, {len(roots.keys)} keys, "
+                             f"{lengths.shape[0]} lengths, {np.shape(roots.last)[0]} positions")
+        if envs.size and (lengths.min() < 1 or lengths.max() > self.window):
+            raise ValueError(f"PagedArena.import_roots: window lengths {lengths.tolist()} outside [1, {self.window}]")
+        self._storage.import_rows(self._root_rows(envs).reshape(-1), roots.stored)
+        self._set_roots(envs, roots.keys, lengths, np.asarray(roots.last, np.int64))
+
+    def _root_rows(self, envs: np.ndarray) -> np.ndarray:
+        """``(n, W)``: the rows of each env's root window, oldest first."""
+        return envs[:, None] * self.window + np.arange(self.window)
+
+    def _set_roots(self, envs: np.ndarray, keys: list, lengths: np.ndarray, last: np.ndarray) -> None:
+        """Tables of new roots whose windows are stored: the last ``lengths[i]`` of env ``envs[i]``'s rows."""
+        w = self.window
+        self.table[envs, ROOT_NODE] = np.where(np.arange(w) >= w - lengths[:, None], self._root_rows(envs), NO_TOKEN)
+        self.last_position[envs, ROOT_NODE] = last
+        for env, key, length in zip(envs.tolist(), keys, lengths.tolist(), strict=True):
+            self._start_root(env, key, length)
+
     # ------------------------------------------------------- storage: the only accesses
     def _put(self, rows: np.ndarray, values: torch.Tensor) -> None:
-        """Store ``values (L, 2, H, len(rows), hd)`` at token ``rows`` (compute dtype → storage)."""
-        index = torch.from_numpy(np.ascontiguousarray(rows, np.int64)).to(self._kv.device)
-        self._kv.index_copy_(3, index, values.to(self._kv.dtype))
+        """Store ``values (L, 2, H, len(rows), hd)`` at token ``rows`` (compute dtype → storage: the
+        only quantization)."""
+        index = torch.from_numpy(np.ascontiguousarray(rows, np.int64)).to(self._storage.payload.device)
+        self._storage.put(index, values.to(self.dtype))
 
-    def _take(self, rows: np.ndarray, out: torch.Tensor) -> None:
-        """Fill ``out (L, 2, H, len(rows), hd)`` with token ``rows`` (storage → compute dtype)."""
-        index = torch.from_numpy(rows).to(self._kv.device)
-        torch.index_select(self._kv, 3, index, out=out)
+    def _take(self, rows: np.ndarray, out: torch.Tensor, *, keep: bool) -> None:
+        """Fill ``out (L, 2, H, len(rows), hd)`` with token ``rows`` (storage → compute dtype: the
+        only dequantization); ``keep``: keep the staging buffer for the next call of this size."""
+        self._storage.take(torch.from_numpy(rows).to(self._storage.payload.device), out, keep=keep)
 
     def _buffer(self, b: int, new_tokens: int) -> torch.Tensor:
         key = (b, new_tokens)
-        if key not in self._buffers:
-            layers, _, heads, _, hd = self._kv.shape
-            shape = (layers, 2, heads, b, self.window + new_tokens, hd)
-            self._buffers[key] = torch.zeros(shape, device=self._kv.device, dtype=self._kv.dtype)
-        return self._buffers[key]
+        if key in self._buffers:
+            return self._buffers[key]
+        layers, _, heads, _, hd = self._storage.payload.shape
+        shape = (layers, 2, heads, b, self.window + new_tokens, hd)
+        buf = torch.zeros(shape, device=self._storage.payload.device, dtype=self.dtype)
+        if new_tokens <= KEPT_NEW_TOKENS:
+            self._buffers[key] = buf
+        return buf
+
+    @property
+    def buffer_nbytes(self) -> int:
+        """Bytes of the gather buffers and dequantization staging kept for reuse (not in :attr:`nbytes`)."""
+        return sum(b.numel() * b.element_size() for b in self._buffers.values()) + self._storage.staging_nbytes
 
     # -------------------------------------------------------------------- lifecycle
     def _start_root(self, env_id: int, key, length: int) -> None:
@@ -260,13 +351,14 @@ class PagedArena:
 
     @property
     def nbytes(self) -> int:
-        """Bytes allocated by the arena (keys, values and tables)."""
-        return self._kv.numel() * self._kv.element_size() + self.table.nbytes + self.last_position.nbytes
+        """Bytes allocated by the arena (keys, values, their scales and the tables)."""
+        return self._storage.nbytes + self.table.nbytes + self.last_position.nbytes
 
     @property
     def node_bytes(self) -> int:
-        """Bytes one search node stores: the keys and values of its two tokens, every layer."""
-        return 2 * (self._kv.numel() // self.rows) * self._kv.element_size()
+        """Bytes one search node stores: the keys and values of its two tokens, every layer (with
+        their scales in a scaled storage dtype)."""
+        return 2 * self._storage.token_bytes
 
     def check_invariants(self) -> None:
         """Assert the invariant of the module docstring (tests call it after every operation)."""

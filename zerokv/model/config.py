@@ -8,6 +8,7 @@ from typing import Literal, get_args
 import torch
 
 from zerokv.cache.pool import EvictionStrategy
+from zerokv.cache.storage import KV_STORAGE_DTYPES
 from zerokv.checks import check_bool, check_choice, check_float, check_positive_int
 
 CacheBackend = Literal["none", "legacy", "manager", "paged"]
@@ -98,6 +99,16 @@ class WorldModelConfig:
     InferenceOutput field is float32 whatever the dtype. A bfloat16 model is not trained:
     ``forward_sequence`` refuses; train a float32 model and copy its weights with
     ``WorldModel.load_weights_from``."""
+    kv_storage_dtype: str | None = None
+    """Dtype the paged arena stores keys and values in: None (the model's ``dtype``: exact),
+    "float32", "bfloat16", "float8_e4m3fn" or "int8" (the last two with one bfloat16 scale per
+    token and head; :mod:`zerokv.cache.storage` states each one's error bound). Writes quantize,
+    the gather dequantizes; compute stays in ``dtype``. A storage dtype narrower than ``dtype`` is
+    **lossy: the cache is then not exact by design** — outputs differ from the "none" reference by
+    the storage rounding carried through the layers (`zerokv bench --storage-dtypes` measures it),
+    so ``cache_validation_mode`` refuses it. Only the "paged" backend has a storage dtype of its own
+    (the others store in ``dtype``). For wide reanalysis: int8 takes 3.9× less arena memory than
+    float32 at the atari config (3.8× at `small`)."""
 
     def __post_init__(self) -> None:
         self.observation_shape = tuple(int(d) for d in self.observation_shape)
@@ -145,6 +156,25 @@ class WorldModelConfig:
         check_choice("cache_backend", self.cache_backend, CACHE_BACKENDS)
         self.eviction_strategy = EvictionStrategy.parse(self.eviction_strategy).value
         check_choice("dtype", self.dtype, DTYPES)
+        self._check_kv_storage()
+
+    def _check_kv_storage(self) -> None:
+        if self.kv_storage_dtype is None:
+            return
+        check_choice("kv_storage_dtype", self.kv_storage_dtype, KV_STORAGE_DTYPES)
+        if self.kv_storage_dtype != self.dtype and self.cache_backend != "paged":
+            raise ValueError(
+                f"kv_storage_dtype={self.kv_storage_dtype!r} with cache_backend={self.cache_backend!r}: only "
+                f"cache_backend='paged' stores keys and values in a dtype other than the model's "
+                f"(dtype={self.dtype!r}); use 'paged' or kv_storage_dtype=None"
+            )
+        if self.cache_validation_mode and self.kv_storage_is_lossy:
+            raise ValueError(
+                f"cache_validation_mode=True with kv_storage_dtype={self.kv_storage_dtype!r}: validation checks "
+                f"that the cache is exact (to validation_atol), and a {self.kv_storage_dtype} store is lossy by "
+                "design; validate with kv_storage_dtype=None and measure the storage's effect with "
+                "`zerokv bench --storage-dtypes`"
+            )
 
     def check_same_architecture(self, other: WorldModelConfig) -> None:
         """Raise naming the first :data:`ARCHITECTURE` field in which ``other`` differs: two models
@@ -162,6 +192,16 @@ class WorldModelConfig:
     def torch_dtype(self) -> torch.dtype:
         """The torch dtype named by :attr:`dtype`."""
         return DTYPES[self.dtype]
+
+    @property
+    def kv_storage(self) -> str:
+        """The storage dtype the paged arena uses: :attr:`kv_storage_dtype`, or :attr:`dtype` if None."""
+        return self.dtype if self.kv_storage_dtype is None else self.kv_storage_dtype
+
+    @property
+    def kv_storage_is_lossy(self) -> bool:
+        """True when the storage dtype rounds what the model computes (narrower than :attr:`dtype`)."""
+        return self.kv_storage not in ("float32", self.dtype)
 
     @property
     def obs_is_image(self) -> bool:

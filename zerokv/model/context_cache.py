@@ -22,8 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from zerokv.cache.paged import RootRows
 from zerokv.model.backends import make_backend
-from zerokv.model.backends.protocol import ContextBackend, ContextBatch
+from zerokv.model.backends.protocol import ContextBackend, ContextBatch, RootSnapshots
 from zerokv.model.config import WorldModelConfig
 from zerokv.model.context import CacheWork, KeyHash
 from zerokv.model.inputs import NO_ACTION
@@ -56,6 +57,21 @@ class CacheReport:
     size: int
     nbytes: int
     summary: dict
+
+
+@dataclass(frozen=True, slots=True)
+class RootState:
+    """What the next root call of a world model needs of its cache (a snapshot's content).
+
+    keys:  ``env_num`` entries: each env's latest root key (None: no history; an env with a key but
+           no stored context continues as a counted fallback, as it would have)
+    roots: the stored root contexts of the envs whose key finds one (:class:`RootRows`)
+    epoch: the search epoch of the content keys (restored so that no later key repeats one)
+    """
+
+    keys: list
+    roots: RootRows
+    epoch: int
 
 
 class ContextCache:
@@ -152,6 +168,32 @@ class ContextCache:
         self.backend.clear()
         self.keys_values_wm_list.clear()
         self.keys_values_wm_size_list.clear()
+
+    # ------------------------------------------------------------------- snapshots
+    def export_state(self) -> RootState:
+        """Each env's root key and every root context the next root call would find."""
+        backend = self._snapshots("save")
+        envs = list(range(self.cfg.env_num))
+        found = backend.lookup_roots(envs, self.root_keys)
+        with_context = np.array([e for e in envs if found[e] is not None], np.int64)
+        return RootState(list(self.root_keys), backend.export_roots(with_context), self.epoch)
+
+    def import_state(self, state: RootState) -> None:
+        """Drop every stored past, then restore ``state``'s roots and keys (a new search follows)."""
+        backend = self._snapshots("load")
+        if len(state.keys) != self.cfg.env_num:
+            raise ValueError(f"{len(state.keys)} root keys for env_num={self.cfg.env_num}")
+        self.clear()
+        backend.import_roots(state.roots)
+        self.root_keys = list(state.keys)
+        self.epoch = max(self.epoch, state.epoch)
+
+    def _snapshots(self, verb: str) -> RootSnapshots:
+        if not isinstance(self.backend, RootSnapshots):
+            raise ValueError(f"cannot {verb} cache snapshots with cache_backend={self.backend.name!r}: only "
+                             "cache_backend='paged' (without cache_validation_mode) can copy its root contexts out "
+                             "and back exactly")
+        return self.backend
 
     def report(self) -> CacheReport:
         store = self.backend.store

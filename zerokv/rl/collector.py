@@ -21,8 +21,10 @@ env's root context — the learner sees an episode end — while the game itself
 from __future__ import annotations
 
 import json
+import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -36,8 +38,15 @@ from zerokv.rl.envs import (
     replay_actions,
 )
 from zerokv.rl.observations import observations_as_float
-from zerokv.rl.replay import GameSegment, ReplayBuffer
+from zerokv.rl.replay import GameSegment
 from zerokv.search import SearchConfig, SearchOutput, plan
+
+
+class SegmentSink(Protocol):
+    """Where finished segments go: a `ReplayBuffer`, or a collector actor's outbox."""
+
+    def add(self, segment: GameSegment) -> None: ...
+
 
 NO_LIVES = -1
 """`EnvTrack.lives` of an env that reports no lives (non-Atari): life loss never fires."""
@@ -75,11 +84,15 @@ class StepResult:
     finished_returns: list[float]
     """Raw returns of the episodes that ended in this step."""
     search: SearchOutput
+    search_seconds: float = 0.0
+    """Wall time of the step's search (``plan``: initial inference and MCTS)."""
+    env_seconds: float = 0.0
+    """Wall time of the step's env stepping and resets."""
 
 
 class Collector:
     def __init__(
-        self, env_id: str, num_envs: int, world_model, replay: ReplayBuffer, *, search: SearchConfig,
+        self, env_id: str, num_envs: int, world_model, replay: SegmentSink, *, search: SearchConfig,
         seed: int, segment_length: int, history_steps: int, keep_root_context: bool,
         env_options: EnvOptions = DEFAULT_ENV_OPTIONS, clip_rewards: bool = False, terminal_on_life_loss: bool = False,
         vector_env: VectorEnvMode = "sync",
@@ -88,6 +101,8 @@ class Collector:
         self.world_model, self.replay, self.search = world_model, replay, search
         self.segment_length, self.history_steps = segment_length, history_steps
         self.keep_root_context = keep_root_context
+        self.weights_version = 0
+        """Version of the searching model's weights, stamped on each segment at its first step."""
         self.clip_rewards, self.terminal_on_life_loss = clip_rewards, terminal_on_life_loss
         self.envs = make_vector_env(env_id, num_envs, seed, options=env_options, mode=vector_env)
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
@@ -125,6 +140,7 @@ class Collector:
     def step(self, temperature: float) -> StepResult:
         """One search over all envs, one env step each; completed segments go to the replay buffer."""
         last = [t.pending_action for t in self.tracks]
+        t_search = time.perf_counter()
         model_obs = observations_as_float(self.obs, self.world_model.config.device)
         out = plan(self.world_model, model_obs, config=self.search, rng=self.rng, last_actions=last,
                    add_noise=True, temperature=temperature)
@@ -135,13 +151,17 @@ class Collector:
                 t.segment, t.cut_pending = self._new_segment(), False
             t.history_obs.append(self.obs[i].copy())
         actions = out.action
+        t_env = time.perf_counter()
         next_obs, rewards, terminated, truncated, info = self.envs.step(actions)
+        env_seconds = time.perf_counter() - t_env
         stored = np.sign(rewards) if self.clip_rewards else rewards
         lives = _lives(info, self.num_envs)
         finished = []
         done = np.logical_or(terminated, truncated)
         for i, t in enumerate(self.tracks):
             a = int(actions[i])
+            if not len(t.segment):
+                t.segment.weights_version = self.weights_version
             t.segment.append(self.obs[i], a, float(stored[i]), float(out.root_value[i]), out.search_policy[i])
             t.episode_actions.append(a)
             t.episode_return += float(rewards[i])
@@ -164,8 +184,10 @@ class Collector:
                 t.cut_pending = True
             self.obs[i] = next_obs[i]
         if done.any():
+            t_reset = time.perf_counter()
             self._reset(done)
-        return StepResult(finished, out)
+            env_seconds += time.perf_counter() - t_reset
+        return StepResult(finished, out, search_seconds=t_env - t_search, env_seconds=env_seconds)
 
     def rebuild_contexts(self) -> None:
         """After a weight update (caches cleared): rebuild each env's root context, or not."""

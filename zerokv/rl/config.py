@@ -208,6 +208,28 @@ class TrainConfig:
     """Write a replay snapshot with every checkpoint (only the newest is kept), so --resume
     continues exactly; without one, a resumed run refills replay by collecting."""
 
+    # --- collectors on Ray (zerokv[ray]; the learner and replay stay in this process, on --device)
+    collectors: int = 0
+    """Collector actors, each with its own --num-envs envs, search model and caches, searching
+    while this process learns (0: collect in this process, as always; Ray is never imported)."""
+    weight_sync_every: int = 1
+    """Learner updates between weight publications (one ray.put each, made when a collector's
+    next call is sent); a collector takes the newest at the start of a call, clears its caches and
+    rebuilds its root contexts."""
+    collector_queue: int = 1
+    """Calls queued per collector behind the running one: 1 keeps it searching while the learner
+    trains, for one call more of policy lag; 0: each collector waits for the learner."""
+    collector_cpus: float = 1.0
+    """CPUs each collector actor asks Ray for (its torch threads: that, rounded down, at least 1)."""
+    collector_gpus: float = 0.0
+    """GPUs each collector actor asks Ray for; more than 0 searches on cuda."""
+    collector_restarts: int = 3
+    """Times Ray restarts a collector whose process died (its calls are retried); then the run fails."""
+    collector_timeout: float = 300.0
+    """Seconds without a result from a collector before the run fails, naming it."""
+    ray_address: str | None = None
+    """Join this Ray cluster ("auto" or HOST:PORT); None starts a local one bound to 127.0.0.1."""
+
     def __post_init__(self) -> None:
         """Every field is checked here, before anything runs: a bad value fails at construction
         (the command line, a config file, a checkpoint's config), never mid-run."""
@@ -252,6 +274,7 @@ class TrainConfig:
         self._check_model_fields()
         self._check_run_fields()
         check_choice("learner_dtype", self.learner_dtype, DTYPES)
+        self._check_collector_fields()
 
     def _check_model_fields(self) -> None:
         """The model's fields together (heads dividing embed_dim, an even context, the cache
@@ -283,6 +306,18 @@ class TrainConfig:
             raise ValueError(f"terminal_on_life_loss=True needs an Atari env with lives; env={self.env!r} is not one")
         if self.overwrite and self.resume:
             raise ValueError("resume=True and overwrite=True: choose one (continue the run in --out, or delete it)")
+
+    def _check_collector_fields(self) -> None:
+        """Checks of the Ray collectors' fields (checked even with collectors=0)."""
+        check_int("collectors", self.collectors, low=0, note=" (0: collect in this process)")
+        check_positive_int("weight_sync_every", self.weight_sync_every)
+        check_int("collector_queue", self.collector_queue, low=0)
+        check_int("collector_restarts", self.collector_restarts, low=0)
+        for name in ("collector_cpus", "collector_gpus"):
+            check_float(name, getattr(self, name), low=0.0)
+        check_float("collector_timeout", self.collector_timeout, low=0.0, low_open=True)
+        if self.ray_address is not None and (not isinstance(self.ray_address, str) or not self.ray_address):
+            raise ValueError(f"ray_address={self.ray_address!r}; must be \"auto\", HOST:PORT or None (a local cluster)")
 
     @property
     def iteration_env_steps(self) -> int:

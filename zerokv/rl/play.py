@@ -181,7 +181,7 @@ def evaluate_policy(args: EvalArgs) -> dict:
     import torch
 
     from zerokv.rl.evaluator import evaluate_episodes
-    from zerokv.rl.trainer import env_options, search_config
+    from zerokv.rl.factory import env_options, search_config
     from zerokv.version import __version__
 
     torch.set_num_threads(args.threads)
@@ -222,8 +222,8 @@ def enjoy(args: EnjoyArgs) -> list[float]:
 
     from zerokv.model.world_model import NO_ACTION, WorldModel
     from zerokv.rl.envs import make_env
+    from zerokv.rl.factory import env_options, search_config
     from zerokv.rl.observations import observations_as_float
-    from zerokv.rl.trainer import env_options, search_config
     from zerokv.search import plan
 
     torch.set_num_threads(args.threads)

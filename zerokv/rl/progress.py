@@ -30,8 +30,11 @@ CSV_FIELDS = ["env_steps", "iteration", "temperature", "return/train", "return/e
               "loss/total", "loss/latent", "loss/reward", "loss/value", "loss/policy", "loss/entropy",
               "loss/grad_norm", "cache/hit_rate", "cache/evictions", "cache/fallbacks", "cache/misses",
               "speed/sims_per_s", "speed/env_steps_per_s", "reanalyze/roots_per_s", "reanalyze/policy_tv",
-              "replay/steps", "replay/bytes"]
-"""Columns of progress.csv (TensorBoard and W&B get every key of a row)."""
+              "replay/steps", "replay/bytes", "policy_lag", "speed/updates_per_s",
+              "time/search_s", "time/env_s", "time/learner_s", "time/iteration_s"]
+"""Columns of progress.csv (TensorBoard and W&B get every key of a row). `policy_lag`: learner
+updates minus the weights version the iteration's new segments were collected with, on arrival.
+`time/*`: seconds of the iteration spent searching, stepping envs and updating, and in all."""
 FINAL_PREFIX = "final/"
 """Tag prefix of the final evaluation's scalars (the hparams entry's metrics)."""
 
@@ -48,17 +51,25 @@ class Tracking:
 
 class ProgressLog:
     """Appends rows to `out/progress.csv`, `out/tb/` and W&B (with `tracking`), continuing at
-    `env_steps`; `config` (the resolved config) is logged once, at the start."""
+    `env_steps`; `config` (the resolved config) is logged once, at the start.
 
-    def __init__(self, out: Path, env_steps: int, *, config: dict, tracking: Tracking | None = None) -> None:
+    A new CSV gets the columns `CSV_FIELDS + extra_fields`; rows appended to an existing one keep
+    its header's columns (a run resumed by a zerokv with more columns stays aligned)."""
+
+    def __init__(self, out: Path, env_steps: int, extra_fields: tuple[str, ...] = (), *, config: dict,
+                 tracking: Tracking | None = None) -> None:
         self.config = config
         self.wandb_run = _start_wandb(out, config, tracking) if tracking is not None else None
         self.writer = SummaryWriter(str(out / "tb"), purge_step=env_steps or None)
         self.writer.add_text("config", config_table(config), env_steps)
         self.csv_path = out / "progress.csv"
-        self.csv_file = self.csv_path.open("a", newline="")
-        self.csv = csv.DictWriter(self.csv_file, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        if self.csv_path.stat().st_size == 0:
+        self.csv_file = self.csv_path.open("a+", newline="")
+        self.csv_file.seek(0)
+        header = next(csv.reader(self.csv_file), None)
+        self.csv_file.seek(0, os.SEEK_END)
+        self.csv = csv.DictWriter(self.csv_file, fieldnames=header or CSV_FIELDS + list(extra_fields),
+                                  extrasaction="ignore")
+        if header is None:
             self.csv.writeheader()
         self.env_steps = env_steps
 

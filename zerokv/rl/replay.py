@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import DTypeLike
 
+from zerokv.checks import check_float, check_int, check_positive_int
 from zerokv.rl.segment import GameSegment, Step, n_step_bootstrap, n_step_value_targets
 
 __all__ = ["Batch", "GameSegment", "Histories", "Positions", "ReplayBuffer", "ReplayContents",
@@ -92,6 +93,8 @@ class SegmentTable:
     """`[S]` bool."""
     bootstrap_values: np.ndarray
     """`[S]` float32 value of the state after each segment's last step (0 when terminated)."""
+    weights_versions: np.ndarray
+    """`[S]` int64 version of the weights each segment was collected with (`GameSegment`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +114,7 @@ class _Segment:
     length: int
     terminated: bool
     bootstrap_value: float
+    weights_version: int
 
 
 class ReplayBuffer:
@@ -147,16 +151,11 @@ class ReplayBuffer:
         discount: float = 0.997,
         seed: int = 0,
     ) -> None:
-        if capacity_steps < 1:
-            raise ValueError(f"capacity_steps={capacity_steps} must be >= 1")
-        if action_space_size < 1:
-            raise ValueError(f"action_space_size={action_space_size} must be >= 1")
-        if unroll_steps < 0:
-            raise ValueError(f"unroll_steps={unroll_steps} must be >= 0")
-        if td_steps < 1:
-            raise ValueError(f"td_steps={td_steps} must be >= 1")
-        if not 0.0 <= discount <= 1.0:
-            raise ValueError(f"discount={discount} must lie in [0, 1]")
+        for name, value in (("capacity_steps", capacity_steps), ("action_space_size", action_space_size),
+                            ("td_steps", td_steps)):
+            check_positive_int(name, value, owner="ReplayBuffer")
+        check_int("unroll_steps", unroll_steps, low=0, owner="ReplayBuffer")
+        check_float("discount", discount, low=0.0, high=1.0, owner="ReplayBuffer")
         self.capacity_steps = capacity_steps
         self.observation_shape = tuple(observation_shape)
         self.observation_dtype = np.dtype(observation_dtype)
@@ -216,7 +215,8 @@ class ReplayBuffer:
                              ("policies", segment.policies)):
             self._write(getattr(self, f"_{name}"), start, values)
         self._derive(start, length, segment.rewards, segment.bootstrap_value)
-        self._segments.append(_Segment(start, length, segment.terminated, segment.bootstrap_value))
+        self._segments.append(_Segment(start, length, segment.terminated, segment.bootstrap_value,
+                                       segment.weights_version))
         self._num_steps += length
         self._tail = (start + length) % self.capacity_steps
 
@@ -339,7 +339,8 @@ class ReplayBuffer:
         segs = self._segments
         return SegmentTable(np.array([s.length for s in segs], np.int64),
                             np.array([s.terminated for s in segs], bool),
-                            np.array([s.bootstrap_value for s in segs], np.float32))
+                            np.array([s.bootstrap_value for s in segs], np.float32),
+                            np.array([s.weights_version for s in segs], np.int64))
 
     def load_contents(self, segments: SegmentTable, fill: Callable[[str, np.ndarray], None]) -> None:
         """Replaces the contents: `segments` oldest first, laid out from slot 0; `fill(name,
@@ -355,11 +356,12 @@ class ReplayBuffer:
         for name in SNAPSHOT_FIELDS:
             fill(name, getattr(self, f"_{name}")[:total])
         start = 0
-        for length, terminated, bootstrap in zip(lengths.tolist(), segments.terminated.tolist(),
-                                                 segments.bootstrap_values.tolist(), strict=True):
+        for length, terminated, bootstrap, version in zip(
+                lengths.tolist(), segments.terminated.tolist(), segments.bootstrap_values.tolist(),
+                segments.weights_versions.tolist(), strict=True):
             bootstrap = 0.0 if terminated else float(bootstrap)
             self._derive(start, length, self._rewards[start:start + length], bootstrap)
-            self._segments.append(_Segment(start, length, bool(terminated), bootstrap))
+            self._segments.append(_Segment(start, length, bool(terminated), bootstrap, int(version)))
             start += length
         self._num_steps = total
         self._tail = total % self.capacity_steps

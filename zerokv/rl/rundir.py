@@ -37,10 +37,11 @@ RUN_ENTRIES = ("checkpoints", "tb", "progress.csv", "config.json", "best.pt", "w
 `curve.png` from `zerokv plot RUN_DIR`."""
 RESUMABLE_FIELDS = ("total_env_steps", "eval_every", "eval_episodes", "eval_max_steps", "stop_return",
                     "checkpoint_every", "keep_checkpoints", "save_replay", "threads", "progress", "vector_env",
-                    "track", "wandb_project", "wandb_entity")
+                    "track", "wandb_project", "wandb_entity",
+                    "ray_address", "collector_cpus", "collector_gpus", "collector_restarts", "collector_timeout")
 """Flags that may differ from the saved config on --resume: budgets, evaluation and checkpoint
-schedules, threads, how envs are stepped, the progress bar and tracking. None of them changes
-what the run learns."""
+schedules, threads, how envs are stepped, the progress bar, tracking, and where and how the
+collectors run (not how many). None of them changes what the run learns."""
 _NOT_COMPARED = ("resume", "config", "preset", "out", "overwrite")
 """How this invocation was made, not what the run is."""
 

@@ -43,10 +43,15 @@ class GameSegment:
     `observation_dtype`, `actions [T]` int64, `rewards [T]` float32, `root_values [T]` float32,
     `policies [T, A]` float32, `terminated`, and `bootstrap_value`: the value of the state after
     step T-1 (0.0 when terminated), rounded to float32.
+
+    `weights_version` is the version of the weights that searched its first step (the oldest its
+    steps saw): the learner's update count when they were published. The collector sets it;
+    replay keeps it per segment, so `policy_lag` = learner updates − version can be logged.
     """
 
     __slots__ = ("observation_shape", "observation_dtype", "action_space_size", "obs", "actions",
-                 "rewards", "root_values", "policies", "terminated", "bootstrap_value", "closed", "_steps")
+                 "rewards", "root_values", "policies", "terminated", "bootstrap_value", "closed",
+                 "weights_version", "_steps")
 
     def __init__(self, observation_shape: tuple[int, ...], action_space_size: int,
                  observation_dtype: DTypeLike = np.float32) -> None:
@@ -55,6 +60,7 @@ class GameSegment:
         self.observation_shape = tuple(observation_shape)
         self.observation_dtype = np.dtype(observation_dtype)
         self.action_space_size = action_space_size
+        self.weights_version = 0
         self._steps: list[Step] = []  # appended while open; cleared by close
         self._freeze([], [], [], [], [], terminated=False, bootstrap_value=0.0)
         self.closed = False  # _freeze closes; the empty arrays above only give shapes
@@ -103,10 +109,11 @@ class GameSegment:
     @classmethod
     def from_arrays(
         cls, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, root_values: np.ndarray,
-        policies: np.ndarray, terminated: bool, bootstrap_value: float,
+        policies: np.ndarray, terminated: bool, bootstrap_value: float, weights_version: int = 0,
     ) -> GameSegment:
         """A closed segment from whole arrays shaped as on the class (`obs` keeps its dtype)."""
         seg = cls(tuple(obs.shape[1:]), policies.shape[1], obs.dtype)
+        seg.weights_version = int(weights_version)
         seg._freeze(obs, actions, rewards, root_values, policies, terminated, bootstrap_value)
         return seg
 

@@ -4,7 +4,8 @@ Layout of `replay_{step:09d}/`, beside the training checkpoints:
 
     meta.json             run id, env steps, shapes and dtypes, the SHA-256 of every file below
     obs.npy actions.npy rewards.npy root_values.npy policies.npy    [N, ...] stored steps, oldest first
-    segment_lengths.npy segment_terminated.npy segment_bootstrap.npy [S] the segment table
+    segment_lengths.npy segment_terminated.npy segment_bootstrap.npy segment_weights_version.npy
+                          [S] the segment table (a version-1 snapshot has no weights versions: 0)
 
 `write_snapshot` streams every field from the replay ring's own memory (one or two contiguous
 views, no copy of the buffer) into a hidden temporary directory `.replay_*.tmp`, hashing as it
@@ -38,11 +39,15 @@ from zerokv.rl.replay import ReplayBuffer, SegmentTable
 __all__ = ["SnapshotError", "SnapshotRef", "list_snapshots", "read_snapshot", "snapshot_path",
            "write_snapshot"]
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
+"""2: the segment table records each segment's weights version."""
 _NAME_RE = re.compile(r"replay_(\d{9})")
 _CHUNK = 16 << 20
 """Bytes per write/read call when streaming a field."""
-_SEGMENT_FIELDS = {"segment_lengths": np.int64, "segment_terminated": np.bool_, "segment_bootstrap": np.float32}
+_SEGMENT_FIELDS = {"segment_lengths": np.int64, "segment_terminated": np.bool_, "segment_bootstrap": np.float32,
+                   "segment_weights_version": np.int64}
+_ADDED_IN_2 = "segment_weights_version"
+"""Absent from version-1 snapshots, whose segments read as collected with weights version 0."""
 
 
 class SnapshotError(ValueError):
@@ -89,8 +94,8 @@ def write_snapshot(path: str | os.PathLike[str], replay: ReplayBuffer, *, run_id
         contents = replay.contents()
         files = {name: _write_npy(tmp / f"{name}.npy", views) for name, views in contents.fields.items()}
         table = contents.segments
-        for name, values in zip(_SEGMENT_FIELDS, (table.lengths, table.terminated, table.bootstrap_values),
-                                strict=True):
+        columns = (table.lengths, table.terminated, table.bootstrap_values, table.weights_versions)
+        for name, values in zip(_SEGMENT_FIELDS, columns, strict=True):
             files[name] = _write_npy(tmp / f"{name}.npy", (values,))
         meta = {
             "version": SNAPSHOT_VERSION, "run_id": run_id, "env_steps": int(env_steps),
@@ -176,8 +181,10 @@ def read_snapshot(
         raise SnapshotError(f"replay snapshot {meta_file} fails its SHA-256 check: corrupted or tampered")
     _check_fits(path, meta, replay)
     hashes = meta["sha256"]
-    table = SegmentTable(*(_read_npy(path / f"{name}.npy", hashes.get(name), np.dtype(dtype), None)
-                           for name, dtype in _SEGMENT_FIELDS.items()))
+    columns = {name: _read_npy(path / f"{name}.npy", hashes.get(name), np.dtype(dtype), None)
+               for name, dtype in _SEGMENT_FIELDS.items() if name != _ADDED_IN_2 or meta.get("version", 1) >= 2}
+    columns.setdefault(_ADDED_IN_2, np.zeros(meta["num_segments"], np.int64))
+    table = SegmentTable(*(columns[name] for name in _SEGMENT_FIELDS))
 
     def fill(name: str, view: np.ndarray) -> None:
         _read_npy(path / f"{name}.npy", hashes.get(name), view.dtype, view)

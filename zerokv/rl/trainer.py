@@ -17,23 +17,22 @@ checkpoint ``checkpoints/ckpt_{step}.pt`` (weights, optimizer, counters, RNG sta
 config, and the snapshot's name and hash); then all but the newest ``keep_checkpoints`` training
 checkpoints and every other snapshot are deleted. A crash between the steps leaves a complete
 older pair. The run directory (``zerokv.rl.rundir``) is locked, checked and cleaned before the
-model is built; ``--resume`` runs with the saved config.
+model is built; ``--resume`` runs with the saved config. With ``collectors`` > 0, ``train`` runs
+``zerokv.rl.distributed.DistributedTrainer``: this loop with collection on Ray actors.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from zerokv.model.config import WorldModelConfig
 from zerokv.model.linear import forget_packed_weights
 from zerokv.model.world_model import WorldModel
 from zerokv.rl.checkpoint import (
@@ -46,15 +45,24 @@ from zerokv.rl.checkpoint import (
 )
 from zerokv.rl.collector import Collector
 from zerokv.rl.config import TrainConfig, with_out
-from zerokv.rl.envs import EnvOptions, env_spec, is_atari, registered_sticky_prob
+from zerokv.rl.envs import env_spec
 from zerokv.rl.evaluator import evaluate
+from zerokv.rl.factory import (
+    env_options,
+    make_collector,
+    make_replay,
+    model_config_dict,
+    resolve_env_defaults,
+    search_config,
+    temperature,
+    world_model_config,
+)
 from zerokv.rl.learner import Learner
 from zerokv.rl.observations import observations_as_float
 from zerokv.rl.progress import ProgressLog, Tracking, truncate_progress
-from zerokv.rl.replay import ReplayBuffer
 from zerokv.rl.rundir import RunDir, resume_config
 from zerokv.rl.snapshot import list_snapshots, read_snapshot, snapshot_path, write_snapshot
-from zerokv.search import Reanalyzer, SearchConfig
+from zerokv.search import Reanalyzer
 
 CHECKPOINT_SCHEMA = 2
 """Layout of a training checkpoint's payload; 2: replay in a separate snapshot, no frames."""
@@ -69,49 +77,6 @@ class TrainResult:
     out: Path
     solved_at: int | None = None
     """Env steps at the evaluation that reached the stop return (the run stopped there), if any."""
-
-
-def env_options(cfg: TrainConfig) -> EnvOptions:
-    """The Atari emulator settings of a run."""
-    return EnvOptions(frame_skip=cfg.frame_skip, sticky_action_prob=cfg.sticky_action_prob,
-                      full_action_space=cfg.full_action_space)
-
-
-def resolve_env_defaults(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with its env-dependent None defaults made concrete (so config.json records them):
-    reward clipping and terminal-on-life-loss on for Atari ids, the id's own sticky actions."""
-    atari = is_atari(cfg.env)
-    changes: dict = {}
-    if cfg.clip_rewards is None:
-        changes["clip_rewards"] = atari
-    if cfg.terminal_on_life_loss is None:
-        changes["terminal_on_life_loss"] = atari
-    if atari and cfg.sticky_action_prob is None:
-        changes["sticky_action_prob"] = registered_sticky_prob(cfg.env)
-    return dataclasses.replace(cfg, **changes)
-
-
-def world_model_config(cfg: TrainConfig) -> WorldModelConfig:
-    """The float32 training model's config (the searches may use a copy in ``cfg.search_dtype``)."""
-    spec = env_spec(cfg.env, env_options(cfg))
-    return WorldModelConfig(
-        observation_shape=spec.observation_shape, action_space_size=spec.action_space_size,
-        embed_dim=cfg.embed_dim, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
-        context_length=cfg.context_length, max_tokens=max(cfg.context_length, 2 * (cfg.unroll_steps + 1)),
-        env_num=cfg.num_envs, num_simulations=cfg.num_simulations, support_size=cfg.support_size,
-        device=cfg.device, cache_backend=cfg.cache_backend, use_new_cache_manager=cfg.use_new_cache_manager,
-    )
-
-
-def search_config(cfg: TrainConfig) -> SearchConfig:
-    return SearchConfig(num_simulations=cfg.num_simulations, discount=cfg.discount,
-                        dirichlet_alpha=cfg.dirichlet_alpha, exploration_fraction=cfg.exploration_fraction,
-                        leaves_per_call=cfg.leaves_per_call)
-
-
-def temperature(cfg: TrainConfig, env_steps: int) -> float:
-    frac = min(1.0, env_steps / max(1, cfg.temperature_decay_steps))
-    return cfg.temperature_start + frac * (cfg.temperature_end - cfg.temperature_start)
 
 
 class Trainer:
@@ -152,16 +117,9 @@ class Trainer:
                                fresh_value_targets=cfg.fresh_value_targets, td_steps=cfg.td_steps,
                                dtype=cfg.learner_dtype)
         spec = env_spec(cfg.env, env_options(cfg))
-        self.replay = ReplayBuffer(cfg.replay_capacity, self.model_config.observation_shape,
-                                   self.model_config.action_space_size, observation_dtype=spec.observation_dtype,
-                                   unroll_steps=cfg.unroll_steps, td_steps=cfg.td_steps, discount=cfg.discount,
-                                   seed=cfg.seed)
+        self.replay = make_replay(cfg, self.model_config)
         self.search = search_config(cfg)
-        self.collector = Collector(cfg.env, cfg.num_envs, self.search_model, self.replay, search=self.search,
-                                   seed=cfg.seed, segment_length=cfg.segment_length,
-                                   history_steps=cfg.history_steps, keep_root_context=cfg.keep_root_context,
-                                   env_options=env_options(cfg), clip_rewards=cfg.clip_rewards,
-                                   terminal_on_life_loss=cfg.terminal_on_life_loss, vector_env=cfg.vector_env)
+        self.collector: Collector | None = self._make_collector()
         self.reanalyzer = None
         if cfg.reanalyze_per_iteration:
             self.reanalyzer = Reanalyzer(self.search_model, self.search, min(cfg.reanalyze_batch, cfg.reanalyze_per_iteration))
@@ -176,16 +134,32 @@ class Trainer:
         self.eval_step: int | None = None
         """Env steps of the latest evaluation (None: none yet in this process)."""
         self.best_eval_return = -np.inf
-        spec_threshold = spec.reward_threshold
-        self.stop_return = cfg.stop_return if cfg.stop_return is not None else spec_threshold
-        # Cache counters summed over iterations (each iteration's are logged, then reset).
-        self.cache_totals = {"hits": 0, "misses": 0, "evictions": 0, "fallbacks": 0}
+        self.stop_return = cfg.stop_return if cfg.stop_return is not None else spec.reward_threshold
+        self.cache_totals = {"hits": 0, "misses": 0, "evictions": 0, "fallbacks": 0}  # summed over iterations
 
     def close(self) -> None:
         """Closes the envs and releases the run directory (``run`` does it when it ends)."""
         if getattr(self, "collector", None) is not None:
             self.collector.close()
         self.run_dir.close()
+
+    # ------------------------------------------ collection (DistributedTrainer replaces these)
+    def _make_collector(self) -> Collector | None:
+        return make_collector(self.cfg, self.search_model, self.replay, seed=self.cfg.seed)
+
+    def _collection_state(self) -> dict | None:
+        """What a checkpoint keeps of collection: the collector's episodes."""
+        return self.collector.state_dict()
+
+    def _restore_collection(self, state: dict | None) -> None:
+        """Continues the checkpoint's episodes, root contexts rebuilt (the caches are empty)."""
+        self.collector.load_state_dict(state)
+        self.collector.weights_version = self.learner.updates
+        self.collector.rebuild_contexts()
+
+    def _progress_fields(self) -> tuple[str, ...]:
+        """progress.csv columns beyond `CSV_FIELDS`."""
+        return ()
 
     def _make_search_model(self) -> WorldModel:
         """The model the searches use: the training model itself, or a copy in ``search_dtype``."""
@@ -213,7 +187,7 @@ class Trainer:
         path = checkpoint_path(directory, step)
         save_checkpoint(path, {
             "schema": CHECKPOINT_SCHEMA,
-            "learner": self.learner.state_dict(), "collector": self.collector.state_dict(),
+            "learner": self.learner.state_dict(), "collector": self._collection_state(),
             "torch_rng": torch.get_rng_state(),
             "counters": {"env_steps": self.env_steps, "iteration": self.iteration, "run_id": self.run_id,
                          "recent_returns": list(self.recent_returns),
@@ -221,7 +195,7 @@ class Trainer:
                          "refill_target": self.refill_target, "replay_rng": self.replay.rng_state(),
                          "reanalysis_rng": self.reanalysis_rng.bit_generator.state},
             "replay": {"snapshot": None if ref is None else ref.to_dict(), "num_steps": self.replay.num_steps},
-            "config": self.cfg.to_dict(), "model_config": _plain(asdict(self.model_config)),
+            "config": self.cfg.to_dict(), "model_config": model_config_dict(self.model_config),
         })
         prune_checkpoints(directory, self.cfg.keep_checkpoints)
         for old in list_snapshots(directory):
@@ -234,13 +208,12 @@ class Trainer:
         save_checkpoint(self.out / "best.pt", {
             "schema": CHECKPOINT_SCHEMA, "learner": {"model": self.model.state_dict()},
             "counters": {"env_steps": self.env_steps, "best_eval_return": float(self.best_eval_return)},
-            "config": self.cfg.to_dict(), "model_config": _plain(asdict(self.model_config)),
+            "config": self.cfg.to_dict(), "model_config": model_config_dict(self.model_config),
         })
 
     def restore(self, state: dict) -> str:
         """Continues from a training checkpoint's ``state``; returns what became of replay."""
         self.learner.load_state_dict(state["learner"])
-        self.collector.load_state_dict(state["collector"])
         torch.set_rng_state(state["torch_rng"])
         counters = state["counters"]
         self.env_steps, self.iteration = counters["env_steps"], counters["iteration"]
@@ -252,7 +225,7 @@ class Trainer:
         replay_note = self._restore_replay(state["replay"])
         if self.search_model is not self.model:
             self.search_model.load_weights_from(self.model)  # the copy is derived, never saved
-        self.collector.rebuild_contexts()  # the caches are empty, as after every iteration
+        self._restore_collection(state["collector"])
         return replay_note
 
     def _restore_replay(self, saved: dict) -> str:
@@ -288,8 +261,7 @@ class Trainer:
         totals = dict(self.cache_totals, backend=self.model_config.cache_backend)
         queries = totals["hits"] + totals["misses"]
         totals["hit_rate"] = totals["hits"] / queries if queries else 0.0
-        return TrainResult(self.env_steps, self.eval_returns, totals, time.monotonic() - start, self.out,
-                           solved_at)
+        return TrainResult(self.env_steps, self.eval_returns, totals, time.monotonic() - start, self.out, solved_at)
 
     def _start(self) -> None:
         """Restores a resumed run (progress.csv loses the rows after its checkpoint) and writes
@@ -310,7 +282,8 @@ class Trainer:
         env steps it returns)."""
         cfg = self.cfg
         tracking = Tracking(cfg.wandb_project, cfg.wandb_entity, self.run_id) if cfg.track else None
-        log = ProgressLog(self.out, self.env_steps, config=cfg.to_dict(), tracking=tracking)
+        log = ProgressLog(self.out, self.env_steps, self._progress_fields(), config=cfg.to_dict(),
+                          tracking=tracking)
         bar = tqdm(total=cfg.total_env_steps, initial=self.env_steps, disable=not cfg.progress,
                    unit="step", dynamic_ncols=True)
         next_eval = _next_multiple(self.env_steps, cfg.eval_every) if cfg.eval_every else None
@@ -347,22 +320,21 @@ class Trainer:
     def _iteration(self) -> dict[str, float]:
         cfg, model = self.cfg, self.search_model
         t0 = time.monotonic()
-        sims = search_seconds = 0.0
+        sims = search_seconds = env_seconds = 0.0
         for _ in range(cfg.collect_steps):
-            ts = time.monotonic()
             result = self.collector.step(temperature(cfg, self.env_steps))
-            search_seconds += time.monotonic() - ts
+            search_seconds += result.search_seconds
+            env_seconds += result.env_seconds
             sims += cfg.num_simulations
             self.env_steps += cfg.num_envs
             self.recent_returns = (self.recent_returns + result.finished_returns)[-100:]
         collect_seconds = time.monotonic() - t0
         row: dict[str, float] = {"env_steps": self.env_steps, "iteration": self.iteration,
-                                 "temperature": temperature(cfg, self.env_steps)}
-        losses: list[dict[str, float]] = []
-        if self.replay.num_steps and self.replay.num_steps >= max(cfg.min_replay_steps, self.refill_target):
-            self.refill_target = 0  # refilled: later evictions must not stop the updates again
-            for _ in range(max(1, round(cfg.replay_ratio * cfg.iteration_env_steps))):
-                losses.append(self.learner.update(self.replay.sample(cfg.batch_size)))
+                                 "temperature": temperature(cfg, self.env_steps),
+                                 "policy_lag": 0.0}  # its segments were searched with the current weights
+        t_learn = time.monotonic()
+        losses = self._update(cfg.iteration_env_steps, row)
+        learner_seconds = time.monotonic() - t_learn
         stats = model.cache_stats()  # logged before the caches are cleared
         for key in self.cache_totals:
             self.cache_totals[key] += getattr(stats, key)
@@ -370,6 +342,7 @@ class Trainer:
         if self.reanalyzer is not None and losses:  # with the new weights, in an arena of its own
             row.update(self._reanalyze())
         model.reset_cache_stats()
+        self.collector.weights_version = self.learner.updates
         self.collector.rebuild_contexts()
         self.iteration += 1
         row.update({
@@ -378,13 +351,31 @@ class Trainer:
             "speed/sims_per_s": sims / max(search_seconds, 1e-9),
             "speed/env_steps_per_s": cfg.iteration_env_steps / max(time.monotonic() - t0, 1e-9),
             "speed/collect_share": collect_seconds / max(time.monotonic() - t0, 1e-9),
-            "replay/steps": self.replay.num_steps, "replay/bytes": self.replay.nbytes,
+            # Where the iteration's wall time went; the rest (rebuilding root contexts, refreshing
+            # the search copy, reanalysis, bookkeeping) is time/iteration_s minus these three.
+            "time/search_s": search_seconds, "time/env_s": env_seconds, "time/learner_s": learner_seconds,
+            "time/iteration_s": time.monotonic() - t0,
         })
-        if self.recent_returns:
-            row["return/train"] = float(np.mean(self.recent_returns[-20:]))
+        return row
+
+    def _update(self, new_env_steps: int, row: dict[str, float]) -> list[dict[str, float]]:
+        """The updates owed for ``new_env_steps`` (``replay_ratio`` per step; none until replay
+        holds ``min_replay_steps`` and any refill target); adds their mean losses, the learner's
+        updates/s, replay's size and the recent training return to ``row``."""
+        cfg = self.cfg
+        losses: list[dict[str, float]] = []
+        t0 = time.monotonic()
+        if self.replay.num_steps and self.replay.num_steps >= max(cfg.min_replay_steps, self.refill_target):
+            self.refill_target = 0  # refilled: later evictions must not stop the updates again
+            for _ in range(max(1, round(cfg.replay_ratio * new_env_steps))):
+                losses.append(self.learner.update(self.replay.sample(cfg.batch_size)))
+            row["speed/updates_per_s"] = len(losses) / max(time.monotonic() - t0, 1e-9)
         for key in losses[0] if losses else ():
             row[f"loss/{key}"] = float(np.mean([entry[key] for entry in losses]))
-        return row
+        row.update({"replay/steps": self.replay.num_steps, "replay/bytes": self.replay.nbytes})
+        if self.recent_returns:
+            row["return/train"] = float(np.mean(self.recent_returns[-20:]))
+        return losses
 
     def _reanalyze(self) -> dict[str, float]:
         """Refresh stored search targets with the current weights, all roots in wide batches."""
@@ -414,9 +405,10 @@ def _next_multiple(value: int, every: int) -> int:
     return (value // every + 1) * every
 
 
-def _plain(d: dict) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-
 def train(cfg: TrainConfig) -> TrainResult:
+    """Trains in this process, or with ``cfg.collectors`` collector actors on Ray."""
+    if cfg.collectors:  # ray is imported only here, when it is asked for
+        from zerokv.rl.distributed import DistributedTrainer
+
+        return DistributedTrainer(cfg).run()
     return Trainer(cfg).run()

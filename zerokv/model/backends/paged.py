@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from zerokv.cache.paged import ROOT_NODE, Gathered, PagedArena
+from zerokv.cache.paged import ROOT_NODE, Gathered, PagedArena, RootRows
 from zerokv.model.backends.protocol import EMPTY_REF, NodeRef
 from zerokv.model.config import WorldModelConfig
 from zerokv.model.context import CacheWork, NodeKey, make_keys
@@ -75,7 +75,7 @@ class PagedBackend:
         self.cfg, self.transformer, self.work, self.key_hash = cfg, transformer, work, key_hash
         self.window = cfg.context_length - 1
         self.store = PagedArena(cfg.env_num, cfg.num_simulations, self.window, cfg.num_layers,
-                                cfg.num_heads, cfg.head_dim, cfg.device, cfg.torch_dtype)
+                                cfg.num_heads, cfg.head_dim, cfg.device, cfg.torch_dtype, cfg.kv_storage)
         self.token_bytes = 2 * cfg.num_layers * cfg.embed_dim * cfg.torch_dtype.itemsize
 
     # ------------------------------------------------------------------------ keys
@@ -149,3 +149,10 @@ class PagedBackend:
 
     def clear(self) -> None:
         self.store.clear()
+
+    # ------------------------------------------------------------------- snapshots
+    def export_roots(self, env_ids: np.ndarray) -> RootRows:
+        return self.store.export_roots(env_ids)
+
+    def import_roots(self, roots: RootRows) -> None:
+        self.store.import_roots(roots)

@@ -28,6 +28,7 @@ from typing import NamedTuple, Protocol, TypeVar, runtime_checkable
 import numpy as np
 import torch
 
+from zerokv.cache.paged import RootRows
 from zerokv.cache.protocol import StatsSource
 
 Past = TypeVar("Past")
@@ -116,4 +117,18 @@ class ContextBackend(Protocol[Key, Past]):
 
     def clear(self) -> None:
         """Drop every stored past."""
+        ...
+
+
+@runtime_checkable
+class RootSnapshots(Protocol):
+    """A backend whose root contexts can be copied out and written back exactly (cache snapshots,
+    :mod:`zerokv.model.snapshot`); only "paged" provides it."""
+
+    def export_roots(self, env_ids: np.ndarray) -> RootRows:
+        """Copies of the stored root contexts of ``env_ids`` (each must have one)."""
+        ...
+
+    def import_roots(self, roots: RootRows) -> None:
+        """Store exported roots again, bit for bit (each starts a new search for its env)."""
         ...
