@@ -163,3 +163,16 @@ def _links(markdown: str) -> list[str]:
 
     targets = re.findall(r"\]\(([^)\s]+)\)", markdown)
     return [t.split("#")[0] for t in targets if not t.startswith(("http", "#", "mailto:"))]
+
+
+@pytest.mark.slow  # imports and renders every module (~30 s)
+def test_the_api_reference_builds_from_the_docstrings_with_one_command(tmp_path):
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(["bash", str(root / "scripts" / "docs.sh"), str(tmp_path / "api")], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    page = tmp_path / "api" / "zerokv" / "model" / "world_model.html"
+    assert (tmp_path / "api" / "index.html").is_file() and "from_pretrained" in page.read_text()
+    assert (tmp_path / "api" / "zerokv" / "rl" / "plot.html").is_file()
