@@ -158,6 +158,18 @@ def test_the_local_cluster_listens_on_loopback_only(cluster):
     assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0" and os.environ["RAY_USAGE_STATS_ENABLED"] == "0"
 
 
+@pytest.mark.slow
+def test_local_workers_run_at_the_drivers_priority(cluster):
+    # Ray's default starts workers at nice 15, which starves collectors beside a learner at nice 0.
+    ray = raycluster.import_ray()
+
+    @ray.remote(num_cpus=0)
+    def niceness() -> int:
+        return os.nice(0)
+
+    assert ray.get(niceness.remote(), timeout=120) == os.nice(0)
+
+
 def sockets_of_this_process_tree() -> list[tuple[str, str, str]]:
     """(process name, local address, remote address) of every inet socket of this process and its
     descendants: the local cluster's GCS, raylet and workers are started from here."""
