@@ -99,10 +99,7 @@ class EvalArgs:
     """torch.set_num_threads."""
 
     def __post_init__(self) -> None:
-        check_positive_int("episodes", self.episodes)
-        check_positive_int("threads", self.threads)
-        check_int("seed", self.seed, low=0)
-        _check_search_overrides(self)
+        _check_common(self)
         check_choice("vector_env", self.vector_env, VECTOR_ENV_MODES)
 
 
@@ -134,10 +131,7 @@ class EnjoyArgs:
     """torch.set_num_threads."""
 
     def __post_init__(self) -> None:
-        check_positive_int("episodes", self.episodes)
-        check_positive_int("threads", self.threads)
-        check_int("seed", self.seed, low=0)
-        _check_search_overrides(self)
+        _check_common(self)
         if self.render is not None:
             check_choice("render", self.render, ("human", "rgb_array"))
         if self.video is not None and self.render == "human":
@@ -145,7 +139,11 @@ class EnjoyArgs:
                              "or pass --render rgb_array")
 
 
-def _check_search_overrides(args: EvalArgs | EnjoyArgs) -> None:
+def _check_common(args: EvalArgs | EnjoyArgs) -> None:
+    """The fields `eval` and `enjoy` share: episode count, threads, seed and the search overrides."""
+    check_positive_int("episodes", args.episodes)
+    check_positive_int("threads", args.threads)
+    check_int("seed", args.seed, low=0)
     if args.num_simulations is not None:
         check_positive_int("num_simulations", args.num_simulations)
     if args.max_steps is not None:
