@@ -43,6 +43,7 @@ from zerokv.bench.recording import (
     compare_traces,
 )
 from zerokv.bench.run import MatmulProbe, recurrent_flops, rotated
+from zerokv.bench.soak import soak_backend
 from zerokv.bench.storage import parse_storage_dtypes, render_storage, run_storage
 from zerokv.cli import main as zerokv_main
 from zerokv.model.config import WorldModelConfig
@@ -153,9 +154,10 @@ def test_compare_traces_by_hand():
 
 def test_multi_leaf_records_speed_and_policy_change_for_every_dtype_and_width():
     records = run_multi_leaf({"tiny": TINY}, [2], Budget(searches=2, warmup=1), dtypes=("float32", "bfloat16"),
-                             wide_envs=[6])
+                             wide_envs=[(6, None), (6, 2)])
+    widths = ((3, 4), (6, 4), (6, 2))
     assert [(r["dtype"], r["leaves_per_call"], r["env_num"], r["num_simulations"], r["other_noise"])
-            for r in records] == [(d, k, e, s, False) for e, s in ((3, 4), (6, 2)) for d in ("float32", "bfloat16")
+            for r in records] == [(d, k, e, s, False) for e, s in widths for d in ("float32", "bfloat16")
                                   for k in (1, 2)] + [("float32", 1, 3, 4, True)]
     one, two, noise = records[0], records[1], records[-1]
     assert one["kl"] == one["tv"] == 0.0 and one["top_action_agrees"] == 1.0 and one["speedup"] == 1.0
@@ -166,12 +168,18 @@ def test_multi_leaf_records_speed_and_policy_change_for_every_dtype_and_width():
     assert noise["kl"] > 0 and noise["kl_vs_noise"] == 1.0
     for rec in records:
         assert rec["searches_per_s"] > 0 and rec["env_steps_per_s"] == rec["env_num"] * rec["searches_per_s"]
-        assert rec["env_num"] * rec["num_simulations"] == rec["expansions_per_search"] == 12
+        assert rec["env_num"] * rec["num_simulations"] == rec["expansions_per_search"]
+        assert rec["expansions_per_s"] == rec["expansions_per_search"] * rec["searches_per_s"]
+        assert rec["speedup"] == pytest.approx(rec["expansions_per_s"] / one["expansions_per_s"])
         assert rec["kl_vs_noise"] == pytest.approx(rec["kl"] / noise["kl"])
-    wide = records[4]
-    assert wide["calls_per_search"] == 2 and wide["rows_per_call"] == 6 and wide["timed_searches"] == 1
+    same_sims, split = records[4], records[8]  # 6 envs × 4 simulations, 6 × 2; float32 one-leaf
+    assert same_sims["calls_per_search"] == 4 and same_sims["rows_per_call"] == 6
+    assert same_sims["expansions_per_search"] == 24 and same_sims["timed_searches"] == 1
+    # every tree searched as in the baseline, only two positions' trees share each call: same visits
+    assert same_sims["kl"] == same_sims["tv"] == 0.0 and same_sims["top_action_agrees"] == 1.0
+    assert split["calls_per_search"] == 2 and split["rows_per_call"] == 6 and split["expansions_per_search"] == 12
     text = render_multi_leaf(records)
-    assert "bfloat16" in text and "6×2" in text and "KL/noise" in text
+    assert "bfloat16" in text and "6×4" in text and "6×2" in text and "KL/noise" in text
 
 
 def test_search_modes_see_the_same_noise_whatever_the_batching():
@@ -192,8 +200,11 @@ def test_search_modes_see_the_same_noise_whatever_the_batching():
     per_position = position_noise(7, 6, 3, 0.3)
     np.testing.assert_array_equal(per_position[3:], position_noise(7, 6, 3, 0.3)[3:])
     assert per_position.shape == (6, 3) and np.allclose(per_position.sum(1), 1.0)
-    with pytest.raises(ValueError, match="not a multiple of 5; choose a divisor of 12"):
-        search_modes(dataclasses.replace(TINY, cache_backend="paged"), [2], ["float32"], [5])
+    modes = search_modes(dataclasses.replace(TINY, cache_backend="paged"), [2], ["float32"],
+                         [(3, None), (5, None), (5, 4), (6, 2)])  # (3, config sims) and (5, 4) repeat a width
+    assert [(m.env_num, m.num_simulations, m.leaves_per_call, m.other_noise) for m in modes] == [
+        (3, 4, 1, False), (3, 4, 2, False), (5, 4, 1, False), (5, 4, 2, False), (6, 2, 1, False), (6, 2, 2, False),
+        (3, 4, 1, True)]
 
 
 def test_reanalysis_records_roots_per_second_and_the_same_answers():
@@ -282,7 +293,9 @@ def test_policy_distance_by_hand():
     assert parse_leaves("8, 4,4") == [4, 8]
     with pytest.raises(ValueError, match="'1'; each must be an int >= 2"):
         parse_leaves("1,4")
-    assert parse_wide_envs("16, 32,16") == [16, 32]
+    assert parse_wide_envs("16, 32,16,16X25") == [(16, None), (16, 25), (32, None)]
+    with pytest.raises(ValueError, match="--wide-envs value '16x0'"):
+        parse_wide_envs("16x0")
     with pytest.raises(ValueError, match="--wide-envs value 'x'"):
         parse_wide_envs("x")
 
@@ -404,6 +417,19 @@ def test_soak_samples_memory_and_keeps_every_store_within_its_documented_size():
         assert rec["bound_bytes"] == filled + TINY.env_num * slot_bytes(TINY)  # + the world-model pool
         assert rec["evictions"] > 0
     assert legacy["cache_bytes"] == manager["cache_bytes"]
+
+
+def test_soak_child_stops_when_its_parent_has_died(monkeypatch):
+    """An isolated soak runs in a spawned child; if the bench that started it is killed, the child
+    stops at its next search instead of running on, re-parented to init."""
+
+    class DeadParent:
+        def is_alive(self) -> bool:
+            return False
+
+    monkeypatch.setattr("zerokv.bench.soak.multiprocessing.parent_process", lambda: DeadParent())
+    with pytest.raises(SystemExit, match="'paged': the parent process died after 0 searches"):
+        soak_backend(dataclasses.replace(SOAK_TINY, cache_backend="paged"), 4, progress=False, threads=THREADS)
 
 
 @pytest.mark.slow

@@ -67,8 +67,9 @@ class BenchArgs:
     --precision every leaves-per-call runs in float32 and in bfloat16 (saved under "multi_leaf" in
     the meta JSON)."""
     wide_envs: str | None = None
-    """Also run the --multi-leaf table's modes with this many envs per call (e.g. 16) at the same
-    expansions per search (16 envs x 25 simulations for 8 x 50), and compare them the same way."""
+    """Also run the --multi-leaf table's modes with more envs per call: E (e.g. 16,32: each tree
+    searched with the config's simulations, only more trees share a call) or ExS (e.g. 16x25: E envs
+    x S simulations, the same expansions per search as 8 x 50), and compare them the same way."""
     precision: bool = False
     """Also search with a bfloat16 copy of the float32 model (paged backend) and report its speed, its
     outputs' difference from the float32 reference and its search-policy change (saved under

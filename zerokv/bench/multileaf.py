@@ -4,15 +4,17 @@ weight read buys, and what it does to the search policy.
 A float32 one-leaf call at the `atari` config streams its weights once for 8 rows, and on this
 CPU that read bounds the call. Three levers change the bytes per row: more leaves per env in each
 call (``leaves_per_call`` K), fewer bytes per weight (a bfloat16 copy of the model, with
-``--precision``), and more envs per call at the same total work (``--wide-envs E``: E envs ×
-envs·sims/E simulations, the same expansions per search). Every combination (a
+``--precision``), and more envs per call (``--wide-envs E``: E envs, each searched with the
+config's simulations — every tree's search unchanged, only more of them share a call; or
+``--wide-envs ExS``: E envs × S simulations, e.g. 16x25 for the same expansions per search as 8 ×
+50). Every combination (a
 :class:`SearchMode`) searches the same fixed positions — fresh roots, the same weights and the
 same root noise per position — with the `paged` backend, interleaved group by group in an order
 that rotates by one per group, so drift of a shared machine hits every mode alike.
 
-Reported per mode: searches/s (a search = the config's envs × simulations expansions, so the
-ratio to float32 one-leaf is the speed-up at equal work) and env steps/s (positions decided per
-second), calls per search and rows per call, and how far the search policy moved from the float32
+Reported per mode: searches/s (one search = its envs × simulations expansions), the speed-up in
+expansions/s over float32 one-leaf (the speed-up at equal work: every expansion is one node's
+model row), env steps/s (positions decided per second), calls per search and rows per call, and how far the search policy moved from the float32
 one-leaf search on the same positions: mean KL(baseline ‖ mode) of the visit distributions, total
 variation and top-action agreement. The float32 one-leaf search under *another* root-noise draw
 gives the scale (``KL / noise``): a change well below it is below the search's own variation.
@@ -67,18 +69,21 @@ def parse_leaves(text: str) -> list[int]:
     return sorted(set(values))
 
 
-def parse_wide_envs(text: str) -> list[int]:
-    """"16" → [16]: envs per call to run at the same expansions per search (each an int >= 2)."""
+def parse_wide_envs(text: str) -> list[tuple[int, int | None]]:
+    """"16,32x25" → [(16, None), (32, 25)]: envs per call, each with the config's simulations
+    per tree (None) or the given number."""
     values = []
-    for part in (p.strip() for p in text.split(",")):
+    for part in (p.strip().lower() for p in text.split(",")):
         if not part:
             continue
-        if not part.isdigit() or int(part) < 2:
-            raise ValueError(f"--wide-envs value {part!r}; each must be an int >= 2 (envs per call)")
-        values.append(int(part))
+        envs, _, sims = part.partition("x")
+        if not envs.isdigit() or int(envs) < 2 or (sims and (not sims.isdigit() or int(sims) < 1)):
+            raise ValueError(f"--wide-envs value {part!r}; each must be E (envs per call, an int >= 2, at the "
+                             "config's simulations) or ExS (E envs x S simulations, e.g. 16x25)")
+        values.append((int(envs), int(sims) if sims else None))
     if not values:
-        raise ValueError(f"--wide-envs {text!r} selects nothing; give e.g. 16")
-    return sorted(set(values))
+        raise ValueError(f"--wide-envs {text!r} selects nothing; give e.g. 16 or 16x25")
+    return sorted(set(values), key=lambda v: (v[0], v[1] or 0))
 
 
 def policy_distance(base: np.ndarray, other: np.ndarray) -> dict[str, float]:
@@ -99,7 +104,7 @@ class SearchMode:
     dtype: str  # "float32" or "bfloat16" (a copy of the float32 weights)
     leaves_per_call: int  # K
     env_num: int  # envs (trees) per search and rows per call at K = 1
-    num_simulations: int  # per tree; env_num × num_simulations is the same for every mode
+    num_simulations: int  # per tree
     other_noise: bool = False  # the noise reference: another root-noise draw at every position
 
     @property
@@ -109,18 +114,14 @@ class SearchMode:
 
 
 def search_modes(cfg: WorldModelConfig, leaves: Sequence[int], dtypes: Sequence[str],
-                 wide_envs: Sequence[int]) -> list[SearchMode]:
-    """Every (envs, dtype, K) combination, the float32 one-leaf baseline first and the noise
-    reference last. Wide envs keep the expansions per search: E envs × (envs·sims / E) simulations."""
-    work = cfg.env_num * cfg.num_simulations
+                 wide_envs: Sequence[tuple[int, int | None]]) -> list[SearchMode]:
+    """Every (envs × sims, dtype, K) combination, the float32 one-leaf baseline first and the noise
+    reference last. A width (E, None) searches E envs at the config's simulations per tree."""
     widths = [(cfg.env_num, cfg.num_simulations)]
-    for envs in wide_envs:
-        if envs == cfg.env_num:
-            continue
-        if work % envs:
-            raise ValueError(f"--wide-envs {envs}: {cfg.env_num} envs × {cfg.num_simulations} simulations = {work} "
-                             f"expansions per search is not a multiple of {envs}; choose a divisor of {work}")
-        widths.append((envs, work // envs))
+    for envs, sims in wide_envs:
+        width = (envs, sims or cfg.num_simulations)
+        if width not in widths:
+            widths.append(width)
     dtypes = [BASELINE_DTYPE, *(d for d in dtypes if d != BASELINE_DTYPE)]
     modes = [SearchMode(d, k, e, s) for e, s in widths for d in dtypes for k in (1, *leaves)]
     return [*modes, SearchMode(BASELINE_DTYPE, 1, cfg.env_num, cfg.num_simulations, other_noise=True)]
@@ -166,13 +167,14 @@ class _ModeRun:
             self.visits[first:first + len(obs)] = out.visit_counts
 
 
-def _models(fp32: WorldModel, modes: Sequence[SearchMode]) -> dict[tuple[str, int], WorldModel]:
-    """One model per (dtype, envs), all with ``fp32``'s weights (cast)."""
-    models: dict[tuple[str, int], WorldModel] = {}
+def _models(fp32: WorldModel, modes: Sequence[SearchMode]) -> dict[tuple[str, int, int], WorldModel]:
+    """One model per (dtype, envs, simulations), all with ``fp32``'s weights (cast)."""
+    models: dict[tuple[str, int, int], WorldModel] = {}
     for m in modes:
-        key = (m.dtype, m.env_num)
+        key = (m.dtype, m.env_num, m.num_simulations)
         if key not in models:
-            same = m.dtype == fp32.config.dtype and m.env_num == fp32.config.env_num
+            same = (m.dtype, m.env_num, m.num_simulations) == (fp32.config.dtype, fp32.config.env_num,
+                                                               fp32.config.num_simulations)
             models[key] = fp32 if same else fp32.copy_with(dtype=m.dtype, env_num=m.env_num,
                                                            num_simulations=m.num_simulations)
     return models
@@ -192,7 +194,7 @@ def run_modes_config(name: str, base: WorldModelConfig, modes_of, budget: Budget
     search = SearchConfig(num_simulations=cfg.num_simulations)
     noise = {flag: position_noise(seed + offset, total, cfg.action_space_size, search.dirichlet_alpha)
              for flag, offset in ((False, NOISE_SEED), (True, OTHER_NOISE_SEED))}
-    runs = [_ModeRun(m, models[(m.dtype, m.env_num)],
+    runs = [_ModeRun(m, models[(m.dtype, m.env_num, m.num_simulations)],
                      SearchConfig(num_simulations=m.num_simulations, leaves_per_call=m.leaves_per_call),
                      np.zeros((total, cfg.action_space_size), dtype=np.int64)) for m in modes]
     watch = CpuWatch()
@@ -204,28 +206,30 @@ def run_modes_config(name: str, base: WorldModelConfig, modes_of, budget: Budget
                 run.run(positions[first:last], noise[run.mode.other_noise][first:last], first, timed=timed)
     skip = budget.warmup * group  # the warm-up groups' rows stay zero: leave them out
     others = watch.others_share()
-    return [{**rec, "other_processes_cpu_share": others} for rec in _records(name, runs, skip, cfg)]
+    return [{**rec, "other_processes_cpu_share": others} for rec in _records(name, runs, skip)]
 
 
-def _records(name: str, runs: Sequence[_ModeRun], skip: int, cfg: WorldModelConfig) -> list[dict]:
+def _records(name: str, runs: Sequence[_ModeRun], skip: int) -> list[dict]:
     base, noise = runs[0], runs[-1]
     baseline = base.visits[skip:]
-    base_speed = statistics.median(1.0 / s for s in base.seconds)
+    base_rate = statistics.median(1.0 / s for s in base.seconds) * base.mode.env_num * base.mode.num_simulations
     noise_kl = policy_distance(baseline, noise.visits[skip:])["kl"]
     records = []
     for run in runs:
         m = run.mode
         speed = float(statistics.median(1.0 / s for s in run.seconds))
+        expansions = m.env_num * m.num_simulations
         change = policy_distance(baseline, run.visits[skip:])
         records.append({
             "config": name, "label": m.label, "dtype": m.dtype, "leaves_per_call": m.leaves_per_call,
             "env_num": m.env_num, "num_simulations": m.num_simulations, "other_noise": m.other_noise,
-            "searches_per_s": speed, "speedup": speed / base_speed, "env_steps_per_s": m.env_num * speed,
+            "searches_per_s": speed, "expansions_per_s": expansions * speed,
+            "speedup": expansions * speed / base_rate, "env_steps_per_s": m.env_num * speed,
             "calls_per_search": float(statistics.mean(run.calls)),
-            "rows_per_call": m.env_num * m.num_simulations / float(statistics.mean(run.calls)),
+            "rows_per_call": expansions / float(statistics.mean(run.calls)),
             "timed_searches": len(run.seconds), "positions": int(baseline.shape[0]),
             **change, "kl_vs_noise": change["kl"] / noise_kl if noise_kl > 0 else math.nan,
-            "expansions_per_search": cfg.env_num * cfg.num_simulations,
+            "expansions_per_search": expansions,
         })
     return records
 
@@ -257,7 +261,7 @@ def render_multi_leaf(records: list[dict]) -> str:
     return (f"Search modes (paged backend, {n} fixed positions per config, the same weights and root noise per "
             "position; medians over interleaved searches; × and the policy change against float32 one-leaf):\n"
             + table(header, rows)
-            + f"\nnote: a search is envs × sims = the same expansions for every mode, so × is the speed-up at equal "
-            f"work; env steps/s = envs × searches/s; KL over visit counts smoothed by {SMOOTHING} per action; "
+            + f"\nnote: a search is envs × sims expansions; × is the speed-up in expansions/s (at equal work: one "
+            f"model row per expansion); env steps/s = envs × searches/s; KL over visit counts smoothed by {SMOOTHING} per action; "
             "KL/noise = KL ÷ the 'other noise' row's KL, the one-leaf search under another root-noise draw (the "
             f"search's own variation)\nnote: other processes' share of the CPU during the run: {busy}")

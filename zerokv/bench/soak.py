@@ -106,7 +106,10 @@ def soak_backend(cfg: WorldModelConfig, searches: int, *, seed: int = 0, threads
     start = sample(0)
     samples, warm, last_actions = [], None, None
     t0 = time.perf_counter()
+    parent = multiprocessing.parent_process()  # set in an isolated (spawned) child, else None
     for i in range(1, searches + 1):
+        if parent is not None and not parent.is_alive():  # a killed bench must not leave a soak running
+            raise SystemExit(f"soak of {cfg.cache_backend!r}: the parent process died after {i - 1} searches; stopping")
         obs = observations.random((cfg.env_num, *cfg.observation_shape), dtype=np.float32)
         out = plan(wm, obs, config=search, rng=noise, last_actions=last_actions, add_noise=True, temperature=1.0)
         last_actions = out.action.tolist()
