@@ -6,12 +6,13 @@ mode B seed 0, …, mode A seed 1, …) so that the load of a shared machine hit
 A run evaluates every 1,000 env steps (``--eval-every``; training's own 5,000 would make "env
 steps to solve" a multiple of ~5,000) and stops at its first evaluation ≥ 475 (CartPole-v1's
 threshold) or at the env-step budget.
-One row per run goes to the CSV: env steps and wall time to that evaluation, the final
+One row per run goes to the CSV: env steps, wall time and training time (evaluations excluded) to
+that evaluation, the final
 evaluation, simulations/s and env steps/s (medians over iterations), the 1-minute load average
 before and after, and the share of the CPU other processes used during the run.
 
-Environment steps to solve do not depend on the machine's load; wall time and simulations/s do,
-so the summary reports them as ratios to the float32 one-leaf run of the same seed (adjacent in
+Environment steps to solve do not depend on the machine's load; training time and simulations/s
+do, so the summary reports them as ratios to the float32 one-leaf run of the same seed (adjacent in
 time). The study resumes: a (seed, mode) whose row exists is skipped; a half-finished run is
 started again from scratch.
 
@@ -59,8 +60,11 @@ BASELINE = MODES[0].name
 """The exact search: every ratio is against it, within one seed."""
 FIELDS = ["seed", "mode", "search_dtype", "leaves_per_call", "exit_code", "solved_at_env_steps", "env_steps",
           "wall_s", "final_eval_return", "final_eval_std", "sims_per_s", "env_steps_per_s", "load1_before",
-          "load1_after", "others_cpu_share", "threads", "omp_wait_policy", "eval_every", "evals", "date"]
-"""Columns of the study's CSV; ``evals`` is "env_steps:return" pairs joined by ';'."""
+          "load1_after", "others_cpu_share", "threads", "omp_wait_policy", "eval_every", "evals", "date", "train_s"]
+"""Columns of the study's CSV; ``evals`` is "env_steps:return" pairs joined by ';'. ``wall_s`` is the
+whole run (start-up and evaluations included); ``train_s`` sums its training iterations (collection,
+search, learning: ``time/iteration_s``) up to the solving evaluation, which is what the search mode
+changes — at 10 episodes every 1,000 env steps, evaluating can take half of a short run's wall time."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -70,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"comma-separated modes (default: all of {[m.name for m in MODES]})")
     p.add_argument("--runs-dir", default="runs/learning_study", help="where each run's directory goes")
     p.add_argument("--csv", default="docs/learning_study.csv", help="one row per run (appended)")
-    p.add_argument("--plot", default="docs/learning_study.png", help="evaluation curves and wall-time ratios")
+    p.add_argument("--plot", default="docs/learning_study.png", help="evaluation curves and training times")
     p.add_argument("--total-env-steps", type=int, default=30_000, help="budget cap of each run")
     p.add_argument("--eval-every", type=int, default=1000,
                    help="env steps between evaluations (default 1000; training's own default, 5000, would make "
@@ -89,15 +93,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ------------------------------------------------------------------------------- one run
 def read_progress(path: Path) -> dict:
     """What a run's progress.csv says: its evaluations [(env_steps, mean, std)], the first env
-    steps with a mean ≥ SOLVED (or None), the last env steps, and the median speeds."""
+    steps with a mean ≥ SOLVED (or None), the last env steps, the seconds of training iterations up
+    to that evaluation (or all of them), and the median speeds."""
     with path.open(newline="") as f:
         rows = list(csv.DictReader(f))
     evals = [(int(r["env_steps"]), float(r["return/eval"]), float(r["return/eval_std"]))
              for r in rows if r.get("return/eval")]
     solved = next((steps for steps, mean, _ in evals if mean >= SOLVED), None)
+    upto = rows if solved is None else [r for r in rows if int(r["env_steps"]) <= solved]
+    train_s = sum(float(r["time/iteration_s"]) for r in upto if r.get("time/iteration_s"))
     sims = [float(r["speed/sims_per_s"]) for r in rows if r.get("speed/sims_per_s")]
     steps = [float(r["speed/env_steps_per_s"]) for r in rows if r.get("speed/env_steps_per_s")]
     return {"evals": evals, "solved_at": solved, "env_steps": int(rows[-1]["env_steps"]) if rows else 0,
+            "train_s": train_s,
             "sims_per_s": statistics.median(sims) if sims else float("nan"),
             "env_steps_per_s": statistics.median(steps) if steps else float("nan")}
 
@@ -112,9 +120,13 @@ def _children_cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def run_dir(runs_dir: str, mode: Mode, seed: int) -> Path:
+    return Path(runs_dir) / f"{mode.search_dtype}-k{mode.leaves_per_call}-s{seed}"
+
+
 def train_once(mode: Mode, seed: int, args: argparse.Namespace) -> dict:
     """Train one (mode, seed) in a fresh process; its CSV row."""
-    out = Path(args.runs_dir) / f"{mode.search_dtype}-k{mode.leaves_per_call}-s{seed}"
+    out = run_dir(args.runs_dir, mode, seed)
     out.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "zerokv", "train", "--out", str(out), "--overwrite", "--seed", str(seed),
            "--search-dtype", mode.search_dtype, "--leaves-per-call", str(mode.leaves_per_call),
@@ -142,11 +154,11 @@ def train_once(mode: Mode, seed: int, args: argparse.Namespace) -> dict:
             "threads": args.threads, "omp_wait_policy": env.get("OMP_WAIT_POLICY", "default"),
             "eval_every": args.eval_every,
             "evals": ";".join(f"{s}:{m:.1f}" for s, m, _ in progress["evals"]),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "train_s": round(progress["train_s"], 1)}
 
 
 def read_empty() -> dict:
-    return {"evals": [], "solved_at": None, "env_steps": 0, "sims_per_s": float("nan"),
+    return {"evals": [], "solved_at": None, "env_steps": 0, "train_s": float("nan"), "sims_per_s": float("nan"),
             "env_steps_per_s": float("nan")}
 
 
@@ -157,8 +169,37 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def backfill_train_s(rows: list[dict], runs_dir: str) -> bool:
+    """Fill ``train_s`` of rows written before the column existed, from their run's progress.csv;
+    True if any row changed."""
+    modes = {m.name: m for m in MODES}
+    changed = False
+    for r in rows:
+        progress = run_dir(runs_dir, modes[r["mode"]], int(r["seed"])) / "progress.csv"
+        if not r.get("train_s") and r["mode"] in modes and progress.is_file():
+            r["train_s"] = round(read_progress(progress)["train_s"], 1)
+            changed = True
+    return changed
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """Rewrites the CSV (every FIELDS column) through a temp file and a rename."""
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows({k: r.get(k, "") for k in FIELDS} for r in rows)
+    os.replace(tmp, path)
+
+
 def append_row(path: Path, row: dict) -> None:
     new = not path.is_file() or path.stat().st_size == 0
+    if not new:
+        with path.open(newline="") as f:
+            header = next(csv.reader(f), [])
+        if header != FIELDS:  # written by an earlier version of this script: rewrite with every column
+            write_rows(path, [*read_rows(path), row])
+            return
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
@@ -196,11 +237,11 @@ def _num(row: dict, key: str) -> float | None:
 
 
 def summarise(rows: list[dict], total_env_steps: int) -> str:
-    """A markdown table per mode: medians (ranges) over seeds, and wall time and simulations/s as
+    """A markdown table per mode: medians (ranges) over seeds, and training time and simulations/s as
     ratios to the same seed's float32 one-leaf run; then whether any difference in env steps to
     solve exceeds the float32 one-leaf seeds' spread."""
     base = {int(r["seed"]): r for r in rows if r["mode"] == BASELINE}
-    lines = ["| mode | seeds | solved | env steps to ≥ 475 | wall s to ≥ 475 | wall ÷ fp32 K=1 (same seed) | "
+    lines = ["| mode | seeds | solved | env steps to ≥ 475 | training s to ≥ 475 | ÷ fp32 K=1 (same seed) | "
              "final eval | sims/s | sims/s ÷ fp32 K=1 | env steps/s |",
              "|---|---:|---:|---|---|---|---|---|---|---|"]
     steps_by_mode: dict[str, list[float]] = {}
@@ -212,9 +253,9 @@ def summarise(rows: list[dict], total_env_steps: int) -> str:
         # An unsolved run counts at the budget (a lower bound on its true steps to solve).
         steps = [_num(r, "solved_at_env_steps") or float(total_env_steps) for r in runs]
         steps_by_mode[mode] = steps
-        wall = [float(r["wall_s"]) for r in solved]
+        wall = [float(r["train_s"]) for r in solved]
         paired = [r for r in runs if int(r["seed"]) in base]
-        wall_ratio = [float(r["wall_s"]) / float(base[int(r["seed"])]["wall_s"]) for r in paired]
+        wall_ratio = [float(r["train_s"]) / float(base[int(r["seed"])]["train_s"]) for r in paired]
         sims_ratio = [float(r["sims_per_s"]) / float(base[int(r["seed"])]["sims_per_s"]) for r in paired]
         lines.append(
             f"| {mode} | {len(runs)} | {len(solved)}/{len(runs)} | {_span(steps, ',.0f')} | {_span(wall, '.0f')} | "
@@ -241,7 +282,7 @@ def verdict(steps_by_mode: dict[str, list[float]]) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    """Left: every run's evaluation returns against env steps; right: wall time to solve per seed."""
+    """Left: every run's evaluation returns against env steps; right: training time to solve per seed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -262,11 +303,11 @@ def plot(rows: list[dict], path: Path) -> None:
     seeds = sorted({int(r["seed"]) for r in rows})
     width = 0.8 / len(MODES)
     for i, mode in enumerate(m.name for m in MODES):
-        vals = [next((float(r["wall_s"]) / 60 for r in rows if r["mode"] == mode and int(r["seed"]) == s), 0.0)
+        vals = [next((float(r["train_s"]) / 60 for r in rows if r["mode"] == mode and int(r["seed"]) == s), 0.0)
                 for s in seeds]
         right.bar([s + (i - 1.5) * width for s in seeds], vals, width, color=colors[mode], label=mode)
-    right.set(xlabel="seed", ylabel="wall minutes to first eval ≥ 475 (or budget)", xticks=seeds,
-              title="Wall time per run (seed-major order)")
+    right.set(xlabel="seed", ylabel="training minutes to first eval ≥ 475 (or budget)", xticks=seeds,
+              title="Training time per run, evaluations excluded")
     right.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -278,6 +319,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.summarise_only:
         run_missing(args)
     rows = read_rows(Path(args.csv))
+    if backfill_train_s(rows, args.runs_dir):
+        write_rows(Path(args.csv), rows)
     if not rows:
         print("no runs recorded yet")
         return

@@ -33,7 +33,7 @@ def tiny(out, **overrides) -> TrainConfig:
         num_simulations=4, embed_dim=16, num_heads=2, num_layers=1, context_length=4, support_size=5,
         batch_size=4, unroll_steps=2, td_steps=2, min_replay_steps=8, segment_length=3,
         eval_episodes=1, eval_every=0, checkpoint_every=32, progress=False, history_steps=4,
-        eval_max_steps=20, collectors=2, collector_cpus=0.5, collector_timeout=120.0,
+        eval_max_steps=20, collectors=2, collector_cpus=0.5, collector_timeout=300.0,  # the default: a slow CI machine starts actors slowly
     )
     base.update(overrides)
     return TrainConfig(**base)

@@ -21,7 +21,8 @@ def study():
 
 
 def write_progress(path: Path, rows: list[dict]) -> Path:
-    fields = ["env_steps", "return/eval", "return/eval_std", "speed/sims_per_s", "speed/env_steps_per_s"]
+    fields = ["env_steps", "return/eval", "return/eval_std", "speed/sims_per_s", "speed/env_steps_per_s",
+              "time/iteration_s"]
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
@@ -31,20 +32,23 @@ def write_progress(path: Path, rows: list[dict]) -> Path:
 
 def test_read_progress_finds_the_first_solving_evaluation(study, tmp_path):
     path = write_progress(tmp_path / "progress.csv", [
-        {"env_steps": 128, "speed/sims_per_s": 100, "speed/env_steps_per_s": 10},
+        {"env_steps": 128, "speed/sims_per_s": 100, "speed/env_steps_per_s": 10, "time/iteration_s": 1.5},
         {"env_steps": 5120, "return/eval": 474.9, "return/eval_std": 3, "speed/sims_per_s": 300,
-         "speed/env_steps_per_s": 30},
+         "speed/env_steps_per_s": 30, "time/iteration_s": 2},
         {"env_steps": 10112, "return/eval": 500, "return/eval_std": 0, "speed/sims_per_s": 200,
-         "speed/env_steps_per_s": 20},
+         "speed/env_steps_per_s": 20, "time/iteration_s": 4},
+        {"env_steps": 10240, "speed/sims_per_s": 200, "speed/env_steps_per_s": 20, "time/iteration_s": 8},
     ])
     got = study.read_progress(path)
     assert got["evals"] == [(5120, 474.9, 3.0), (10112, 500.0, 0.0)]
-    assert got["solved_at"] == 10112 and got["env_steps"] == 10112
+    assert got["solved_at"] == 10112 and got["env_steps"] == 10240
+    assert got["train_s"] == 7.5  # iterations up to the solving evaluation, not the one after it
     assert got["sims_per_s"] == 200 and got["env_steps_per_s"] == 20  # medians over iterations
 
 
 def row(seed, mode, solved, wall, sims):
-    return {"seed": seed, "mode": mode, "solved_at_env_steps": solved, "wall_s": wall, "sims_per_s": sims,
+    return {"seed": seed, "mode": mode, "solved_at_env_steps": solved, "wall_s": 2 * wall, "train_s": wall,
+            "sims_per_s": sims,
             "final_eval_return": 500.0 if solved else 300.0, "env_steps_per_s": 40.0, "evals": "5120:200.0"}
 
 
@@ -61,3 +65,27 @@ def test_summary_pairs_each_run_with_its_seeds_baseline_and_states_the_verdict(s
     assert f"{fast}: median 20,056 env steps to solve, OUTSIDE" in text
     assert study.verdict({base: [10_000.0, 20_000.0], fast: [15_000.0]}).endswith(
         "inside the float32 one-leaf seeds' range 10,000–20,000")
+
+
+def test_rows_of_an_earlier_version_gain_training_time_from_their_runs(study, tmp_path):
+    """A CSV written before ``train_s`` existed is filled from each run's progress.csv and rewritten
+    with every column when the next row is appended."""
+    mode = study.MODES[0]
+    run = study.run_dir(str(tmp_path / "runs"), mode, 3)
+    run.mkdir(parents=True)
+    write_progress(run / "progress.csv", [
+        {"env_steps": 1024, "return/eval": 480, "return/eval_std": 1, "speed/sims_per_s": 9,
+         "speed/env_steps_per_s": 9, "time/iteration_s": 2.25}])
+    old_fields = [f for f in study.FIELDS if f != "train_s"]
+    path = tmp_path / "study.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=old_fields)
+        writer.writeheader()
+        writer.writerow({k: "" for k in old_fields} | {"seed": 3, "mode": mode.name})
+    rows = study.read_rows(path)
+    assert study.backfill_train_s(rows, str(tmp_path / "runs")) and rows[0]["train_s"] == 2.2
+    assert not study.backfill_train_s(rows, str(tmp_path / "runs"))  # nothing left to fill
+    study.append_row(path, {"seed": 4, "mode": mode.name, "train_s": 5.0})
+    again = study.read_rows(path)
+    assert list(again[0]) == study.FIELDS and [r["seed"] for r in again] == ["3", "4"]
+    assert again[1]["train_s"] == "5.0"

@@ -28,7 +28,7 @@ from zerokv.model.config import DTYPES, Dtype
 from zerokv.rl.config import DeviceName
 from zerokv.rl.envs import VECTOR_ENV_MODES, VectorEnvMode
 
-__all__ = ["EnjoyArgs", "EvalArgs", "TrainedPolicy", "enjoy", "evaluate_policy", "load_policy"]
+__all__ = ["EnjoyArgs", "EvalArgs", "PlayArgs", "TrainedPolicy", "enjoy", "evaluate_policy", "load_policy"]
 
 RenderMode = Literal["human", "rgb_array"]
 JSON_STDOUT = "-"
@@ -72,16 +72,12 @@ def load_policy(path: str | Path) -> TrainedPolicy:
 
 
 @dataclass
-class EvalArgs:
-    """Greedy evaluation of a checkpoint written by `zerokv train` (or a `zerokv export` directory)."""
+class PlayArgs:
+    """What `zerokv eval` and `zerokv enjoy` share: the policy, and how its search runs here."""
 
     checkpoint: str
-    """Path of a checkpoint (OUT/best.pt: the best-evaluated weights, or OUT/checkpoints/ckpt_*.pt),
-    or a directory written by `zerokv export`."""
-    episodes: int = 10
-    """Episodes to play (one env each, searched together)."""
-    seed: int = 12345
-    """Seed of the evaluation envs."""
+    """Path of a checkpoint written by `zerokv train` (OUT/best.pt: the best-evaluated weights, or
+    OUT/checkpoints/ckpt_*.pt), or a directory written by `zerokv export`."""
     num_simulations: int | None = None
     """Simulations per search (default: the training run's)."""
     dtype: Dtype | None = None
@@ -90,25 +86,46 @@ class EvalArgs:
     """Torch device of the searching model (default: the training run's device)."""
     max_steps: int | None = None
     """Cut each episode after this many agent steps (default: the run's eval_max_steps)."""
+    threads: int = 2
+    """torch.set_num_threads."""
+
+    def __post_init__(self) -> None:
+        check_positive_int("threads", self.threads)
+        if self.num_simulations is not None:
+            check_positive_int("num_simulations", self.num_simulations)
+        if self.max_steps is not None:
+            check_positive_int("max_steps", self.max_steps)
+        if self.dtype is not None:
+            check_choice("dtype", self.dtype, DTYPES)
+        if self.device is not None:
+            check_device("device", self.device)
+
+
+@dataclass
+class EvalArgs(PlayArgs):
+    """Greedy evaluation of a checkpoint written by `zerokv train` (or a `zerokv export` directory)."""
+
+    episodes: int = 10
+    """Episodes to play (one env each, searched together)."""
+    seed: int = 12345
+    """Seed of the evaluation envs."""
     vector_env: VectorEnvMode = "sync"
     """Step the episodes' envs in this process ("sync") or one process each ("async")."""
     json: str | None = None
     """Also write the per-episode returns, their summary and the settings as JSON to this file
     ("-": print the JSON instead of the text)."""
-    threads: int = 2
-    """torch.set_num_threads."""
 
     def __post_init__(self) -> None:
-        _check_common(self)
+        super().__post_init__()
+        check_positive_int("episodes", self.episodes)
+        check_int("seed", self.seed, low=0)
         check_choice("vector_env", self.vector_env, VECTOR_ENV_MODES)
 
 
 @dataclass
-class EnjoyArgs:
+class EnjoyArgs(PlayArgs):
     """Watch a trained agent play: render it, or record a video of each episode."""
 
-    checkpoint: str
-    """Path of a checkpoint written by `zerokv train` (e.g. OUT/best.pt) or a `zerokv export` directory."""
     episodes: int = 1
     """Episodes to play, one after another."""
     seed: int = 12345
@@ -119,19 +136,11 @@ class EnjoyArgs:
     video: str | None = None
     """Record each episode as an MP4 into this directory (gymnasium's RecordVideo; needs
     pip install zerokv[video])."""
-    num_simulations: int | None = None
-    """Simulations per search (default: the training run's)."""
-    dtype: Dtype | None = None
-    """Dtype of the searching model (default: the training run's search_dtype)."""
-    device: DeviceName | None = None
-    """Torch device of the searching model (default: the training run's device)."""
-    max_steps: int | None = None
-    """Cut each episode after this many agent steps (default: the run's eval_max_steps)."""
-    threads: int = 2
-    """torch.set_num_threads."""
 
     def __post_init__(self) -> None:
-        _check_common(self)
+        super().__post_init__()
+        check_positive_int("episodes", self.episodes)
+        check_int("seed", self.seed, low=0)
         if self.render is not None:
             check_choice("render", self.render, ("human", "rgb_array"))
         if self.video is not None and self.render == "human":
@@ -139,22 +148,7 @@ class EnjoyArgs:
                              "or pass --render rgb_array")
 
 
-def _check_common(args: EvalArgs | EnjoyArgs) -> None:
-    """The fields `eval` and `enjoy` share: episode count, threads, seed and the search overrides."""
-    check_positive_int("episodes", args.episodes)
-    check_positive_int("threads", args.threads)
-    check_int("seed", args.seed, low=0)
-    if args.num_simulations is not None:
-        check_positive_int("num_simulations", args.num_simulations)
-    if args.max_steps is not None:
-        check_positive_int("max_steps", args.max_steps)
-    if args.dtype is not None:
-        check_choice("dtype", args.dtype, DTYPES)
-    if args.device is not None:
-        check_device("device", args.device)
-
-
-def _resolve(policy: TrainedPolicy, args: EvalArgs | EnjoyArgs, env_num: int):
+def _resolve(policy: TrainedPolicy, args: PlayArgs, env_num: int):
     """The run's TrainConfig and the searching model's config on this machine, with the
     command's overrides (device checked here: the run may have trained on a device this
     machine lacks)."""
