@@ -238,7 +238,7 @@ def _num(row: dict, key: str) -> float | None:
 
 def summarise(rows: list[dict], total_env_steps: int) -> str:
     """A markdown table per mode: medians (ranges) over seeds, and training time and simulations/s as
-    ratios to the same seed's float32 one-leaf run; then whether any difference in env steps to
+    ratios to the same seed's float32 one-leaf run (speeds only from runs at its thread count); then whether any difference in env steps to
     solve exceeds the float32 one-leaf seeds' spread."""
     base = {int(r["seed"]): r for r in rows if r["mode"] == BASELINE}
     lines = ["| mode | seeds | solved | env steps to ≥ 475 | training s to ≥ 475 | ÷ fp32 K=1 (same seed) | "
@@ -253,16 +253,35 @@ def summarise(rows: list[dict], total_env_steps: int) -> str:
         # An unsolved run counts at the budget (a lower bound on its true steps to solve).
         steps = [_num(r, "solved_at_env_steps") or float(total_env_steps) for r in runs]
         steps_by_mode[mode] = steps
-        wall = [float(r["train_s"]) for r in solved]
-        paired = [r for r in runs if int(r["seed"]) in base]
+        # Time ratios only against a baseline run with the same torch threads (a run made at another
+        # thread count, e.g. two runs side by side at 1 thread each, still counts for learning).
+        paired = [r for r in runs if int(r["seed"]) in base and r.get("threads") == base[int(r["seed"])].get("threads")]
+        wall = [float(r["train_s"]) for r in paired if _num(r, "solved_at_env_steps") is not None]
         wall_ratio = [float(r["train_s"]) / float(base[int(r["seed"])]["train_s"]) for r in paired]
         sims_ratio = [float(r["sims_per_s"]) / float(base[int(r["seed"])]["sims_per_s"]) for r in paired]
         lines.append(
             f"| {mode} | {len(runs)} | {len(solved)}/{len(runs)} | {_span(steps, ',.0f')} | {_span(wall, '.0f')} | "
             f"{_span(wall_ratio, '.2f')} | {_span([float(r['final_eval_return']) for r in runs], '.1f')} | "
-            f"{_span([float(r['sims_per_s']) for r in runs], '.0f')} | {_span(sims_ratio, '.2f')} | "
-            f"{_span([float(r['env_steps_per_s']) for r in runs], '.1f')} |")
-    return "\n".join(lines) + "\n\n" + verdict(steps_by_mode)
+            f"{_span([float(r['sims_per_s']) for r in paired], '.0f')} | {_span(sims_ratio, '.2f')} | "
+            f"{_span([float(r['env_steps_per_s']) for r in paired], '.1f')} |")
+    return "\n".join(lines) + "\n\n" + verdict(steps_by_mode) + "\n" + paired_counts(rows, total_env_steps)
+
+
+def paired_counts(rows: list[dict], total_env_steps: int) -> str:
+    """Seed by seed: in how many seeds each mode needed more, fewer or the same env steps to solve
+    as the float32 one-leaf run of that seed (an unsolved run counts at the budget)."""
+    def steps(r: dict) -> float:
+        return _num(r, "solved_at_env_steps") or float(total_env_steps)
+
+    base = {int(r["seed"]): steps(r) for r in rows if r["mode"] == BASELINE}
+    out = []
+    for mode in [m.name for m in MODES if m.name != BASELINE]:
+        pairs = [(steps(r), base[int(r["seed"])]) for r in rows if r["mode"] == mode and int(r["seed"]) in base]
+        if pairs:
+            more, fewer = sum(a > b for a, b in pairs), sum(a < b for a, b in pairs)
+            out.append(f"{mode}: more env steps than the same seed's {BASELINE} in {more} of {len(pairs)} seeds, "
+                       f"fewer in {fewer}")
+    return "\n".join(out)
 
 
 def verdict(steps_by_mode: dict[str, list[float]]) -> str:
@@ -305,8 +324,11 @@ def plot(rows: list[dict], path: Path) -> None:
     for i, mode in enumerate(m.name for m in MODES):
         vals = [next((float(r["train_s"]) / 60 for r in rows if r["mode"] == mode and int(r["seed"]) == s), 0.0)
                 for s in seeds]
-        right.bar([s + (i - 1.5) * width for s in seeds], vals, width, color=colors[mode], label=mode)
-    right.set(xlabel="seed", ylabel="training minutes to first eval ≥ 475 (or budget)", xticks=seeds,
+        bars = right.bar([s + (i - 1.5) * width for s in seeds], vals, width, color=colors[mode], label=mode)
+        for bar, s in zip(bars, seeds, strict=True):  # hatched: never solved, stopped at the budget
+            if any(r["mode"] == mode and int(r["seed"]) == s and not r["solved_at_env_steps"] for r in rows):
+                bar.set_hatch("//")
+    right.set(xlabel="seed", ylabel="training minutes to first eval ≥ 475 (hatched: budget)", xticks=seeds,
               title="Training time per run, evaluations excluded")
     right.legend(fontsize=8)
     fig.tight_layout()

@@ -63,6 +63,7 @@ def test_summary_pairs_each_run_with_its_seeds_baseline_and_states_the_verdict(s
     assert cells[5] == "2.50 (2.00–3.00)"  # wall ÷ the same seed's float32 one-leaf run
     assert cells[8] == "0.50 (0.50–0.50)"
     assert f"{fast}: median 20,056 env steps to solve, OUTSIDE" in text
+    assert f"{fast}: more env steps than the same seed's {base} in 1 of 2 seeds, fewer in 0" in text
     assert study.verdict({base: [10_000.0, 20_000.0], fast: [15_000.0]}).endswith(
         "inside the float32 one-leaf seeds' range 10,000–20,000")
 
