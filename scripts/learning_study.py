@@ -7,9 +7,9 @@ A run evaluates every 1,000 env steps (``--eval-every``; training's own 5,000 wo
 steps to solve" a multiple of ~5,000) and stops at its first evaluation ≥ 475 (CartPole-v1's
 threshold) or at the env-step budget.
 One row per run goes to the CSV: env steps, wall time and training time (evaluations excluded) to
-that evaluation, the final
-evaluation, simulations/s and env steps/s (medians over iterations), the 1-minute load average
-before and after, and the share of the CPU other processes used during the run.
+that evaluation, the final evaluation, simulations/s and env steps/s (medians over iterations),
+the 1-minute load average before and after, and the share of the CPU other processes used during
+the run.
 
 Environment steps to solve do not depend on the machine's load; training time and simulations/s
 do, so the summary reports them as ratios to the float32 one-leaf run of the same seed (adjacent in
@@ -175,8 +175,10 @@ def backfill_train_s(rows: list[dict], runs_dir: str) -> bool:
     modes = {m.name: m for m in MODES}
     changed = False
     for r in rows:
+        if r.get("train_s") or r["mode"] not in modes:
+            continue
         progress = run_dir(runs_dir, modes[r["mode"]], int(r["seed"])) / "progress.csv"
-        if not r.get("train_s") and r["mode"] in modes and progress.is_file():
+        if progress.is_file():
             r["train_s"] = round(read_progress(progress)["train_s"], 1)
             changed = True
     return changed
@@ -236,10 +238,17 @@ def _num(row: dict, key: str) -> float | None:
     return float(row[key]) if row.get(key) not in (None, "") else None
 
 
+def steps_to_solve(row: dict, total_env_steps: int) -> float:
+    """Env steps to the first evaluation ≥ SOLVED; an unsolved run counts at the budget (a lower
+    bound on its true steps to solve)."""
+    return _num(row, "solved_at_env_steps") or float(total_env_steps)
+
+
 def summarise(rows: list[dict], total_env_steps: int) -> str:
-    """A markdown table per mode: medians (ranges) over seeds, and training time and simulations/s as
-    ratios to the same seed's float32 one-leaf run (speeds only from runs at its thread count); then whether any difference in env steps to
-    solve exceeds the float32 one-leaf seeds' spread."""
+    """A markdown table per mode: medians (ranges) over seeds, and training time and simulations/s
+    as ratios to the same seed's float32 one-leaf run (speeds only from runs at its thread count);
+    then whether any difference in env steps to solve exceeds the float32 one-leaf seeds' spread,
+    and the seed-by-seed counts."""
     base = {int(r["seed"]): r for r in rows if r["mode"] == BASELINE}
     lines = ["| mode | seeds | solved | env steps to ≥ 475 | training s to ≥ 475 | ÷ fp32 K=1 (same seed) | "
              "final eval | sims/s | sims/s ÷ fp32 K=1 | env steps/s |",
@@ -250,8 +259,7 @@ def summarise(rows: list[dict], total_env_steps: int) -> str:
         if not runs:
             continue
         solved = [r for r in runs if _num(r, "solved_at_env_steps") is not None]
-        # An unsolved run counts at the budget (a lower bound on its true steps to solve).
-        steps = [_num(r, "solved_at_env_steps") or float(total_env_steps) for r in runs]
+        steps = [steps_to_solve(r, total_env_steps) for r in runs]
         steps_by_mode[mode] = steps
         # Time ratios only against a baseline run with the same torch threads (a run made at another
         # thread count, e.g. two runs side by side at 1 thread each, still counts for learning).
@@ -270,13 +278,10 @@ def summarise(rows: list[dict], total_env_steps: int) -> str:
 def paired_counts(rows: list[dict], total_env_steps: int) -> str:
     """Seed by seed: in how many seeds each mode needed more, fewer or the same env steps to solve
     as the float32 one-leaf run of that seed (an unsolved run counts at the budget)."""
-    def steps(r: dict) -> float:
-        return _num(r, "solved_at_env_steps") or float(total_env_steps)
-
-    base = {int(r["seed"]): steps(r) for r in rows if r["mode"] == BASELINE}
+    base = {int(r["seed"]): steps_to_solve(r, total_env_steps) for r in rows if r["mode"] == BASELINE}
     out = []
     for mode in [m.name for m in MODES if m.name != BASELINE]:
-        pairs = [(steps(r), base[int(r["seed"])]) for r in rows if r["mode"] == mode and int(r["seed"]) in base]
+        pairs = [(steps_to_solve(r, total_env_steps), base[int(r["seed"])]) for r in rows if r["mode"] == mode and int(r["seed"]) in base]
         if pairs:
             more, fewer = sum(a > b for a, b in pairs), sum(a < b for a, b in pairs)
             out.append(f"{mode}: more env steps than the same seed's {BASELINE} in {more} of {len(pairs)} seeds, "

@@ -14,8 +14,8 @@ that rotates by one per group, so drift of a shared machine hits every mode alik
 
 Reported per mode: searches/s (one search = its envs × simulations expansions), the speed-up in
 expansions/s over float32 one-leaf (the speed-up at equal work: every expansion is one node's
-model row), env steps/s (positions decided per second), calls per search and rows per call, and how far the search policy moved from the float32
-one-leaf search on the same positions: mean KL(baseline ‖ mode) of the visit distributions, total
+model row), env steps/s (positions decided per second), calls per search and rows per call, and
+how far the search policy moved from the float32 one-leaf search on the same positions: mean KL(baseline ‖ mode) of the visit distributions, total
 variation and top-action agreement. The float32 one-leaf search under *another* root-noise draw
 gives the scale (``KL / noise``): a change well below it is below the search's own variation.
 
@@ -173,8 +173,7 @@ def _models(fp32: WorldModel, modes: Sequence[SearchMode]) -> dict[tuple[str, in
     for m in modes:
         key = (m.dtype, m.env_num, m.num_simulations)
         if key not in models:
-            same = (m.dtype, m.env_num, m.num_simulations) == (fp32.config.dtype, fp32.config.env_num,
-                                                               fp32.config.num_simulations)
+            same = key == (fp32.config.dtype, fp32.config.env_num, fp32.config.num_simulations)
             models[key] = fp32 if same else fp32.copy_with(dtype=m.dtype, env_num=m.env_num,
                                                            num_simulations=m.num_simulations)
     return models
