@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from zerokv.bench.compile import render_compile, run_compile
 from zerokv.bench.configs import (
     DEFAULT_CONFIGS,
     QUICK,
@@ -74,6 +75,10 @@ class BenchArgs:
     """Also search with a bfloat16 copy of the float32 model (paged backend) and report its speed, its
     outputs' difference from the float32 reference and its search-policy change (saved under
     "precision" in the meta JSON); with --multi-leaf, the multi-leaf table covers bfloat16 too."""
+    compile: bool = False
+    """Also search with the torch.compile'd recurrent step (paged backend, float32) beside the eager one
+    and report its speed, compile time, recompiles and difference from the reference (saved under
+    "compile" in the meta JSON; see docs/compile.md)."""
     reanalyze: int | None = None
     """Also reanalyse this many replayed positions at once and 8 at a time (the reference's way) and
     report roots/s (paged backend; saved under "reanalysis" in the meta JSON)."""
@@ -132,6 +137,9 @@ def run(args: BenchArgs) -> BenchResult:
     if args.precision:
         result.meta["precision"] = run_precision(configs, budget, seed=args.seed)
         print("\n" + render_precision(result.meta["precision"]), flush=True)
+    if args.compile:
+        result.meta["compile"] = run_compile(configs, budget, seed=args.seed)
+        print("\n" + render_compile(result.meta["compile"]), flush=True)
     if roots is not None:
         result.meta["reanalysis"] = run_reanalysis(configs, roots, budget, seed=args.seed)
         print("\n" + render_reanalysis(result.meta["reanalysis"]), flush=True)
@@ -151,6 +159,7 @@ def run_soak_command(args: BenchArgs) -> BenchResult:
     """``--soak N``: the soak alone (see :mod:`zerokv.bench.soak`); its records and meta as a BenchResult."""
     others = [flag for flag, on in (("--multi-leaf", args.multi_leaf is not None),
                                     ("--wide-envs", args.wide_envs is not None), ("--precision", args.precision),
+                                    ("--compile", args.compile),
                                     ("--reanalyze", args.reanalyze is not None), ("--plot", args.plot is not None),
                                     ("--storage-dtypes", args.storage_dtypes is not None),
                                     ("--quick", args.quick)) if on]

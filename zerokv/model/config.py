@@ -110,6 +110,13 @@ class WorldModelConfig:
     (the others store in ``dtype``). For wide reanalysis: int8 takes 3.9× less arena memory than
     float32 at the atari config (3.8× at `small`)."""
 
+    compile: bool = False
+    """Run search's recurrent step as a ``torch.compile`` (inductor) graph per batch-size bucket
+    (:mod:`zerokv.model.compiled`; the "paged" backend, other backends stay eager): the same
+    outputs to float32 rounding, a compile of tens of seconds on first use of each bucket;
+    docs/compile.md measures when it pays. Falls back to eager, with one warning, where
+    compilation is unavailable."""
+
     def __post_init__(self) -> None:
         self.observation_shape = tuple(int(d) for d in self.observation_shape)
         if len(self.observation_shape) not in (1, 3) or min(self.observation_shape) <= 0:
@@ -129,6 +136,7 @@ class WorldModelConfig:
         self.validation_atol = check_float("validation_atol", self.validation_atol, low=0.0)
         self.cache_validation_mode = check_bool("cache_validation_mode", self.cache_validation_mode)
         self.enable_cache_logging = check_bool("enable_cache_logging", self.enable_cache_logging)
+        self.compile = check_bool("compile", self.compile)
         if self.embed_dim % self.num_heads or (self.embed_dim // self.num_heads) % 2:
             raise ValueError(
                 f"embed_dim={self.embed_dim} must be divisible by num_heads={self.num_heads} "

@@ -116,6 +116,8 @@ def linear(
 ) -> torch.Tensor:
     """``x @ weight.T + bias`` for ``x (..., in)``, ``weight (out, in)``; then exact (erf) GELU if
     ``gelu`` — fused into the matmul on the oneDNN path."""
+    if torch.compiler.is_compiling():
+        return _traced_linear(x, weight, bias, gelu)
     if uses_onednn(x, weight):
         # (x, W, b, post-op, post-op scalars, post-op algorithm): GELU's "none" is the exact erf form.
         post_op, algorithm = ("gelu", "none") if gelu else ("none", "")
@@ -124,6 +126,29 @@ def linear(
         y = OneDNNLinear.apply(x, weight, bias)
     else:
         y = F.linear(x, weight, bias)
+    return F.gelu(y) if gelu else y
+
+
+@torch.library.custom_op("zerokv::onednn_linear", mutates_args=())
+def onednn_linear_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool) -> torch.Tensor:
+    """:func:`linear`'s eager inference path as one opaque operator: what a compiled graph calls, so
+    that the oneDNN kernel keeps its prepacked weight (remade when the weight changes) while the
+    compiler fuses the elementwise work around it."""
+    return linear(x, weight, bias, gelu=gelu)
+
+
+@onednn_linear_op.register_fake
+def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool) -> torch.Tensor:
+    return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+
+def _traced_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool) -> torch.Tensor:
+    """:func:`linear` inside ``torch.compile``: inference matmuls taking oneDNN stay the prepacked oneDNN
+    kernel (:func:`onednn_linear_op`); everything else is plain ``F.linear`` for the compiler to lower
+    (training's matmuls and their backward: inductor's own kernels)."""
+    if uses_onednn(x, weight):
+        return onednn_linear_op(x, weight, bias, gelu)
+    y = F.linear(x, weight, bias)
     return F.gelu(y) if gelu else y
 
 

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from zerokv.model import inputs, snapshot
+from zerokv.model.compiled import RecurrentStep
 from zerokv.model.config import WorldModelConfig
 from zerokv.model.context import KeyHash, default_key_hash
 from zerokv.model.context_cache import CacheReport, ContextCache
@@ -91,6 +92,7 @@ class WorldModel(SeedsNames, PretrainedMixin, nn.Module):
                 self.add_module(name, module)
             self.train(share_weights_with.training)
         self._cache = ContextCache(config, self.transformer, key_hash)
+        self._step = RecurrentStep(self, compile=config.compile)  # eager or torch.compile'd
         self._nodes = SearchNodes(config.env_num, config.num_simulations)
         self._owner = ThreadOwner()
         self._last_log = time.monotonic()
@@ -154,6 +156,11 @@ class WorldModel(SeedsNames, PretrainedMixin, nn.Module):
         """Node lookups (hits, misses, hit_rate), evictions, fallbacks, rebuilds, live entries, bytes
         and the store's own summary, since the last :meth:`reset_cache_stats`."""
         return self._cache.report()
+
+    @property
+    def compile_report(self):
+        """What compiling the recurrent step cost (:class:`~zerokv.model.compiled.CompileReport`)."""
+        return self._step.report
 
     def reset_cache_stats(self) -> None:
         self._cache.reset_stats()
@@ -297,12 +304,8 @@ class WorldModel(SeedsNames, PretrainedMixin, nn.Module):
         ids = self._nodes.check(parent_ids, child_ids, env_ids)
         parents, children = (None, None) if ids is None else ids
         batch = self._cache.expand(latent, env_ids, parents)
-        act = self.action_embedding(torch.as_tensor(actions, device=latent.device))
-        h_act = batch.forward(act.unsqueeze(1))[:, 0]  # (B, E)
-        next_latent = self.head_latent(h_act)
-        h_obs = batch.forward(next_latent.unsqueeze(1))[:, 0]
-        value_logits, policy_logits = self.head_value(h_obs), self.head_policy(h_obs)
-        reward_logits = self.head_reward(h_act)
+        next_latent, value_logits, policy_logits, reward_logits = self._step(
+            batch, torch.as_tensor(actions, device=latent.device))
         self._cache.store_children(batch, env_ids, next_latent, children)
         if ids is not None:
             self._nodes.add(env_ids, children)

@@ -13,8 +13,8 @@ import torch
 from zerokv.checks import check_choice, check_positive_int
 from zerokv.model.config import DTYPES
 from zerokv.model.linear import forget_packed_weights
-from zerokv.model.losses import unizero_losses
 from zerokv.model.support import support_to_scalar
+from zerokv.rl.compiled import compile_update_parts
 from zerokv.rl.observations import observations_as_float
 from zerokv.rl.replay import Batch
 
@@ -77,11 +77,17 @@ class Learner:
     ``dtype="bfloat16"`` runs the forward passes (and so the backward's matmuls and convolutions)
     under CPU autocast; the weights, gradients, optimizer state and losses stay float32.
     AdamW is the fused kernel: one pass over each parameter instead of a dozen.
+
+    ``compile=True`` runs the forward pass, the target encoder and the losses as ``torch.compile``
+    (inductor) graphs, the backward as the compiled forward's backward graph
+    (:func:`zerokv.rl.compiled.compile_update_parts`); the same losses to float32 rounding, one
+    compile (about a minute or more) at the first update. Where compilation fails it warns once
+    and stays eager.
     """
 
     def __init__(self, model, *, learning_rate: float, weight_decay: float, grad_clip: float,
                  target_update_rate: float, fresh_value_targets: bool = False, td_steps: int | None = None,
-                 dtype: str = "float32") -> None:
+                 dtype: str = "float32", compile: bool = False) -> None:
         self.model = model
         self.target_encoder = copy.deepcopy(model.encoder).requires_grad_(False)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay,
@@ -92,6 +98,7 @@ class Learner:
         self.dtype = check_choice("dtype", dtype, DTYPES, owner="Learner")
         self.updates = 0
         self.timer: PhaseTimer | None = None
+        self.parts = compile_update_parts(model, self.target_encoder, compile=compile)
 
     def _phase(self, name: str):
         return contextlib.nullcontext() if self.timer is None else self.timer.phase(name)
@@ -146,13 +153,13 @@ class Learner:
         b, steps = actions.shape
         with self._autocast():
             with self._phase("forward"):
-                out = self.model.forward_sequence(obs, actions)
+                out = self.parts.forward(obs, actions)
             with self._phase("target"), torch.no_grad():
-                target_latents = self.target_encoder(obs[:, 1:].flatten(0, 1)).view(b, steps - 1, -1)
+                target_latents = self.parts.target(obs[:, 1:].flatten(0, 1)).view(b, steps - 1, -1)
             with self._phase("bootstrap"):
                 value_targets = self._value_targets(batch, out.latents.detach())
         with self._phase("losses"):
-            losses = unizero_losses(
+            losses = self.parts.losses(
                 out, target_latents=target_latents.float(), rewards=torch.as_tensor(batch.rewards, device=device),
                 value_targets=value_targets, policy_targets=torch.as_tensor(batch.policy_targets, device=device),
                 mask=torch.as_tensor(batch.mask, device=device), support_size=cfg.support_size,

@@ -1,6 +1,7 @@
 """Learner benchmark: updates/s at an Atari-sized preset and where one update's time goes.
 
     python -m zerokv.rl.learner_bench --dtypes float32,bfloat16 --updates 10
+    python -m zerokv.rl.learner_bench --compile   # each dtype eager and torch.compile'd
 
 Builds the ``atari`` world model (3×64×64 observations, embed 768, 2 layers, 8 heads, support
 601 bins, 6 actions) and a replay buffer of random frames cut into segments as the collector
@@ -19,12 +20,19 @@ median milliseconds of each part of an update and the updates/s (1 / median upda
 * ``optimizer``: gradient clipping, the AdamW step; ``momentum``: the target encoder's update.
 
 Sampling a batch is timed on its own (``sample``): it is not part of ``Learner.update``.
+
+With ``--compile`` every dtype also runs as a compiled learner (``Learner(compile=True)``,
+labelled "<dtype>+compile"), interleaved with the rest; inside its compiled graphs the encoder,
+transformer and heads cannot be told apart, so its parts are the learner's own phases (forward,
+target, bootstrap, losses, backward, optimizer, momentum), and its first update — the compile —
+is reported on its own (``compile s``: the first update's seconds less the median update's).
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -38,6 +46,8 @@ from zerokv.model.world_model import WorldModel
 from zerokv.rl.learner import Learner, PhaseTimer
 from zerokv.rl.replay import GameSegment, ReplayBuffer
 
+PHASES = ("forward", "target", "bootstrap", "losses", "backward", "optimizer", "momentum")
+"""The learner's own phases (:class:`~zerokv.rl.learner.PhaseTimer`): a compiled learner's parts."""
 PARTS = ("encoder", "transformer", "heads", "target", "bootstrap", "losses", "bwd heads",
          "bwd transformer", "bwd encoder", "optimizer", "momentum")
 """The parts of one update, in the order they run (they sum to the update's time, up to the
@@ -73,6 +83,11 @@ class LearnerBench:
     """torch.set_num_threads."""
     seed: int = 0
     """Seed of the weights, frames and sampling."""
+    compile: bool = False
+    """Also time each dtype with the torch.compile'd update (forward, losses, backward)."""
+    model: str = "atari"
+    """Model preset: "atari" (3×64×64 frames, embed_dim, 6 actions) or "cartpole" (the CartPole
+    training model: 4 features, embed 64, 2 heads, support 50, 2 actions; ignores embed_dim)."""
 
     def __post_init__(self) -> None:
         for name in ("updates", "warmup", "batch_size", "unroll_steps", "td_steps", "embed_dim",
@@ -80,6 +95,12 @@ class LearnerBench:
             check_positive_int(name, getattr(self, name), owner="LearnerBench")
         for dtype in self.dtype_list:
             check_choice("dtypes", dtype, DTYPES, owner="LearnerBench")
+        check_choice("model", self.model, ("atari", "cartpole"), owner="LearnerBench")
+
+    @property
+    def variants(self) -> list[tuple[str, bool]]:
+        """(dtype, compiled) of every learner timed, in the first round's order."""
+        return [(d, c) for d in self.dtype_list for c in ((False, True) if self.compile else (False,))]
 
     @property
     def dtype_list(self) -> list[str]:
@@ -94,7 +115,9 @@ class LearnerTiming:
     update_ms: float
     """Median wall milliseconds of a whole ``Learner.update``."""
     parts_ms: dict[str, float] = field(default_factory=dict)
-    """Median milliseconds of each of :data:`PARTS`."""
+    """Median milliseconds of each of :data:`PARTS` (of :data:`PHASES` for a compiled learner)."""
+    compile_s: float = 0.0
+    """A compiled learner's first update less its median update (0 for eager)."""
 
     @property
     def updates_per_second(self) -> float:
@@ -102,7 +125,12 @@ class LearnerTiming:
 
 
 def atari_model_config(bench: LearnerBench) -> WorldModelConfig:
-    """The ``atari`` world model, with room for the training sequence's 2·(K+1) tokens."""
+    """The ``atari`` world model (or with ``model="cartpole"`` CartPole's), with room for the training
+    sequence's 2·(K+1) tokens."""
+    if bench.model == "cartpole":
+        return WorldModelConfig(observation_shape=(4,), action_space_size=2, embed_dim=64, num_layers=2,
+                                num_heads=2, context_length=8, max_tokens=max(8, 2 * (bench.unroll_steps + 1)),
+                                support_size=50)
     return WorldModelConfig(
         observation_shape=(3, 64, 64), action_space_size=6, embed_dim=bench.embed_dim, num_layers=2,
         num_heads=8, context_length=8, max_tokens=max(8, 2 * (bench.unroll_steps + 1)), support_size=300,
@@ -175,7 +203,24 @@ class _PartClock:
         }
 
 
-def _timed_update(learner: Learner, clock: _PartClock, batch) -> tuple[float, dict[str, float]]:
+class _PhaseClock:
+    """A compiled learner's parts: its own phases (the model's parts are fused inside its graphs)."""
+
+    def __init__(self, learner: Learner) -> None:
+        self.timer = learner.timer = PhaseTimer()
+
+    def reset(self) -> None:
+        self.timer.seconds.clear()
+
+    def parts(self) -> dict[str, float]:
+        return {p: self.timer.seconds[p] for p in PHASES}
+
+
+def _label(dtype: str, compiled: bool) -> str:
+    return f"{dtype}+compile" if compiled else dtype
+
+
+def _timed_update(learner: Learner, clock, batch) -> tuple[float, dict[str, float]]:
     clock.reset()
     start = time.perf_counter()
     learner.update(batch)
@@ -183,52 +228,63 @@ def _timed_update(learner: Learner, clock: _PartClock, batch) -> tuple[float, di
 
 
 def run(bench: LearnerBench) -> tuple[list[LearnerTiming], float]:
-    """Interleaved timings of every dtype, and the median seconds of ``replay.sample``."""
+    """Interleaved timings of every variant (dtype, compiled), and the median seconds of ``replay.sample``."""
     torch.set_num_threads(bench.threads)
     cfg = atari_model_config(bench)
     replay = random_replay(bench, cfg)
     learners, clocks = {}, {}
-    for dtype in bench.dtype_list:
-        torch.manual_seed(bench.seed)  # the same initial weights for every dtype
+    for dtype, compiled in bench.variants:
+        torch.manual_seed(bench.seed)  # the same initial weights for every variant
         learner = Learner(WorldModel(cfg), learning_rate=1e-4, weight_decay=1e-4, grad_clip=5.0,
                           target_update_rate=0.05, fresh_value_targets=bench.fresh_value_targets,
-                          td_steps=bench.td_steps, dtype=dtype)
-        learners[dtype], clocks[dtype] = learner, _PartClock(learner)
-    totals = {d: [] for d in learners}
-    parts = {d: {p: [] for p in PARTS} for d in learners}
+                          td_steps=bench.td_steps, dtype=dtype, compile=compiled)
+        label = _label(dtype, compiled)
+        learners[label] = learner
+        clocks[label] = _PhaseClock(learner) if compiled else _PartClock(learner)
+    totals = {v: [] for v in learners}
+    firsts: dict[str, float] = {}
+    parts = {v: defaultdict(list) for v in learners}
     sample_seconds = []
     for round_ in range(bench.warmup + bench.updates):
         start = time.perf_counter()
         batch = replay.sample(bench.batch_size)
         sample_seconds.append(time.perf_counter() - start)
         order = list(learners) if round_ % 2 == 0 else list(reversed(learners))
-        for dtype in order:
-            total, split = _timed_update(learners[dtype], clocks[dtype], batch)
+        for label in order:
+            total, split = _timed_update(learners[label], clocks[label], batch)
+            firsts.setdefault(label, total)
             if round_ >= bench.warmup:
-                totals[dtype].append(total)
-                for p in PARTS:
-                    parts[dtype][p].append(split[p])
-    timings = [
-        LearnerTiming(d, 1000 * statistics.median(totals[d]),
-                      {p: 1000 * statistics.median(parts[d][p]) for p in PARTS})
-        for d in learners
-    ]
+                totals[label].append(total)
+                for p, seconds in split.items():
+                    parts[label][p].append(seconds)
+    timings = []
+    for label, learner in learners.items():
+        median = statistics.median(totals[label])
+        timings.append(LearnerTiming(label, 1000 * median, {p: 1000 * statistics.median(v) for p, v in
+                                                            parts[label].items()},
+                                     firsts[label] - median if learner.parts.compiled else 0.0))
     return timings, statistics.median(sample_seconds)
 
 
 def report(bench: LearnerBench, timings: Sequence[LearnerTiming], sample_seconds: float) -> str:
-    """The table: one column per dtype, one row per part, then update ms, updates/s, ratio."""
+    """The table: one column per variant, one row per part, then update ms, updates/s, ratio."""
     base = timings[0].update_ms
-    width = max(len(p) for p in PARTS) + 2
-    lines = [f"learner at atari (embed {bench.embed_dim}, batch {bench.batch_size} × (K={bench.unroll_steps} + 1), "
+    names = list(dict.fromkeys([*PARTS, *(PHASES if bench.compile else ())]))
+    width = max(len(p) for p in names) + 2
+    col = max(12, *(len(t.dtype) + 2 for t in timings))
+    model = f"embed {bench.embed_dim}" if bench.model == "atari" else "CartPole's model, embed 64"
+    lines = [f"learner at {bench.model} ({model}, batch {bench.batch_size} × (K={bench.unroll_steps} + 1), "
              f"td {bench.td_steps}, fresh value targets {'on' if bench.fresh_value_targets else 'off'}, "
              f"{bench.threads} threads): medians of {bench.updates} interleaved updates, ms",
-             f"{'part':<{width}}" + "".join(f"{t.dtype:>12}" for t in timings)]
-    for p in PARTS:
-        lines.append(f"{p:<{width}}" + "".join(f"{t.parts_ms[p]:12.1f}" for t in timings))
-    lines.append(f"{'update':<{width}}" + "".join(f"{t.update_ms:12.1f}" for t in timings))
-    lines.append(f"{'updates/s':<{width}}" + "".join(f"{t.updates_per_second:12.3f}" for t in timings))
-    lines.append(f"{'ratio':<{width}}" + "".join(f"{base / t.update_ms:11.2f}×" for t in timings))
+             f"{'part':<{width}}" + "".join(f"{t.dtype:>{col}}" for t in timings)]
+    for p in names:
+        cells = [f"{t.parts_ms[p]:{col}.1f}" if p in t.parts_ms else f"{'—':>{col}}" for t in timings]
+        lines.append(f"{p:<{width}}" + "".join(cells))
+    lines.append(f"{'update':<{width}}" + "".join(f"{t.update_ms:{col}.1f}" for t in timings))
+    lines.append(f"{'updates/s':<{width}}" + "".join(f"{t.updates_per_second:{col}.3f}" for t in timings))
+    lines.append(f"{'ratio':<{width}}" + "".join(f"{base / t.update_ms:{col - 1}.2f}×" for t in timings))
+    if bench.compile:
+        lines.append(f"{'compile s':<{width}}" + "".join(f"{t.compile_s:{col}.1f}" for t in timings))
     lines.append(f"replay.sample({bench.batch_size}): {1000 * sample_seconds:.1f} ms (not part of the update)")
     return "\n".join(lines)
 
