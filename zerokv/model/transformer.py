@@ -135,7 +135,9 @@ def rope_tables(
     only up to 256, and an angle of ~1000 rad only to ±2 rad. Only cos/sin are cast, to the
     activations' dtype (``apply_rope`` then stays in that dtype).
     """
-    freqs, signs = _rotary_constants(head_dim, theta, positions.device)
+    # Traced by torch.compile: the uncached function (its results become graph constants).
+    constants = _rotary_constants.__wrapped__ if torch.compiler.is_compiling() else _rotary_constants
+    freqs, signs = constants(head_dim, theta, positions.device)
     angles = positions.to(torch.float32).unsqueeze(-1) * freqs  # (B, T, hd): pair i's angle at 2i, 2i+1
     return angles.cos().unsqueeze(1).to(dtype), (angles.sin() * signs).unsqueeze(1).to(dtype)
 

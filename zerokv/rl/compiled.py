@@ -25,7 +25,7 @@ from torch import nn
 
 from zerokv.model.losses import unizero_losses
 
-__all__ = ["UpdateParts", "compile_update_parts"]
+__all__ = ["UpdateParts", "compile_note", "compile_update_parts"]
 
 
 @dataclass
@@ -72,3 +72,14 @@ def compile_update_parts(model: nn.Module, target_encoder: nn.Module, *, compile
         parts.target = _Compiled("target", target_encoder, parts)
         parts.losses = _Compiled("losses", unizero_losses, parts)
     return parts
+
+
+def compile_note(parts: UpdateParts, search) -> str:
+    """One line for a training run's log: the compile seconds of the learner's parts and of the search
+    step's graphs (``search``: a :class:`~zerokv.model.compiled.CompileReport`), and any fallback."""
+    learner = ", ".join(f"{k} {v:.1f} s" for k, v in parts.compile_seconds.items()) or "not compiled"
+    graphs = ", ".join(f"{rows} rows {s:.1f} s" for rows, s in sorted(search.graphs.items())) or "none"
+    failed = [f"{who} fell back to eager ({why})" for who, why in (("learner", parts.failed),
+                                                                  ("search", search.failed)) if why]
+    return (f"compile: learner {learner} (the first backward's compile not included); search step graphs: "
+            f"{graphs}; {search.recompiles} recompiles" + "".join(f"; {f}" for f in failed))

@@ -178,6 +178,12 @@ class TrainConfig:
     """Dtype of the learner's forward passes: "float32", or "bfloat16" to run them (and the
     backward's matmuls and convolutions) under CPU autocast; weights, gradients, optimizer state
     and losses stay float32."""
+    compile: bool = False
+    """torch.compile (inductor) the learner's update (forward, losses, backward) and the searches'
+    recurrent step: the same results to float32 rounding after a compile at the first update and
+    search (minutes on two cores; reported in the log). Off by default: docs/compile.md has the
+    measurements (where it pays end to end, warm-up included). Falls back to eager, with one
+    warning, where compilation is unavailable."""
 
     # --- Atari (ALE/... and ...NoFrameskip ids); defaults follow LightZero's UniZero Atari setup
     clip_rewards: bool | None = None
@@ -293,7 +299,7 @@ class TrainConfig:
         for name in ("clip_rewards", "terminal_on_life_loss"):
             if getattr(self, name) is not None:
                 check_bool(name, getattr(self, name))
-        for name in ("full_action_space", "overwrite", "save_replay", "resume"):
+        for name in ("full_action_space", "overwrite", "save_replay", "resume", "compile"):
             check_bool(name, getattr(self, name))
         check_positive_int("frame_skip", self.frame_skip)
         check_positive_int("keep_checkpoints", self.keep_checkpoints)

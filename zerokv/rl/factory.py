@@ -49,6 +49,7 @@ def world_model_config(cfg: TrainConfig) -> WorldModelConfig:
         context_length=cfg.context_length, max_tokens=max(cfg.context_length, 2 * (cfg.unroll_steps + 1)),
         env_num=cfg.num_envs, num_simulations=cfg.num_simulations, support_size=cfg.support_size,
         device=cfg.device, cache_backend=cfg.cache_backend, use_new_cache_manager=cfg.use_new_cache_manager,
+        compile=cfg.compile,
     )
 
 

@@ -44,6 +44,7 @@ from zerokv.rl.checkpoint import (
     save_checkpoint,
 )
 from zerokv.rl.collector import Collector
+from zerokv.rl.compiled import compile_note
 from zerokv.rl.config import TrainConfig, with_out
 from zerokv.rl.envs import env_spec
 from zerokv.rl.evaluator import evaluate
@@ -115,7 +116,7 @@ class Trainer:
         self.learner = Learner(self.model, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
                                grad_clip=cfg.grad_clip, target_update_rate=cfg.target_update_rate,
                                fresh_value_targets=cfg.fresh_value_targets, td_steps=cfg.td_steps,
-                               dtype=cfg.learner_dtype)
+                               dtype=cfg.learner_dtype, compile=cfg.compile)
         spec = env_spec(cfg.env, env_options(cfg))
         self.replay = make_replay(cfg, self.model_config)
         self.search = search_config(cfg)
@@ -255,6 +256,8 @@ class Trainer:
             solved_at = self._loop()
         finally:
             self.close()
+        if self.cfg.compile:
+            print(compile_note(self.learner.parts, self.search_model.compile_report))
         if solved_at is not None:
             print(f"solved: evaluation return {np.mean(self.eval_returns):.1f} >= {self.stop_return:g} "
                   f"at {solved_at} env steps; stopping")
