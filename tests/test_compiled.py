@@ -10,6 +10,8 @@ import torch
 from zerokv import WorldModel, WorldModelConfig
 from zerokv.model import compiled
 from zerokv.rl import compiled as learner_compiled
+from zerokv.rl.config import TrainConfig
+from zerokv.rl.factory import world_model_config
 from zerokv.rl.learner import Learner
 from zerokv.rl.replay import GameSegment, ReplayBuffer
 from zerokv.search import SearchConfig, plan
@@ -128,3 +130,18 @@ def test_compiled_learner_losses_match_eager():
         for key in want:
             assert got[key] == pytest.approx(want[key], rel=1e-5, abs=1e-6), key
     assert set(fast.parts.compile_seconds) == {"forward", "target", "losses"} and fast.parts.failed is None
+
+
+def test_train_config_compile_reaches_the_model_and_is_checked():
+    assert world_model_config(TrainConfig(env="CartPole-v1", compile=True)).compile
+    assert not world_model_config(TrainConfig(env="CartPole-v1")).compile
+    with pytest.raises(ValueError, match="compile"):
+        TrainConfig(compile=1)
+
+
+def test_compile_note_names_graphs_and_fallbacks():
+    parts = learner_compiled.UpdateParts(None, None, None, compiled=True, compile_seconds={"forward": 2.0})
+    parts.failed = "RuntimeError: boom"
+    note = learner_compiled.compile_note(parts, compiled.CompileReport(graphs={8: 3.5}, recompiles=1))
+    assert "forward 2.0 s" in note and "8 rows 3.5 s" in note and "1 recompiles" in note
+    assert "learner fell back to eager (RuntimeError: boom)" in note

@@ -142,11 +142,17 @@ def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bo
     return x.new_empty((*x.shape[:-1], weight.shape[0]))
 
 
+TRACED_ONEDNN = True
+"""Inside ``torch.compile``, inference matmuls that take oneDNN eagerly call :func:`onednn_linear_op`
+(True), or are left to the compiler as ``F.linear`` (False: how docs/compile.md compares the two,
+with and without inductor's freezing)."""
+
+
 def _traced_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool) -> torch.Tensor:
     """:func:`linear` inside ``torch.compile``: inference matmuls taking oneDNN stay the prepacked oneDNN
     kernel (:func:`onednn_linear_op`); everything else is plain ``F.linear`` for the compiler to lower
     (training's matmuls and their backward: inductor's own kernels)."""
-    if uses_onednn(x, weight):
+    if TRACED_ONEDNN and uses_onednn(x, weight):
         return onednn_linear_op(x, weight, bias, gelu)
     y = F.linear(x, weight, bias)
     return F.gelu(y) if gelu else y
