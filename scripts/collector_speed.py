@@ -1,4 +1,4 @@
-"""Collection and learning rates behind the README's "Collectors on Ray" figures.
+"""Collection and learning rates behind the "Collectors on Ray" figures (docs/ray.md).
 
     .venv/bin/python scripts/collector_speed.py cartpole   # env steps/s: in-process, 1 and 2 collectors
     .venv/bin/python scripts/collector_speed.py atari      # one collector's search rate, the learner's rate

@@ -73,8 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--modes", default=",".join(m.name for m in MODES),
                    help=f"comma-separated modes (default: all of {[m.name for m in MODES]})")
     p.add_argument("--runs-dir", default="runs/learning_study", help="where each run's directory goes")
-    p.add_argument("--csv", default="docs/learning_study.csv", help="one row per run (appended)")
-    p.add_argument("--plot", default="docs/learning_study.png", help="evaluation curves and training times")
+    p.add_argument("--csv", default="docs/results/learning_study.csv", help="one row per run (appended)")
+    p.add_argument("--plot", default="docs/results/learning_study.png", help="evaluation curves and training times")
     p.add_argument("--total-env-steps", type=int, default=30_000, help="budget cap of each run")
     p.add_argument("--eval-every", type=int, default=1000,
                    help="env steps between evaluations (default 1000; training's own default, 5000, would make "

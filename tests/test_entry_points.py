@@ -146,33 +146,11 @@ def test_lunar_lander_makes_an_env_with_the_box2d_extra():
     assert (spec.observation_shape, spec.action_space_size, spec.reward_threshold) == ((8,), 4, 200)
 
 
-def test_every_reference_in_the_readme_docs_and_code_points_inside_the_repo():
+def test_no_text_of_the_repo_cites_the_design_brief_outside_it():
+    """The brief (DESIGN.md) is not part of the repository: docs/design.md restates what is cited.
+    Links between the docs are checked in tests/test_docs.py."""
     root = Path(__file__).resolve().parents[1]
-    texts = [root / "README.md", *(root / "docs").glob("*.md"), *(root / "zerokv").rglob("*.py"),
+    texts = [root / "README.md", *(root / "docs").rglob("*.md"), *(root / "zerokv").rglob("*.py"),
              *(root / "zerokv").rglob("*.yaml"), *(root / "scripts").glob("*")]
     for path in texts:
         assert "DESIGN.md" not in path.read_text(), path
-    for doc in [root / "README.md", *(root / "docs").glob("*.md")]:
-        for target in _links(doc.read_text()):
-            assert (doc.parent / target).exists(), f"{doc.name} links to {target}, which does not exist"
-
-
-def _links(markdown: str) -> list[str]:
-    """Relative link targets of a Markdown text (no URLs, no in-page anchors)."""
-    import re
-
-    targets = re.findall(r"\]\(([^)\s]+)\)", markdown)
-    return [t.split("#")[0] for t in targets if not t.startswith(("http", "#", "mailto:"))]
-
-
-@pytest.mark.slow  # imports and renders every module (~30 s)
-def test_the_api_reference_builds_from_the_docstrings_with_one_command(tmp_path):
-    import subprocess
-
-    root = Path(__file__).resolve().parents[1]
-    done = subprocess.run(["bash", str(root / "scripts" / "docs.sh"), str(tmp_path / "api")], capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    page = tmp_path / "api" / "zerokv" / "model" / "world_model.html"
-    assert (tmp_path / "api" / "index.html").is_file() and "from_pretrained" in page.read_text()
-    assert (tmp_path / "api" / "zerokv" / "rl" / "plot.html").is_file()

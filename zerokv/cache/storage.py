@@ -89,7 +89,7 @@ def dequantize(q: Quantized, out: torch.Tensor, work: torch.Tensor | None = None
         return out.copy_(q.payload)
     scale = q.scale.float().unsqueeze(-1)
     if q.payload.dtype == torch.float8_e4m3fn:
-        # torch's float8 → float32 cast is slow on the CPU (README, "Kernel choices, measured"); this
+        # torch's float8 → float32 cast is slow on the CPU (docs/benchmarks.md, "Kernel choices, measured"); this
         # bit trick is exact: an e4m3fn code's 7 low bits shifted left by 7 (sign kept) form the
         # float16 of value × 2⁻⁸, subnormals included (the NaN codes never occur: |x / s| ≤ 448),
         # and float16 converts in hardware.

@@ -10,8 +10,8 @@ weight version), as ``torch.compile``'s freezing pass does: given the plain ``(o
 oneDNN reorders it on every call. Packed outputs are bit-identical to plain ones at every row
 count. oneDNN costs more per call than MKL, so small float32 matmuls (CartPole's embed-64 model)
 stay on MKL: oneDNN is used from :data:`ONEDNN_MIN_MACS` multiply-adds per call, where it
-measured at least as fast. The figures behind each choice are in the README ("Kernel choices,
-measured").
+measured at least as fast. The figures behind each choice are in docs/benchmarks.md ("Kernel
+choices, measured").
 
 The fast path is taken only where it cannot change training: CPU tensors, float32 (large enough)
 or bfloat16, no autograd (search, reanalysis and evaluation run under ``torch.no_grad``) and no
@@ -38,7 +38,7 @@ from zerokv.model.train_linear import OneDNNLinear, onednn_training
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 ONEDNN_MIN_MACS = 1_100_000
 """Smallest float32 matmul (rows × in × out multiply-adds) sent to oneDNN (prepacked weight): the
-crossover measured on the bench machine (README, "Kernel choices, measured")."""
+crossover measured on the bench machine (docs/benchmarks.md, "Kernel choices, measured")."""
 
 
 def onednn_inference(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -100,7 +100,7 @@ def conv2d_gelu(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     """``gelu(conv(x))`` (exact erf GELU), the GELU fused into oneDNN's convolution at inference.
 
     CPU convolutions run through oneDNN anyway, so the fused kernel costs no extra call; it saves
-    the GELU's pass over the activations (README, "Kernel choices, measured"); ≤ 2.4e-7 apart
+    the GELU's pass over the activations (docs/benchmarks.md, "Kernel choices, measured"); ≤ 2.4e-7 apart
     from the unfused form in float32 (bfloat16: one rounding of the convolution's output fewer).
     """
     if onednn_inference(x, conv.weight) and conv.padding_mode == "zeros" and isinstance(conv.padding, tuple):

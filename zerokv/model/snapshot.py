@@ -11,7 +11,7 @@ it, so a snapshot is refused by any model it was not taken from:
   state-dict order), computed in full at every save and load, never cached (a cache keyed on
   tensor versions would miss writes through ``.data``, numpy views or a fused optimizer step):
   :func:`weights_fingerprint`. BLAKE3 rather than sha256 because this hash is most of a load's
-  cost (README, "Cache snapshots");
+  cost (docs/kv-storage.md, the snapshot table);
 * **config** — the fields that change what a root context means (:data:`IDENTITY`: the
   architecture and dtype, the storage dtype, the backend and env_num);
 * **content** — BLAKE3 over the header and every tensor, checked before anything is read, so a

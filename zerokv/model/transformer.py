@@ -158,7 +158,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
     Written as ``x·cos + swap(x)·sin`` (``swap`` exchanges each pair): the same products and sums
     bit for bit as the pairwise form, in three contiguous kernels instead of strided halves
-    (faster at search shapes: README, "Kernel choices, measured").
+    (faster at search shapes: docs/benchmarks.md, "Kernel choices, measured").
     """
     swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
     return x * cos + swapped * sin
@@ -171,7 +171,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     With gradients (training): ``F.scaled_dot_product_attention`` and its fused backward. Without
     (search, reanalysis): two explicit matmuls with the softmax in float32, which at search shapes
     (1–2 queries over ≤ context_length keys) ran faster than ``scaled_dot_product_attention`` on
-    the bench CPU in both dtypes (README, "Kernel choices, measured"). Every inference path
+    the bench CPU in both dtypes (docs/benchmarks.md, "Kernel choices, measured"). Every inference path
     (cached or recomputed) uses this one formula, so backends agree.
     """
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):

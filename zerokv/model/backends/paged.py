@@ -28,8 +28,8 @@ class PagedContext(TokenRunner):
 
     Head-major because attention then reads each layer's keys and values as a ``(H·B, S, hd)``
     batch of contiguous matrices — no copy before its two matmuls (the slot-major buffer this
-    replaced made ``matmul`` clone every layer's keys and values first; the README's benchmark
-    notes give the timings) — and the arena fills the whole buffer with one ``index_select``.
+    replaced made ``matmul`` clone every layer's keys and values first; docs/benchmarks.md
+    gives the timings) — and the arena fills the whole buffer with one ``index_select``.
     """
 
     def __init__(self, transformer: Transformer, gathered: Gathered, pasts: np.ndarray, window: int) -> None:
