@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-site}
-.venv/bin/python -m mkdocs build --strict --site-dir "$out"
+NO_MKDOCS_2_WARNING=1 .venv/bin/python -m mkdocs build --strict --site-dir "$out"
 echo "docs site: $out/index.html"
