@@ -36,7 +36,7 @@ def one_error_line(capsys, exc, command: str) -> str:
         (["train", "--device", "gpu"], "device='gpu'; allowed: cpu, cuda, cuda:N, mps"),
         (["train", "--no-such-flag"], "Unrecognized options: --no-such-flag"),
         (["train", "--config"], "--config needs a value"),
-        (["train", "--preset", "pong"], "preset='pong'; allowed: atari"),
+        (["train", "--preset", "pong"], "preset='pong'; allowed: atari, atari100k, atari100k-cpu"),
         (["enjoy", "--checkpoint", "x.pt", "--video", "v", "--render", "human"], "drop --render"),
         (["plot", "missing-run"], "missing-run does not exist"),
         (["export", "--checkpoint", "missing.pt", "--out", "e"], "checkpoint missing.pt does not exist"),
@@ -213,7 +213,7 @@ def test_help_lists_the_choices_of_devices_dtypes_backends_and_vector_envs(capsy
         main(["train", "--help"])
     text = capsys.readouterr().out
     for choices in ("{cpu,cuda,cuda:N,mps}", "{float32,bfloat16}", "{None,none,legacy,manager,paged}",
-                    "{sync,async}", "{None,atari}"):
+                    "{sync,async}", "{None,atari,atari100k,atari100k-cpu}", "{light,unizero}"):
         assert choices in text, choices
 
 

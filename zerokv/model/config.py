@@ -16,11 +16,14 @@ CacheBackend = Literal["none", "legacy", "manager", "paged"]
 CACHE_BACKENDS: tuple[str, ...] = get_args(CacheBackend)
 Dtype = Literal["float32", "bfloat16"]
 """A model or search dtype's name."""
+Encoder = Literal["light", "unizero"]
+"""An image encoder's name (see :mod:`zerokv.model.encoders`)."""
+ENCODERS: tuple[str, ...] = get_args(Encoder)
 DTYPES: dict[str, torch.dtype] = dict(zip(get_args(Dtype), (torch.float32, torch.bfloat16), strict=True))
 """Allowed ``WorldModelConfig.dtype`` values and their torch dtypes."""
 ARCHITECTURE: tuple[str, ...] = (
     "observation_shape", "action_space_size", "embed_dim", "num_layers", "num_heads", "context_length",
-    "support_size", "latent_group_size", "positional_encoding", "rope_theta", "mlp_ratio", "device", "dtype",
+    "support_size", "latent_group_size", "encoder", "encoder_channels", "encoder_blocks", "positional_encoding", "rope_theta", "mlp_ratio", "device", "dtype",
 )
 """The fields that shape the network's weights (the rest configure its caches and search)."""
 
@@ -60,6 +63,14 @@ class WorldModelConfig:
     """Categorical value/reward support [-S, S] (2S+1 bins, MuZero's h-transform)."""
     latent_group_size: int = 8
     """SimNorm group size of the latent state (UniZero)."""
+    encoder: str = "light"
+    """Image encoder: "light" (three stride-2 convolutions) or "unizero" (LightZero's
+    RepresentationNetworkUniZero: residual downsampling stem, linear projection, SimNorm). Vector
+    observations always use the MLP encoder."""
+    encoder_channels: int = 64
+    """Channels of the "unizero" encoder after its stem (half of them in its first stage)."""
+    encoder_blocks: int = 1
+    """Residual blocks per stage of the "unizero" encoder (LightZero: 1)."""
     positional_encoding: Literal["rope"] = "rope"
     """Rotary positions (relative by construction: what sliding-window exactness needs)."""
     rope_theta: float = 10_000.0
@@ -127,11 +138,14 @@ class WorldModelConfig:
             raise ValueError(f"image observation_shape={self.observation_shape}; the conv encoder expects (C, 64, 64)")
         for name in ("action_space_size", "embed_dim", "num_layers", "num_heads", "context_length",
                      "max_tokens", "env_num", "num_simulations", "support_size", "latent_group_size",
-                     "max_cache_size", "mlp_ratio"):
+                     "max_cache_size", "mlp_ratio", "encoder_channels", "encoder_blocks"):
             setattr(self, name, check_positive_int(name, getattr(self, name)))
         for name in ("init_pool_size", "recur_pool_size"):
             if getattr(self, name) is not None:
                 setattr(self, name, check_positive_int(name, getattr(self, name)))
+        check_choice("encoder", self.encoder, ENCODERS)
+        if self.encoder_channels % 2:
+            raise ValueError(f"encoder_channels={self.encoder_channels}; must be even (the first stage has half)")
         self.rope_theta = check_float("rope_theta", self.rope_theta, low=1.0, low_open=True)
         self.validation_atol = check_float("validation_atol", self.validation_atol, low=0.0)
         self.cache_validation_mode = check_bool("cache_validation_mode", self.cache_validation_mode)

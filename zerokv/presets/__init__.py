@@ -7,13 +7,13 @@ override it). It lives here, as package data, so a pip-installed zerokv has it t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 __all__ = ["PRESETS", "Preset", "preset_path"]
 
-Preset = Literal["atari"]
+Preset = Literal["atari", "atari100k", "atari100k-cpu"]
 """The preset names (``--preset`` lists them)."""
-PRESETS: tuple[str, ...] = ("atari",)
+PRESETS: tuple[str, ...] = get_args(Preset)
 
 
 def preset_path(name: str) -> Path:

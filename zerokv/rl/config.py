@@ -25,7 +25,7 @@ from zerokv.checks import (
     check_int,
     check_positive_int,
 )
-from zerokv.model.config import DTYPES, CacheBackend, Dtype, WorldModelConfig
+from zerokv.model.config import DTYPES, CacheBackend, Dtype, Encoder, WorldModelConfig
 from zerokv.presets import Preset, preset_path
 from zerokv.rl.envs import VECTOR_ENV_MODES, VectorEnvMode, is_atari
 
@@ -60,8 +60,9 @@ class TrainConfig:
     """A YAML or TOML file whose keys override these defaults and the preset (CLI flags override
     the file); --config FILE and --config=FILE alike."""
     preset: Preset | None = None
-    """A config shipped with zerokv (atari: UniZero on ALE/Pong-v5, zerokv/presets/atari.yaml);
-    --config and flags override it."""
+    """A config shipped with zerokv (zerokv/presets/NAME.yaml): atari (UniZero on ALE/Pong-v5),
+    atari100k (the Atari 100k protocol on PongNoFrameskip-v4 with UniZero's network), atari100k-cpu
+    (the same with a smaller world model); --config and flags override it."""
     device: DeviceName = "cpu"
     """Torch device."""
     threads: int = 2
@@ -121,6 +122,13 @@ class TrainConfig:
     """Sliding attention window in tokens."""
     support_size: int = 50
     """Categorical value/reward support [-S, S]."""
+    encoder: Encoder = "light"
+    """Image encoder: "light" (three stride-2 convolutions) or "unizero" (LightZero's
+    RepresentationNetworkUniZero: residual downsampling stem, linear projection, SimNorm)."""
+    encoder_channels: int = 64
+    """Channels of the "unizero" encoder (LightZero: 64)."""
+    encoder_blocks: int = 1
+    """Residual blocks per stage of the "unizero" encoder (LightZero: 1)."""
 
     # --- learning
     batch_size: int = 64
@@ -160,11 +168,17 @@ class TrainConfig:
     """Env steps between evaluations (0: only at the end)."""
     eval_episodes: int = 10
     """Greedy evaluation episodes."""
+    final_eval_episodes: int | None = None
+    """Episodes of the evaluation at the end of the budget (None: eval_episodes), so periodic
+    evaluations can stay cheap while the final one is wide."""
     stop_return: float | None = None
     """Stop once an evaluation's mean return reaches this. None: the env's registered
     reward_threshold (475 for CartPole-v1), or never if it has none; inf: never stop early."""
     checkpoint_every: int = 5_000
     """Env steps between checkpoints (always one at the end)."""
+    checkpoint_every_minutes: float | None = None
+    """Also checkpoint once this many minutes of wall time have passed since the last checkpoint
+    (or the start); None: by env steps only. SIGTERM and SIGINT always checkpoint before exiting."""
     progress: bool = True
     """Show a progress bar."""
     track: bool = False
@@ -200,6 +214,9 @@ class TrainConfig:
     (0.25 for ALE/...-v5; 0.0 for ...NoFrameskip-v4, LightZero's ids)."""
     full_action_space: bool = False
     """Atari: all 18 actions instead of the game's minimal set."""
+    max_episode_frames: int | None = None
+    """Atari: emulator frames after which any episode, in training and evaluation, is truncated
+    (108,000 = 27,000 agent steps at frame skip 4, the Atari 100k protocol). None: the id's own."""
     eval_max_steps: int | None = None
     """Evaluation episodes are cut after this many agent steps (None: only the env's own limit,
     e.g. 500 for CartPole-v1, 27,000 agent steps = 108,000 frames for ALE/...-v5)."""
@@ -242,7 +259,7 @@ class TrainConfig:
         positive = ("total_env_steps", "num_envs", "num_simulations", "leaves_per_call", "segment_length",
                     "history_steps", "embed_dim", "num_layers", "num_heads", "context_length", "support_size",
                     "batch_size", "unroll_steps", "td_steps", "collect_steps", "replay_capacity", "eval_episodes",
-                    "checkpoint_every", "threads", "reanalyze_batch")
+                    "checkpoint_every", "threads", "reanalyze_batch", "encoder_channels", "encoder_blocks")
         for name in positive:
             check_positive_int(name, getattr(self, name))
         check_int("seed", self.seed, low=0)
@@ -258,6 +275,11 @@ class TrainConfig:
         for name in ("discount", "exploration_fraction"):
             check_float(name, getattr(self, name), low=0.0, high=1.0)
         check_float("target_update_rate", self.target_update_rate, low=0.0, high=1.0, low_open=True)
+        if self.final_eval_episodes is not None:
+            check_positive_int("final_eval_episodes", self.final_eval_episodes, note=" (or None: eval_episodes)")
+        if self.checkpoint_every_minutes is not None:
+            check_float("checkpoint_every_minutes", self.checkpoint_every_minutes, low=0.0, low_open=True,
+                        note=" (or None: by env steps only)")
         if self.stop_return is not None:
             check_float("stop_return", self.stop_return, allow_inf=True,
                         note=", inf (never stop early) or None (the env's threshold)")
@@ -292,6 +314,7 @@ class TrainConfig:
             max_tokens=max(self.context_length, 2 * (self.unroll_steps + 1)), env_num=self.num_envs,
             num_simulations=self.num_simulations, support_size=self.support_size,
             cache_backend=self.cache_backend, use_new_cache_manager=self.use_new_cache_manager,
+            encoder=self.encoder, encoder_channels=self.encoder_channels, encoder_blocks=self.encoder_blocks,
         )
 
     def _check_run_fields(self) -> None:
@@ -306,6 +329,8 @@ class TrainConfig:
         if self.sticky_action_prob is not None:
             check_float("sticky_action_prob", self.sticky_action_prob, low=0.0, high=1.0,
                         note=" (or None: the env id's own)")
+        if self.max_episode_frames is not None:
+            check_positive_int("max_episode_frames", self.max_episode_frames, note=" (or None: the env id's own)")
         if self.eval_max_steps is not None:
             check_positive_int("eval_max_steps", self.eval_max_steps, note=" (or None: the env's own limit)")
         if self.terminal_on_life_loss and not is_atari(self.env):

@@ -63,9 +63,14 @@ class EnvOptions:
     the id's registered value (0.25 for `ALE/...-v5`, 0.0 for `...NoFrameskip-v4`)."""
     full_action_space: bool = False
     """All 18 Atari actions instead of the game's minimal set."""
+    max_episode_frames: int | None = None
+    """Emulator frames after which an episode is truncated (108,000 = 27,000 agent steps at
+    frame skip 4: the Atari 100k protocol). None: the id's own limit."""
 
     def __post_init__(self) -> None:
         check_positive_int("frame_skip", self.frame_skip, owner="EnvOptions")
+        if self.max_episode_frames is not None:
+            check_positive_int("max_episode_frames", self.max_episode_frames, owner="EnvOptions")
         if self.sticky_action_prob is not None:
             check_float("sticky_action_prob", self.sticky_action_prob, low=0.0, high=1.0, owner="EnvOptions")
         check_bool("full_action_space", self.full_action_space, owner="EnvOptions")
@@ -179,8 +184,9 @@ def make_env(env_id: str, seed: int | None = None, *, options: EnvOptions = DEFA
         sticky = registered_sticky_prob(env_id) if sticky is None else sticky
         # Frame skipping is done by AtariPreprocessing (with max-pooling), so the emulator
         # itself must not skip.
+        limit = {} if options.max_episode_frames is None else {"max_num_frames_per_episode": options.max_episode_frames}
         env = _make_raw(env_id, frameskip=1, repeat_action_probability=sticky,
-                        full_action_space=options.full_action_space, render_mode=render_mode)
+                        full_action_space=options.full_action_space, render_mode=render_mode, **limit)
         _check_spaces(env_id, env)
         env = gymnasium.wrappers.AtariPreprocessing(
             env,

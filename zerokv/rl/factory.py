@@ -23,7 +23,7 @@ __all__ = ["env_options", "make_collector", "make_replay", "model_config_dict", 
 def env_options(cfg: TrainConfig) -> EnvOptions:
     """The Atari emulator settings of a run."""
     return EnvOptions(frame_skip=cfg.frame_skip, sticky_action_prob=cfg.sticky_action_prob,
-                      full_action_space=cfg.full_action_space)
+                      full_action_space=cfg.full_action_space, max_episode_frames=cfg.max_episode_frames)
 
 
 def resolve_env_defaults(cfg: TrainConfig) -> TrainConfig:
@@ -50,6 +50,7 @@ def world_model_config(cfg: TrainConfig) -> WorldModelConfig:
         env_num=cfg.num_envs, num_simulations=cfg.num_simulations, support_size=cfg.support_size,
         device=cfg.device, cache_backend=cfg.cache_backend, use_new_cache_manager=cfg.use_new_cache_manager,
         compile=cfg.compile,
+        encoder=cfg.encoder, encoder_channels=cfg.encoder_channels, encoder_blocks=cfg.encoder_blocks,
     )
 
 

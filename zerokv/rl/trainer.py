@@ -63,6 +63,7 @@ from zerokv.rl.observations import observations_as_float
 from zerokv.rl.progress import ProgressLog, Tracking, truncate_progress
 from zerokv.rl.rundir import RunDir, resume_config
 from zerokv.rl.snapshot import list_snapshots, read_snapshot, snapshot_path, write_snapshot
+from zerokv.rl.stopping import StopSignals
 from zerokv.search import Reanalyzer
 
 CHECKPOINT_SCHEMA = 2
@@ -281,8 +282,9 @@ class Trainer:
         print(f"config (saved in {self.out / 'config.json'}):\n" + self.cfg.to_yaml().rstrip())
 
     def _loop(self) -> int | None:
-        """Iterations until the budget is spent or an evaluation reaches the stop return (whose
-        env steps it returns)."""
+        """Iterations until the budget is spent, an evaluation reaches the stop return (whose
+        env steps it returns) or a stop signal arrives (then it checkpoints and exits with
+        ``128 + signal``)."""
         cfg = self.cfg
         tracking = Tracking(cfg.wandb_project, cfg.wandb_entity, self.run_id) if cfg.track else None
         log = ProgressLog(self.out, self.env_steps, self._progress_fields(), config=cfg.to_dict(),
@@ -291,27 +293,34 @@ class Trainer:
                    unit="step", dynamic_ncols=True)
         next_eval = _next_multiple(self.env_steps, cfg.eval_every) if cfg.eval_every else None
         next_ckpt = _next_multiple(self.env_steps, cfg.checkpoint_every)
+        ckpt_seconds = None if cfg.checkpoint_every_minutes is None else 60.0 * cfg.checkpoint_every_minutes
+        last_save = time.monotonic()
         solved_at = None
         if self.stop_return is not None:
             print(f"stops early once an evaluation's mean return reaches {self.stop_return:g}")
         try:
-            while self.env_steps < cfg.total_env_steps and solved_at is None:
-                row = self._iteration()
-                bar.update(cfg.iteration_env_steps)
-                if self.recent_returns:
-                    bar.set_postfix(ret=f"{np.mean(self.recent_returns[-20:]):.1f}", refresh=False)
-                last = self.env_steps >= cfg.total_env_steps  # the final evaluation is logged too
-                if last or (next_eval is not None and self.env_steps >= next_eval):
-                    row.update(self._evaluate())
-                    next_eval = _next_multiple(self.env_steps, cfg.eval_every) if cfg.eval_every else None
-                    if self.stop_return is not None and row["return/eval"] >= self.stop_return:
-                        solved_at = self.env_steps
-                log.write(row, self.env_steps)
-                if self.env_steps >= next_ckpt or last or solved_at:
-                    self.save()
-                    next_ckpt = _next_multiple(self.env_steps, cfg.checkpoint_every)
+            with StopSignals() as stop:
+                while self.env_steps < cfg.total_env_steps and solved_at is None and not stop.requested:
+                    row = self._iteration()
+                    bar.update(cfg.iteration_env_steps)
+                    if self.recent_returns:
+                        bar.set_postfix(ret=f"{np.mean(self.recent_returns[-20:]):.1f}", refresh=False)
+                    last = self.env_steps >= cfg.total_env_steps  # the final evaluation is logged too
+                    if last or (next_eval is not None and self.env_steps >= next_eval and not stop.requested):
+                        row.update(self._evaluate(final=last))
+                        next_eval = _next_multiple(self.env_steps, cfg.eval_every) if cfg.eval_every else None
+                        if self.stop_return is not None and row["return/eval"] >= self.stop_return:
+                            solved_at = self.env_steps
+                    log.write(row, self.env_steps)
+                    due = ckpt_seconds is not None and time.monotonic() - last_save >= ckpt_seconds
+                    if self.env_steps >= next_ckpt or last or solved_at or due or stop.requested:
+                        self.save()
+                        last_save = time.monotonic()
+                        next_ckpt = _next_multiple(self.env_steps, cfg.checkpoint_every)
+            if stop.requested:
+                raise SystemExit(stop.exit_status(self.env_steps, self.out))
             if self.eval_step != self.env_steps:  # resumed at the end: no iteration ran
-                log.write({"env_steps": self.env_steps, "iteration": self.iteration, **self._evaluate()},
+                log.write({"env_steps": self.env_steps, "iteration": self.iteration, **self._evaluate(final=True)},
                           self.env_steps)
             log.finish({"return/eval": float(np.mean(self.eval_returns)),
                         "return/eval_std": float(np.std(self.eval_returns))})
@@ -389,10 +398,12 @@ class Trainer:
         policy_tv = self.replay.update_targets(positions, out.search_policy, out.root_value)
         return {"reanalyze/roots_per_s": out.roots_per_second, "reanalyze/policy_tv": policy_tv}
 
-    def _evaluate(self) -> dict[str, float]:
+    def _evaluate(self, final: bool = False) -> dict[str, float]:
+        """Greedy evaluation: ``eval_episodes`` episodes, or ``final_eval_episodes`` at the end."""
         cfg = self.cfg
+        episodes = cfg.final_eval_episodes if final and cfg.final_eval_episodes is not None else cfg.eval_episodes
         self.eval_returns = evaluate(self.model.state_dict(), self.search_model.config, cfg.env,
-                                     episodes=cfg.eval_episodes, seed=cfg.seed + 10_000, search=self.search,
+                                     episodes=episodes, seed=cfg.seed + 10_000, search=self.search,
                                      env_options=env_options(cfg), max_steps=cfg.eval_max_steps,
                                      vector_env=cfg.vector_env)
         self.eval_step = self.env_steps
