@@ -4,6 +4,7 @@ and a wide final evaluation."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -117,6 +118,13 @@ def cartpole(out, **overrides) -> TrainConfig:
 def test_checkpoints_follow_wall_time_as_well_as_steps(tmp_path):
     train(cartpole(tmp_path / "steps"))
     assert list_checkpoints(tmp_path / "steps" / "checkpoints") == ["ckpt_000000024.pt"]
+    with (tmp_path / "steps" / "progress.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    walls = [float(r["time/wall_s"]) for r in rows]
+    assert walls == sorted(walls) and walls[0] > 0
+    for r in rows:  # a long run's memory and cache counts, every iteration
+        assert float(r["memory/peak_rss_mb"]) >= float(r["memory/rss_mb"]) > 10
+        assert int(r["cache/hits"]) > 0 and int(r["cache/misses"]) == 0 and int(r["cache/fallbacks"]) == 0
     train(cartpole(tmp_path / "time", checkpoint_every_minutes=1e-9))  # due after every iteration
     assert list_checkpoints(tmp_path / "time" / "checkpoints") == [
         "ckpt_000000008.pt", "ckpt_000000016.pt", "ckpt_000000024.pt"]
@@ -144,8 +152,31 @@ def test_a_stop_signal_checkpoints_then_exits_and_the_resumed_run_is_exact(tmp_p
     assert stopped.value.code == 128 + signum
     assert list_checkpoints(tmp_path / "split" / "checkpoints") == ["ckpt_000000008.pt"]
     assert signal.getsignal(signum) == before  # the handler is restored
+    stopped_wall = load_checkpoint(latest_checkpoint(tmp_path / "split" / "checkpoints"))["counters"]["wall_seconds"]
     train(cartpole(tmp_path / "split", resume=True))
+    with (tmp_path / "split" / "progress.csv").open() as f:
+        walls = [float(r["time/wall_s"]) for r in csv.DictReader(f)]
+    assert len(walls) == 3 and walls[0] <= stopped_wall < walls[1] < walls[2]  # wall time goes on across sessions
     a = load_checkpoint(latest_checkpoint(full / "checkpoints"))["learner"]["model"]
     b = load_checkpoint(latest_checkpoint(tmp_path / "split" / "checkpoints"))["learner"]["model"]
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+
+
+def test_plot_draws_return_against_env_steps_and_against_wall_hours(tmp_path):
+    from zerokv.rl.plot import PlotArgs, plot, read_curve
+
+    path = tmp_path / "pong.csv"
+    path.write_text("env_steps,return/train,return/eval,return/eval_std,time/wall_s\n"
+                    "5000,-21,,,1800\n10000,-20,-21,0,3600\n20000,-15,-12,2,9000\n")
+    curve = read_curve(path, env="PongNoFrameskip-v4")
+    assert curve.eval_hours == [1.0, 2.5] and curve.train_hours == [0.5, 1.0, 2.5]
+    assert read_curve(path).eval_steps == [10000.0, 20000.0]
+    old = tmp_path / "old.csv"  # a progress.csv without the column: one panel, as before
+    old.write_text("env_steps,return/train,return/eval,return/eval_std\n100,1,2,0\n")
+    assert read_curve(old).eval_hours == []
+    both, one = plot(PlotArgs(runs=(str(path),), out=str(tmp_path / "both.png"))), plot(
+        PlotArgs(runs=(str(old),), out=str(tmp_path / "one.png")))
+    import matplotlib.image
+
+    assert matplotlib.image.imread(both).shape[1] > matplotlib.image.imread(one).shape[1]  # two panels side by side

@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from zerokv.rl.config import TrainConfig
 from zerokv.rl.factory import temperature
+from zerokv.rl.progress import memory_scalars
 from zerokv.rl.raycluster import Cluster, connect, disconnect, import_ray
 from zerokv.rl.trainer import Trainer
 from zerokv.rl.worker import CollectorWorker, CollectReport, WeightsOffer
@@ -229,8 +230,10 @@ class DistributedTrainer(Trainer):
         row: dict[str, float] = {
             "env_steps": self.env_steps, "iteration": self.iteration,
             "temperature": temperature(cfg, self.env_steps),
-            "cache/hit_rate": report.hit_rate, "cache/evictions": report.cache["evictions"],
+            "cache/hit_rate": report.hit_rate, "cache/hits": report.cache["hits"],
+            "cache/evictions": report.cache["evictions"],
             "cache/fallbacks": report.cache["fallbacks"], "cache/misses": report.cache["misses"],
+            "time/wall_s": self.wall_seconds(), **memory_scalars(),
             "speed/sims_per_s": report.simulations / max(report.search_seconds, 1e-9),
             "speed/env_steps_per_s": self._total_speed(), **self.collector_speed,
             "collectors/restarts": sum(self.pool.restarts),

@@ -1,7 +1,9 @@
 """``zerokv plot``: learning curves of one or several runs from their ``progress.csv``.
 
 For each run: the greedy evaluation return (mean, with a ± std band) and the training return
-(mean of the last 20 finished episodes) against env steps, in one colour per run; a dashed line
+(mean of the last 20 finished episodes) against env steps, in one colour per run, and beside it
+the same against the run's training wall time in hours (``time/wall_s``, summed over resumed
+sessions), when its progress.csv has that column (``--no-wall`` leaves it out); a dashed line
 at each env's registered reward threshold (``gymnasium.spec(env).reward_threshold``, the env read
 from the run's ``config.json`` or given with ``--env``). The y-axis fits the data and the
 threshold, whatever the sign of the returns (Acrobot's are negative). A run is a directory
@@ -12,6 +14,7 @@ holding ``progress.csv`` or a CSV file itself (then ``--env`` names its env, if 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -22,6 +25,8 @@ import tyro
 __all__ = ["Curve", "PlotArgs", "plot", "read_curve", "reward_threshold", "y_limits"]
 
 PROGRESS_NAME = "progress.csv"
+WALL = "time/wall_s"
+"""The progress.csv column of the run's training wall time, seconds."""
 DEFAULT_MANY = "curves.png"
 """Default output of several runs (one run: RUN_DIR/curve.png)."""
 
@@ -43,6 +48,8 @@ class PlotArgs:
     """Title (default: the env id, or the env ids of the runs)."""
     no_train: bool = False
     """Leave out the training return."""
+    no_wall: bool = False
+    """Leave out the second panel (return against training wall time)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +63,9 @@ class Curve:
     eval_std: list[float]
     train_steps: list[float]
     train_mean: list[float]
+    eval_hours: list[float] = dataclasses.field(default_factory=list)
+    """Training wall hours of each evaluation (empty when progress.csv has no time/wall_s)."""
+    train_hours: list[float] = dataclasses.field(default_factory=list)
 
 
 def read_curve(run: str | Path, *, env: str | None = None, label: str | None = None) -> Curve:
@@ -71,10 +81,12 @@ def read_curve(run: str | Path, *, env: str | None = None, label: str | None = N
     config = csv_path.parent / "config.json"
     if env is None and config.is_file():
         env = json.loads(config.read_text()).get("env")
-    ev = _columns(rows, "return/eval", "return/eval_std")
-    tr = _columns(rows, "return/train")
+    ev = _columns(rows, "return/eval", "return/eval_std", WALL)
+    tr = _columns(rows, "return/train", WALL)
     name = label or (path.name if path.is_dir() else path.stem)
-    return Curve(name, env, ev[0], ev[1], ev[2], tr[0], tr[1])
+    has_wall = bool(rows) and WALL in rows[0]
+    hours = [[s / 3600 for s in col] if has_wall else [] for col in (ev[3], tr[2])]
+    return Curve(name, env, ev[0], ev[1], ev[2], tr[0], tr[1], hours[0], hours[1])
 
 
 def _columns(rows: list[dict], *keys: str) -> list[list[float]]:
@@ -124,23 +136,43 @@ def plot(args: PlotArgs) -> Path:
         raise ValueError(f"{', '.join(args.runs)}: no return/eval or return/train values to plot yet")
     out = Path(args.out) if args.out else (
         _run_dir(args.runs[0]) / "curve.png" if len(args.runs) == 1 else Path(DEFAULT_MANY))
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    walls = not args.no_wall and any(c.eval_hours or c.train_hours for c in curves)
+    fig, axes = plt.subplots(1, 2 if walls else 1, figsize=(12 if walls else 7, 4.2), dpi=120, squeeze=False)
+    envs = sorted({c.env for c in curves if c.env})
+    for ax, x in zip(axes[0], ("steps", "hours"), strict=False):
+        _draw(ax, curves, x, envs, args.no_train)
+        ax.set_ylabel("episode return")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_xlabel("env steps")
+    axes[0][0].legend(loc="best", fontsize=8)
+    if walls:
+        axes[0][1].set_xlabel("training wall time (hours)")
+    fig.suptitle(args.title or (", ".join(envs) if envs else "zerokv"))
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    print(f"wrote {out}")
+    return out
+
+
+def _draw(ax, curves: list[Curve], x: str, envs: list[str], no_train: bool) -> None:
+    """One panel: every curve's returns against env steps (``x="steps"``) or wall hours."""
     ys: list[float] = []
     for i, c in enumerate(curves):
         color = f"C{i}"
         name = c.label if len(curves) > 1 else ""
-        if c.train_steps and not args.no_train:
-            ax.plot(c.train_steps, c.train_mean, color=color, lw=1, alpha=0.45,
+        train_x, eval_x = (c.train_steps, c.eval_steps) if x == "steps" else (c.train_hours, c.eval_hours)
+        if train_x and not no_train:
+            ax.plot(train_x, c.train_mean, color=color, lw=1, alpha=0.45,
                     label=f"{name} train (last 20 episodes)".strip())
             ys += c.train_mean
-        if c.eval_steps:
+        if eval_x:
             low = [m - s for m, s in zip(c.eval_mean, c.eval_std, strict=True)]
             high = [m + s for m, s in zip(c.eval_mean, c.eval_std, strict=True)]
-            ax.fill_between(c.eval_steps, low, high, color=color, alpha=0.18, lw=0)
-            ax.plot(c.eval_steps, c.eval_mean, "o-", color=color, lw=1.8, ms=4,
-                    label=f"{name} greedy eval (± std)".strip())
+            ax.fill_between(eval_x, low, high, color=color, alpha=0.18, lw=0)
+            ax.plot(eval_x, c.eval_mean, "o-", color=color, lw=1.8, ms=4, label=f"{name} greedy eval (± std)".strip())
             ys += low + high
-    envs = sorted({c.env for c in curves if c.env})
     for env in envs:
         threshold = reward_threshold(env)
         if threshold is not None and math.isfinite(threshold):
@@ -148,17 +180,6 @@ def plot(args: PlotArgs) -> Path:
             ys.append(threshold)
     if ys:
         ax.set_ylim(*y_limits(ys))
-    ax.set_xlabel("env steps")
-    ax.set_ylabel("episode return")
-    ax.set_title(args.title or (", ".join(envs) if envs else "zerokv"))
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    print(f"wrote {out}")
-    return out
 
 
 def _run_dir(run: str) -> Path:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import csv
 import os
+import resource
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,19 +26,35 @@ from torch.utils.tensorboard.summary import hparams
 
 from zerokv.rl.checkpoint import TEMP_SUFFIX
 
-__all__ = ["CSV_FIELDS", "ProgressLog", "Tracking", "truncate_progress"]
+__all__ = ["CSV_FIELDS", "ProgressLog", "Tracking", "memory_scalars", "truncate_progress"]
 
 CSV_FIELDS = ["env_steps", "iteration", "temperature", "return/train", "return/eval", "return/eval_std",
               "loss/total", "loss/latent", "loss/reward", "loss/value", "loss/policy", "loss/entropy",
-              "loss/grad_norm", "cache/hit_rate", "cache/evictions", "cache/fallbacks", "cache/misses",
+              "loss/grad_norm", "cache/hit_rate", "cache/hits", "cache/evictions", "cache/fallbacks", "cache/misses",
               "speed/sims_per_s", "speed/env_steps_per_s", "reanalyze/roots_per_s", "reanalyze/policy_tv",
               "replay/steps", "replay/bytes", "policy_lag", "speed/updates_per_s",
-              "time/search_s", "time/env_s", "time/learner_s", "time/iteration_s"]
+              "time/search_s", "time/env_s", "time/learner_s", "time/iteration_s", "time/wall_s",
+              "memory/rss_mb", "memory/peak_rss_mb"]
 """Columns of progress.csv (TensorBoard and W&B get every key of a row). `policy_lag`: learner
 updates minus the weights version the iteration's new segments were collected with, on arrival.
-`time/*`: seconds of the iteration spent searching, stepping envs and updating, and in all."""
+`time/*`: seconds of the iteration spent searching, stepping envs and updating, and in all;
+`time/wall_s`: the run's training wall time so far, summed over its sessions (a resumed run goes
+on from its checkpoint's). `memory/*`: this process's resident memory now and at its peak, MiB."""
 FINAL_PREFIX = "final/"
 """Tag prefix of the final evaluation's scalars (the hparams entry's metrics)."""
+
+
+def memory_scalars() -> dict[str, float]:
+    """``memory/rss_mb`` (resident now, from /proc where there is one) and ``memory/peak_rss_mb``
+    of this process, MiB: a long run's memory should go flat once replay is full."""
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = peak_kib / (1024 * 1024) if sys.platform == "darwin" else peak_kib / 1024  # bytes on macOS
+    try:
+        with open("/proc/self/statm") as f:
+            rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        rss = peak
+    return {"memory/rss_mb": rss, "memory/peak_rss_mb": max(peak, rss)}  # the kernel's peak can lag a page or so
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,7 +60,7 @@ from zerokv.rl.factory import (
 )
 from zerokv.rl.learner import Learner
 from zerokv.rl.observations import observations_as_float
-from zerokv.rl.progress import ProgressLog, Tracking, truncate_progress
+from zerokv.rl.progress import ProgressLog, Tracking, memory_scalars, truncate_progress
 from zerokv.rl.rundir import RunDir, resume_config
 from zerokv.rl.snapshot import list_snapshots, read_snapshot, snapshot_path, write_snapshot
 from zerokv.rl.stopping import StopSignals
@@ -138,6 +138,13 @@ class Trainer:
         self.best_eval_return = -np.inf
         self.stop_return = cfg.stop_return if cfg.stop_return is not None else spec.reward_threshold
         self.cache_totals = {"hits": 0, "misses": 0, "evictions": 0, "fallbacks": 0}  # summed over iterations
+        self.wall_before = 0.0
+        """Training wall seconds of the sessions before this one (from the checkpoint resumed)."""
+        self.session_start = time.monotonic()
+
+    def wall_seconds(self) -> float:
+        """The run's training wall time so far, over all its sessions."""
+        return self.wall_before + time.monotonic() - self.session_start
 
     def close(self) -> None:
         """Closes the envs and releases the run directory (``run`` does it when it ends)."""
@@ -195,6 +202,7 @@ class Trainer:
                          "recent_returns": list(self.recent_returns),
                          "best_eval_return": float(self.best_eval_return),
                          "refill_target": self.refill_target, "replay_rng": self.replay.rng_state(),
+                         "wall_seconds": self.wall_seconds(),
                          "reanalysis_rng": self.reanalysis_rng.bit_generator.state},
             "replay": {"snapshot": None if ref is None else ref.to_dict(), "num_steps": self.replay.num_steps},
             "config": self.cfg.to_dict(), "model_config": model_config_dict(self.model_config),
@@ -222,6 +230,8 @@ class Trainer:
         self.run_id, self.refill_target = counters["run_id"], counters["refill_target"]
         self.recent_returns = list(counters["recent_returns"])
         self.best_eval_return = counters["best_eval_return"]
+        self.wall_before = counters.get("wall_seconds", 0.0)  # absent in checkpoints of older zerokvs
+        self.session_start = time.monotonic()
         self.reanalysis_rng.bit_generator.state = counters["reanalysis_rng"]
         self.replay.set_rng_state(counters["replay_rng"])
         replay_note = self._restore_replay(state["replay"])
@@ -358,7 +368,7 @@ class Trainer:
         self.collector.rebuild_contexts()
         self.iteration += 1
         row.update({
-            "cache/hit_rate": stats.hit_rate, "cache/evictions": stats.evictions,
+            "cache/hit_rate": stats.hit_rate, "cache/hits": stats.hits, "cache/evictions": stats.evictions,
             "cache/fallbacks": stats.fallbacks, "cache/misses": stats.misses,
             "speed/sims_per_s": sims / max(search_seconds, 1e-9),
             "speed/env_steps_per_s": cfg.iteration_env_steps / max(time.monotonic() - t0, 1e-9),
@@ -366,7 +376,7 @@ class Trainer:
             # Where the iteration's wall time went; the rest (rebuilding root contexts, refreshing
             # the search copy, reanalysis, bookkeeping) is time/iteration_s minus these three.
             "time/search_s": search_seconds, "time/env_s": env_seconds, "time/learner_s": learner_seconds,
-            "time/iteration_s": time.monotonic() - t0,
+            "time/iteration_s": time.monotonic() - t0, "time/wall_s": self.wall_seconds(), **memory_scalars(),
         })
         return row
 
