@@ -11,7 +11,7 @@ import pytest
 
 from zerokv.rl.config import TrainConfig
 from zerokv.rl.progress import truncate_progress
-from zerokv.rl.rundir import RESUMABLE_FIELDS, RunDir, RunDirError, resume_config
+from zerokv.rl.rundir import RESUMABLE_FIELDS, RunDir, RunDirError, resume_changes, resume_config
 
 
 def opened(path, resume=False, overwrite=False) -> RunDir:
@@ -116,3 +116,30 @@ def test_resume_keeps_the_saved_config_and_refuses_other_values_by_name():
                                           r"\(the run has 0.0005\)\. Only total_env_steps, .* may change"):
         resume_config(saved, TrainConfig(out="runs/x", resume=True, learning_rate=2e-3, embed_dim=128))
     assert "seed" not in RESUMABLE_FIELDS and "total_env_steps" in RESUMABLE_FIELDS
+
+
+def test_resume_without_flags_keeps_every_saved_value_even_resumable_ones():
+    saved = TrainConfig(out="runs/x", eval_every=512, eval_episodes=3, checkpoint_every=512, track=True).to_dict()
+    resumed = resume_config(saved, TrainConfig(out="runs/x", resume=True), explicit=set())
+    assert (resumed.eval_every, resumed.eval_episodes, resumed.checkpoint_every, resumed.track) == (512, 3, 512, True)
+    assert resume_changes(saved, resumed) == []
+
+
+def test_a_flag_passed_on_resume_wins_even_when_it_is_the_default_and_the_change_is_listed():
+    saved = TrainConfig(out="runs/x", eval_every=512, track=True, learning_rate=5e-4).to_dict()
+    # --eval-every 5000 is the default value, --no-track too: passed, so they are what the user chose
+    given = TrainConfig(out="runs/x", resume=True, eval_every=5_000, track=False, learning_rate=5e-4)
+    resumed = resume_config(saved, given, explicit={"eval_every", "track", "learning_rate", "resume", "out"})
+    assert (resumed.eval_every, resumed.track, resumed.learning_rate) == (5_000, False, 5e-4)
+    assert resume_changes(saved, resumed) == ["--resume: eval_every changed from 512 to 5000",
+                                              "--resume: track changed from True to False"]
+    with pytest.raises(RunDirError, match=r"seed=0 \(the run has 3\)"):  # the default, passed: refused
+        resume_config(TrainConfig(out="runs/x", seed=3).to_dict(), TrainConfig(out="runs/x", resume=True),
+                      explicit={"seed"})
+
+
+def test_a_field_the_checkpoint_predates_takes_the_given_value():
+    saved = TrainConfig(out="runs/x").to_dict()
+    del saved["eval_max_steps"]
+    resumed = resume_config(saved, TrainConfig(out="runs/x", resume=True, eval_max_steps=7), explicit=set())
+    assert resumed.eval_max_steps == 7

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import tyro
 
+from zerokv.cli_flags import TRAIN_SECTIONS, explicit_fields, render_help, unknown_flag
 from zerokv.version import __version__
 
 USAGE = """usage: zerokv [--version] [--debug] {train,eval,enjoy,plot,export,bench} [flags]
@@ -35,6 +36,7 @@ Run `zerokv SUBCOMMAND --help` for its flags. --debug shows the traceback of an 
 COMMANDS = ("train", "eval", "enjoy", "plot", "export", "bench")
 DEBUG_FLAG = "--debug"
 VERSION_FLAG = "--version"
+LIST_PRESETS_FLAG = "--list-presets"
 USAGE_EXIT = 2
 """Exit code of a user error (argparse's and tyro's for a bad command line)."""
 INTERRUPTED_EXIT = 130
@@ -54,6 +56,9 @@ class UsageError(Exception):
 def parse(cls, argv: Sequence[str], prog: str, *, debug: bool = False, **kwargs):
     """``tyro.cli(cls, args=argv, prog=prog, **kwargs)``, but a refused command line raises
     :class:`UsageError` with tyro's message on one line (unless ``debug``: tyro's own box)."""
+    unknown = unknown_flag(argv, cls)
+    if unknown is not None:
+        raise UsageError(f"{unknown} (see {prog} --help)")
     if debug:
         return tyro.cli(cls, args=list(argv), prog=prog, **kwargs)
     captured = io.StringIO()
@@ -113,12 +118,22 @@ def _train(argv: list[str], debug: bool) -> None:
     from zerokv.rl.config import TrainConfig, file_overrides
     from zerokv.rl.trainer import train
 
-    default = TrainConfig()
+    if LIST_PRESETS_FLAG in argv:
+        from zerokv.presets import describe_presets
+
+        print(describe_presets())
+        return
+    default, from_files = TrainConfig(), {}
     preset, config = flag_value(argv, "--preset"), flag_value(argv, "--config")
     if preset is not None or config is not None:  # preset < file < flags
-        default = TrainConfig(**{**default.to_dict(), **file_overrides(preset, config)})
+        from_files = file_overrides(preset, config)
+        default = TrainConfig(**{**default.to_dict(), **from_files})
+    if "-h" in argv or "--help" in argv:
+        print(render_help(TrainConfig, "zerokv train", TRAIN_SECTIONS, default)
+              + f"\n\n{LIST_PRESETS_FLAG} lists the presets with the return each reached.")
+        return
     cfg = parse(TrainConfig, argv, "zerokv train", debug=debug, default=default)
-    result = train(cfg)
+    result = train(cfg, explicit=explicit_fields(argv, TrainConfig) | set(from_files))
     print(f"done: {result.env_steps} env steps in {result.wall_seconds / 60:.1f} min -> {result.out}")
     print(f"evaluation return over {len(result.eval_returns)} episodes: "
           f"{np.mean(result.eval_returns):.1f} ± {np.std(result.eval_returns):.1f}")

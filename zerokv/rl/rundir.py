@@ -12,8 +12,9 @@
   `--overwrite` (delete zerokv's files in it; other files are never deleted);
 - the temporaries of saves a killed trainer left behind are removed.
 
-`resume_config` turns the flags of a `--resume` into the run's saved config: a flag that differs
-from the saved value is refused by name unless it is in `RESUMABLE_FIELDS`.
+`resume_config` turns the flags of a `--resume` into the run's saved config: a field the user did
+not set keeps its saved value; one the user set takes the new value if it is in
+`RESUMABLE_FIELDS` (`resume_changes` lists what changed) and is refused by name otherwise.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ import fcntl
 import json
 import os
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 
 from zerokv.rl.checkpoint import TEMP_SUFFIX, remove_orphans
 from zerokv.rl.config import TrainConfig
 
-__all__ = ["RESUMABLE_FIELDS", "RunDir", "RunDirError", "resume_config"]
+__all__ = ["RESUMABLE_FIELDS", "RunDir", "RunDirError", "resume_changes", "resume_config"]
 
 LOCK_NAME = ".lock"
 RUN_ENTRIES = ("checkpoints", "tb", "progress.csv", "config.json", "best.pt", "wandb", "curve.png")
@@ -172,26 +174,41 @@ def _empty_dir(path: Path) -> bool:
     return path.is_dir() and not path.is_symlink() and all(_empty_dir(p) for p in path.iterdir())
 
 
-def resume_config(saved: dict, given: TrainConfig) -> TrainConfig:
-    """The config a `--resume` runs with: the saved one, with the `RESUMABLE_FIELDS` of `given`.
+def resume_config(saved: dict, given: TrainConfig, explicit: Collection[str] | None = None) -> TrainConfig:
+    """The config a `--resume` runs with: the saved one, with what the user chose on this command line.
 
-    A flag of `given` that differs from the saved value is taken if it is resumable; if it still
-    has its default, it was not given and the saved value stands; otherwise the resume is
-    refused with a `RunDirError` naming every such flag, its saved value and the allowed list.
+    `explicit` names the fields the user set for this invocation (flags on the command line and
+    the keys of a `--config`/`--preset`; the CLI knows them from argv). A field not in it keeps
+    its saved value, whatever `given` holds: a resume without flags changes nothing. A field in
+    it takes `given`'s value if it is in `RESUMABLE_FIELDS` or equals the saved value; otherwise
+    the resume is refused with a `RunDirError` naming every such flag, its saved value and the
+    allowed list. `explicit=None` (a `TrainConfig` built in Python) counts the fields that differ
+    from the defaults as set. A field the checkpoint predates takes `given`'s value.
     """
     defaults = TrainConfig()
     default_of = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(TrainConfig)}
+    if explicit is None:
+        explicit = {name for name, value in default_of.items() if getattr(given, name) != value}
     merged, refused = {}, []
     for f in dataclasses.fields(TrainConfig):
         name, value = f.name, getattr(given, f.name)
-        old = saved.get(name, default_of[name])
-        if name in _NOT_COMPARED or name in RESUMABLE_FIELDS or value == old:
+        if name in _NOT_COMPARED or name not in saved:
             merged[name] = value
-        elif value == default_of[name]:
-            merged[name] = old
+        elif name not in explicit or value == saved[name]:
+            merged[name] = saved[name]
+        elif name in RESUMABLE_FIELDS:
+            merged[name] = value
         else:
-            refused.append(f"{name}={value!r} (the run has {old!r})")
+            refused.append(f"{name}={value!r} (the run has {saved[name]!r})")
     if refused:
         raise RunDirError(f"--resume: {given.out} was trained with other settings: {'; '.join(refused)}. "
                           f"Only {', '.join(RESUMABLE_FIELDS)} may change on resume")
     return TrainConfig(**merged)
+
+
+def resume_changes(saved: dict, resumed: TrainConfig) -> list[str]:
+    """One line per field whose value on resume differs from the saved config (what the user
+    changed, each printed when the run starts)."""
+    return [f"--resume: {f.name} changed from {saved[f.name]!r} to {getattr(resumed, f.name)!r}"
+            for f in dataclasses.fields(TrainConfig)
+            if f.name in saved and f.name not in _NOT_COMPARED and saved[f.name] != getattr(resumed, f.name)]

@@ -23,9 +23,12 @@ model is built; ``--resume`` runs with the saved config. With ``collectors`` > 0
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +64,7 @@ from zerokv.rl.factory import (
 from zerokv.rl.learner import Learner
 from zerokv.rl.observations import observations_as_float
 from zerokv.rl.progress import ProgressLog, Tracking, memory_scalars, truncate_progress
-from zerokv.rl.rundir import RunDir, resume_config
+from zerokv.rl.rundir import RunDir, resume_changes, resume_config
 from zerokv.rl.snapshot import list_snapshots, read_snapshot, snapshot_path, write_snapshot
 from zerokv.rl.stopping import StopSignals
 from zerokv.search import Reanalyzer
@@ -86,7 +89,8 @@ class Trainer:
     directory and, with ``cfg.resume``, loads the latest checkpoint and its config; ``run``
     trains and releases the directory, ``close`` releases it without training."""
 
-    def __init__(self, cfg: TrainConfig) -> None:
+    def __init__(self, cfg: TrainConfig, *, explicit: Collection[str] | None = None) -> None:
+        """``explicit``: the fields the user set (see ``resume_config``; None: those off their defaults)."""
         cfg = with_out(cfg)  # a new runs/{env}__{seed}__{time} unless --out is given
         self.run_dir = RunDir(cfg.out)
         self.run_dir.open(resume=cfg.resume, overwrite=cfg.overwrite)
@@ -100,7 +104,8 @@ class Trainer:
                 if state.get("schema") != CHECKPOINT_SCHEMA:
                     raise CheckpointError(f"checkpoint {path} has layout {state.get('schema', 1)}, this zerokv "
                                           f"resumes layout {CHECKPOINT_SCHEMA}; `zerokv eval` can still read it")
-                cfg = resume_config(state["config"], cfg)
+                cfg = resume_config(state["config"], cfg, explicit)
+                self.run_dir.notes.extend(resume_changes(state["config"], cfg))
                 self._resume = (path, state)
             self._build(resolve_env_defaults(cfg))
         except BaseException:
@@ -429,10 +434,23 @@ def _next_multiple(value: int, every: int) -> int:
     return (value // every + 1) * every
 
 
-def train(cfg: TrainConfig) -> TrainResult:
-    """Trains in this process, or with ``cfg.collectors`` collector actors on Ray."""
+def train(cfg: TrainConfig, *, explicit: Collection[str] | None = None) -> TrainResult:
+    """Trains in this process, or with ``cfg.collectors`` collector actors on Ray. ``explicit``
+    names the fields the user set (a ``--resume`` keeps the saved value of every other field)."""
+    if cfg.resume and cfg.collectors == 0 and (explicit is None or "collectors" not in explicit):
+        cfg = dataclasses.replace(cfg, collectors=_saved_collectors(Path(cfg.out)))
     if cfg.collectors:  # ray is imported only here, when it is asked for
         from zerokv.rl.distributed import DistributedTrainer
 
-        return DistributedTrainer(cfg).run()
-    return Trainer(cfg).run()
+        return DistributedTrainer(cfg, explicit=explicit).run()
+    return Trainer(cfg, explicit=explicit).run()
+
+
+def _saved_collectors(out: Path) -> int:
+    """The ``collectors`` of the run in ``out`` (its config.json), so that a ``--resume`` without
+    ``--collectors`` continues a Ray run on Ray; 0 if there is none to read (the resume then
+    reports what is missing)."""
+    try:
+        return int(json.loads((out / "config.json").read_text()).get("collectors", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0
