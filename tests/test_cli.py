@@ -277,3 +277,12 @@ def test_resume_from_the_command_line_keeps_saved_values_and_takes_passed_ones(t
     assert saved["total_env_steps"] == 16 and "total_env_steps changed from 8 to 16" in printed
     main(["train", "--out", out, "--resume", "--total-env-steps", "16", "--eval-every", "5000", "--no-progress"])
     assert "eval_every changed from 8 to 5000" in capsys.readouterr().out  # the default value, passed
+
+
+def test_track_is_kept_on_resume_and_continues_the_same_wandb_run(tmp_path, capsys, monkeypatch):
+    ids = []
+    monkeypatch.setattr("zerokv.rl.progress._start_wandb", lambda out, config, tracking: ids.append(tracking.run_id))
+    out = str(tmp_path / "run")
+    main(["train", *TINY_TRAIN, "--out", out, "--track"])
+    main(["train", "--out", out, "--resume", "--total-env-steps", "16"])  # no --track: the saved value stands
+    assert len(ids) == 2 and ids[0] == ids[1]
