@@ -9,6 +9,7 @@ that was actually made (return, env steps, wall time, command), or says it is un
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -45,6 +46,8 @@ def describe_presets() -> str:
         if record.get("eval_return") is not None:
             lines.append(f"{'':12s} reached {record['eval_return']} evaluation return at {record['env_steps']:,} env "
                          f"steps in {record['wall_minutes']} min ({record['date']}, {record['machine']})")
-        lines.append(f"{'':12s} {record.get('status', 'unmeasured: no run of this preset has been recorded')}")
+        status = record.get("status", "unmeasured: no run of this preset has been recorded")
+        lines += textwrap.wrap(status, 100, initial_indent=" " * 13, subsequent_indent=" " * 13,
+                               break_on_hyphens=False)
         lines.append(f"{'':12s} $ {record.get('command', f'zerokv train --preset {name}')}")
     return "\n".join(lines)
