@@ -34,6 +34,7 @@ from zerokv.version import __version__
 
 __all__ = [
     "__version__",
+    "Agent",
     "CacheConfig",
     "CacheReport",
     "CacheStats",
@@ -61,3 +62,13 @@ __all__ = [
     "muzero_search",
     "plan",
 ]
+
+
+def __getattr__(name: str):
+    """``zerokv.Agent`` lives in the rl layer, above the model and search this package's other
+    names come from: imported on first use, so ``import zerokv`` stays light and layered."""
+    if name == "Agent":
+        from zerokv.rl.agent import Agent
+
+        return Agent
+    raise AttributeError(f"module 'zerokv' has no attribute {name!r}")

@@ -14,9 +14,9 @@ through gymnasium's ``RecordVideo`` (needs moviepy: ``pip install zerokv[video]`
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -25,6 +25,7 @@ import numpy as np
 
 from zerokv.checks import check_choice, check_device, check_int, check_positive_int
 from zerokv.model.config import DTYPES, Dtype
+from zerokv.rl.agent import TrainedPolicy, load_policy  # noqa: F401  (re-exported: their home before zerokv.Agent)
 from zerokv.rl.config import DeviceName
 from zerokv.rl.envs import VECTOR_ENV_MODES, VectorEnvMode
 
@@ -35,49 +36,14 @@ JSON_STDOUT = "-"
 """``--json -`` prints the JSON to stdout instead of the text report."""
 
 
-@dataclass(frozen=True, slots=True)
-class TrainedPolicy:
-    """What playing a trained agent needs, from a checkpoint or an exported directory."""
-
-    weights: dict
-    """The float32 world model's ``state_dict``."""
-    model_config: dict
-    """``WorldModelConfig`` fields of the trained model."""
-    train_config: dict
-    """``TrainConfig`` fields of the run (env, search settings, Atari options)."""
-    source: str
-    """The path it was read from."""
-
-
-def load_policy(path: str | Path) -> TrainedPolicy:
-    """Reads a checkpoint file or an exported directory (ValueError/OSError naming what is wrong)."""
-    path = Path(path)
-    if path.is_dir():
-        from safetensors.torch import load_file
-
-        from zerokv.model.pretrained import WEIGHTS_NAME, PretrainedError, read_pretrained_config
-
-        document = read_pretrained_config(path)
-        if not (path / WEIGHTS_NAME).is_file():
-            raise PretrainedError(f"{path / WEIGHTS_NAME} does not exist")
-        if "train_config" not in document:
-            raise PretrainedError(f"{path} holds a world model without a training config (no env to play); "
-                                  "load it with zerokv.WorldModel.from_pretrained")
-        return TrainedPolicy(load_file(str(path / WEIGHTS_NAME)), document["world_model_config"],
-                             document["train_config"], str(path))
-    from zerokv.rl.checkpoint import load_checkpoint
-
-    state = load_checkpoint(path)
-    return TrainedPolicy(state["learner"]["model"], state["model_config"], state["config"], str(path))
-
-
 @dataclass
 class PlayArgs:
     """What `zerokv eval` and `zerokv enjoy` share: the policy, and how its search runs here."""
 
     checkpoint: str
-    """Path of a checkpoint written by `zerokv train` (OUT/best.pt: the best-evaluated weights, or
-    OUT/checkpoints/ckpt_*.pt), or a directory written by `zerokv export`."""
+    """A run directory written by `zerokv train` (its best.pt, else its newest checkpoint), a
+    checkpoint (OUT/best.pt: the best-evaluated weights, or OUT/checkpoints/ckpt_*.pt), or a
+    directory written by `zerokv export`."""
     num_simulations: int | None = None
     """Simulations per search (default: the training run's)."""
     dtype: Dtype | None = None
@@ -148,24 +114,14 @@ class EnjoyArgs(PlayArgs):
                              "or pass --render rgb_array")
 
 
-def _resolve(policy: TrainedPolicy, args: PlayArgs, env_num: int):
-    """The run's TrainConfig and the searching model's config on this machine, with the
-    command's overrides (device checked here: the run may have trained on a device this
-    machine lacks)."""
-    from zerokv.model.config import WorldModelConfig
-    from zerokv.rl.config import TrainConfig
+def _agent(args: PlayArgs):
+    """The agent a command plays, with the command's overrides; says what it is doing first
+    (loading a large checkpoint takes a while)."""
+    from zerokv.rl.agent import Agent, resolve_policy_path
 
-    saved = {k: v for k, v in policy.train_config.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}
-    device = check_device("device", args.device or saved.get("device", "cpu"))
-    train_cfg = TrainConfig(**{**saved, "device": device, "resume": False})
-    if args.num_simulations is not None:
-        train_cfg = dataclasses.replace(train_cfg, num_simulations=args.num_simulations)
-    if args.max_steps is not None:
-        train_cfg = dataclasses.replace(train_cfg, eval_max_steps=args.max_steps)
-    model_cfg = WorldModelConfig(**{**policy.model_config, "device": device, "env_num": env_num,
-                                    "num_simulations": train_cfg.num_simulations, "cache_validation_mode": False,
-                                    "dtype": args.dtype or train_cfg.search_dtype})
-    return train_cfg, model_cfg
+    print(f"loading {resolve_policy_path(args.checkpoint)} ...", file=sys.stderr, flush=True)
+    return Agent.load(args.checkpoint, num_simulations=args.num_simulations, dtype=args.dtype, device=args.device,
+                      max_steps=args.max_steps)
 
 
 def evaluate_policy(args: EvalArgs) -> dict:
@@ -173,32 +129,34 @@ def evaluate_policy(args: EvalArgs) -> dict:
     import torch
 
     from zerokv.rl.evaluator import evaluate_episodes
-    from zerokv.rl.factory import env_options, search_config
+    from zerokv.rl.factory import env_options
     from zerokv.version import __version__
 
     torch.set_num_threads(args.threads)
-    policy = load_policy(args.checkpoint)
-    train_cfg, model_cfg = _resolve(policy, args, args.episodes)
-    played = evaluate_episodes(policy.weights, model_cfg, train_cfg.env, episodes=args.episodes, seed=args.seed,
-                               search=search_config(train_cfg), env_options=env_options(train_cfg),
-                               max_steps=train_cfg.eval_max_steps, vector_env=args.vector_env)
+    agent = _agent(args)
+    model_cfg, text = agent.model_config(args.episodes), args.json != JSON_STDOUT
+    if text:
+        print(f"{agent.env_id}: playing {args.episodes} greedy episodes together (seed {args.seed}, "
+              f"{agent.num_simulations} simulations, {model_cfg.dtype} on {model_cfg.device}) ...", file=sys.stderr,
+              flush=True)
+    played = evaluate_episodes(agent.policy.weights, model_cfg, agent.env_id, episodes=args.episodes,
+                               seed=args.seed, search=agent.search, env_options=env_options(agent.train_config),
+                               max_steps=agent.max_steps, vector_env=args.vector_env)
     returns = np.asarray(played.returns)
     report = {
-        "env": train_cfg.env, "checkpoint": policy.source, "seed": args.seed,
-        "num_simulations": train_cfg.num_simulations, "dtype": model_cfg.dtype, "device": model_cfg.device,
-        "max_steps": train_cfg.eval_max_steps, "zerokv_version": __version__,
+        "env": agent.env_id, "checkpoint": agent.policy.source, "seed": args.seed,
+        "num_simulations": agent.num_simulations, "dtype": model_cfg.dtype, "device": model_cfg.device,
+        "max_steps": agent.max_steps, "zerokv_version": __version__,
         "episodes": [{"return": r, "steps": n, "capped": c}
                      for r, n, c in zip(played.returns, played.lengths, played.capped, strict=True)],
         "mean": float(returns.mean()), "std": float(returns.std()),
         "min": float(returns.min()), "max": float(returns.max()),
     }
-    if args.json == JSON_STDOUT:
+    if not text:
         print(json.dumps(report, indent=2))
         return report
     if args.json is not None:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{train_cfg.env}: {args.episodes} greedy episodes (seed {args.seed}, {train_cfg.num_simulations} "
-          f"simulations, {model_cfg.dtype} on {model_cfg.device})")
     print("episode     return   steps")
     for i, episode in enumerate(report["episodes"]):
         cut = "  (cut at max_steps)" if episode["capped"] else ""
@@ -211,42 +169,39 @@ def evaluate_policy(args: EvalArgs) -> dict:
 def enjoy(args: EnjoyArgs) -> list[float]:
     """Plays ``args.episodes`` greedy episodes in one rendering env; returns their returns."""
     import torch
-
-    from zerokv.model.world_model import NO_ACTION, WorldModel
-    from zerokv.rl.envs import make_env
-    from zerokv.rl.factory import env_options, search_config
-    from zerokv.rl.observations import observations_as_float
-    from zerokv.search import plan
+    from tqdm import tqdm
 
     torch.set_num_threads(args.threads)
-    policy = load_policy(args.checkpoint)
-    train_cfg, model_cfg = _resolve(policy, args, env_num=1)
+    agent = _agent(args)
     render = args.render or ("rgb_array" if args.video is not None else "human")
     if render == "rgb_array":  # frames only: pygame (classic control) needs no display
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-    with torch.random.fork_rng(devices=[]):
-        model = WorldModel(model_cfg).eval()
-    model.load_state_dict(policy.weights)
-    env = make_env(train_cfg.env, options=env_options(train_cfg), render_mode=render)
+    env = agent.make_env(render_mode=render)
     if args.video is not None:
-        env = _record_video(env, args.video, train_cfg.env)
-    search, rng, returns = search_config(train_cfg), np.random.default_rng(args.seed), []
+        env = _record_video(env, args.video, agent.env_id)
+    returns = []
     try:
         for episode in range(args.episodes):
-            model.clear_caches()  # a new episode: no context from the previous one
+            agent.reset()  # a new episode: no context from the previous one
             obs, _ = env.reset(seed=args.seed + episode)
-            last, total, steps, done = NO_ACTION, 0.0, 0, False
-            while not done and (train_cfg.eval_max_steps is None or steps < train_cfg.eval_max_steps):
-                out = plan(model, observations_as_float(obs[None], model_cfg.device), config=search, rng=rng,
-                           last_actions=[last], add_noise=False, temperature=0.0)
-                last = int(out.action[0])
-                obs, reward, terminated, truncated, _ = env.step(last)
+            total, steps, done = 0.0, 0, False
+            where = f" (recording into {args.video})" if args.video is not None else ""
+            bar = tqdm(total=agent.max_steps, desc=f"episode {episode}{where}", unit="step", leave=False,
+                       dynamic_ncols=True)
+            while not done and (agent.max_steps is None or steps < agent.max_steps):
+                action = agent.predict(obs)
+                obs, reward, terminated, truncated, _ = env.step(action)
                 total, steps, done = total + float(reward), steps + 1, terminated or truncated
+                bar.update()
                 if render == "rgb_array" and args.video is None:
                     env.render()  # drawn and dropped: what a caller without --video asked for
+            bar.close()
             returns.append(total)
-            print(f"episode {episode}: return {total:.1f} in {steps} steps" + ("" if done else " (cut at max_steps)"))
+            print(f"episode {episode}: return {total:.1f} in {steps} steps" + ("" if done else " (cut at max_steps)"),
+                  flush=True)
     finally:
+        if args.video is not None:
+            print(f"writing the last video into {args.video} ...", file=sys.stderr, flush=True)
         env.close()  # RecordVideo writes the last video here
     if args.video is not None:
         print(f"videos: {', '.join(sorted(p.name for p in Path(args.video).glob('*.mp4')))} in {args.video}")
