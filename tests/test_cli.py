@@ -275,8 +275,8 @@ def test_resume_from_the_command_line_keeps_saved_values_and_takes_passed_ones(t
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (saved["eval_every"], saved["checkpoint_every"], saved["eval_episodes"], saved["num_envs"]) == (8, 8, 2, 2)
     assert saved["total_env_steps"] == 16 and "total_env_steps changed from 8 to 16" in printed
-    main(["train", "--out", out, "--resume", "--total-env-steps", "16", "--eval-every", "5000", "--no-progress"])
-    assert "eval_every changed from 8 to 5000" in capsys.readouterr().out  # the default value, passed
+    main(["train", "--out", out, "--resume", "--total-env-steps", "16", "--eval-every", "2000", "--no-progress"])
+    assert "eval_every changed from 8 to 2000" in capsys.readouterr().out  # the default value, passed
 
 
 def test_track_is_kept_on_resume_and_continues_the_same_wandb_run(tmp_path, capsys, monkeypatch):
@@ -286,3 +286,9 @@ def test_track_is_kept_on_resume_and_continues_the_same_wandb_run(tmp_path, caps
     main(["train", *TINY_TRAIN, "--out", out, "--track"])
     main(["train", "--out", out, "--resume", "--total-env-steps", "16"])  # no --track: the saved value stands
     assert len(ids) == 2 and ids[0] == ids[1]
+
+
+def test_a_run_that_ends_before_learning_starts_says_so(tmp_path, capsys):
+    main(["train", *TINY_TRAIN, "--segment-length", "50", "--out", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert "without a weight update" in out and "above 100 = num_envs x segment_length" in out

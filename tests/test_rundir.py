@@ -127,11 +127,11 @@ def test_resume_without_flags_keeps_every_saved_value_even_resumable_ones():
 
 def test_a_flag_passed_on_resume_wins_even_when_it_is_the_default_and_the_change_is_listed():
     saved = TrainConfig(out="runs/x", eval_every=512, track=True, learning_rate=5e-4).to_dict()
-    # --eval-every 5000 is the default value, --no-track too: passed, so they are what the user chose
-    given = TrainConfig(out="runs/x", resume=True, eval_every=5_000, track=False, learning_rate=5e-4)
+    # --eval-every 2000 is the default value, --no-track too: passed, so they are what the user chose
+    given = TrainConfig(out="runs/x", resume=True, eval_every=2_000, track=False, learning_rate=5e-4)
     resumed = resume_config(saved, given, explicit={"eval_every", "track", "learning_rate", "resume", "out"})
-    assert (resumed.eval_every, resumed.track, resumed.learning_rate) == (5_000, False, 5e-4)
-    assert resume_changes(saved, resumed) == ["--resume: eval_every changed from 512 to 5000",
+    assert (resumed.eval_every, resumed.track, resumed.learning_rate) == (2_000, False, 5e-4)
+    assert resume_changes(saved, resumed) == ["--resume: eval_every changed from 512 to 2000",
                                               "--resume: track changed from True to False"]
     with pytest.raises(RunDirError, match=r"seed=0 \(the run has 3\)"):  # the default, passed: refused
         resume_config(TrainConfig(out="runs/x", seed=3).to_dict(), TrainConfig(out="runs/x", resume=True),

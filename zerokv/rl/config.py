@@ -164,8 +164,9 @@ class TrainConfig:
     runs them num_envs at a time)."""
 
     # --- evaluation, logging, checkpoints
-    eval_every: int = 5_000
-    """Env steps between evaluations (0: only at the end)."""
+    eval_every: int = 2_000
+    """Env steps between evaluations (0: only at the end); early enough that a short or
+    interrupted run has been evaluated."""
     eval_episodes: int = 10
     """Greedy evaluation episodes."""
     final_eval_episodes: int | None = None
@@ -174,8 +175,9 @@ class TrainConfig:
     stop_return: float | None = None
     """Stop once an evaluation's mean return reaches this. None: the env's registered
     reward_threshold (475 for CartPole-v1), or never if it has none; inf: never stop early."""
-    checkpoint_every: int = 5_000
-    """Env steps between checkpoints (always one at the end)."""
+    checkpoint_every: int = 1_000
+    """Env steps between checkpoints (always one at the end): a run stopped early still leaves
+    one to --resume from and to evaluate."""
     checkpoint_every_minutes: float | None = None
     """Also checkpoint once this many minutes of wall time have passed since the last checkpoint
     (or the start); None: by env steps only. SIGTERM and SIGINT always checkpoint before exiting."""

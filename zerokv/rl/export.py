@@ -41,7 +41,8 @@ def export(args: ExportArgs) -> Path:
     from zerokv.rl.checkpoint import load_checkpoint
 
     source = resolve_policy_path(args.checkpoint)
-    print(f"reading {source} ...", file=sys.stderr, flush=True)
+    if source.is_file():  # (a missing one is the loader's one-line error, alone on stderr)
+        print(f"reading {source} ...", file=sys.stderr, flush=True)
     state = load_checkpoint(source)
     counters = state.get("counters", {})
     best = counters.get("best_eval_return")

@@ -119,7 +119,9 @@ def _agent(args: PlayArgs):
     (loading a large checkpoint takes a while)."""
     from zerokv.rl.agent import Agent, resolve_policy_path
 
-    print(f"loading {resolve_policy_path(args.checkpoint)} ...", file=sys.stderr, flush=True)
+    source = resolve_policy_path(args.checkpoint)
+    if source.exists():  # (a missing one is the loader's one-line error, alone on stderr)
+        print(f"loading {source} ...", file=sys.stderr, flush=True)
     return Agent.load(args.checkpoint, num_simulations=args.num_simulations, dtype=args.dtype, device=args.device,
                       max_steps=args.max_steps)
 

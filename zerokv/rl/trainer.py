@@ -274,6 +274,8 @@ class Trainer:
             self.close()
         if self.cfg.compile:
             print(compile_note(self.learner.parts, self.search_model.compile_report))
+        if self.learner.updates == 0:
+            print(self._no_learning_note())
         if solved_at is not None:
             print(f"solved: evaluation return {np.mean(self.eval_returns):.1f} >= {self.stop_return:g} "
                   f"at {solved_at} env steps; stopping")
@@ -281,6 +283,15 @@ class Trainer:
         queries = totals["hits"] + totals["misses"]
         totals["hit_rate"] = totals["hits"] / queries if queries else 0.0
         return TrainResult(self.env_steps, self.eval_returns, totals, time.monotonic() - start, self.out, solved_at)
+
+    def _no_learning_note(self) -> str:
+        """Why a run ended without a single weight update, and what to change."""
+        cfg = self.cfg
+        return (f"note: the run ended at {self.env_steps} env steps without a weight update, so its weights are "
+                f"the initial ones: replay receives whole segments ({cfg.segment_length} steps per env, or an "
+                f"episode's end) and updates start once it holds {max(cfg.min_replay_steps, 1)} steps; it held "
+                f"{self.replay.num_steps}. Raise --total-env-steps (e.g. above {cfg.num_envs * cfg.segment_length} "
+                f"= num_envs x segment_length) or lower --segment-length / --min-replay-steps")
 
     def _start(self) -> None:
         """Restores a resumed run (progress.csv loses the rows after its checkpoint) and writes
