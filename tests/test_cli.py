@@ -292,3 +292,20 @@ def test_a_run_that_ends_before_learning_starts_says_so(tmp_path, capsys):
     main(["train", *TINY_TRAIN, "--segment-length", "50", "--out", str(tmp_path / "run")])
     out = capsys.readouterr().out
     assert "without a weight update" in out and "above 100 = num_envs x segment_length" in out
+
+
+def test_rays_token_notice_is_dropped_and_its_other_warnings_kept():
+    import logging
+
+    from zerokv.rl.raycluster import TOKEN_LOGGER, _quiet_token_notice
+
+    _quiet_token_notice()
+    _quiet_token_notice()  # once is enough: no second filter
+    logger = logging.getLogger(TOKEN_LOGGER)
+    assert len(logger.filters) == 1
+
+    def record(message):
+        return logging.LogRecord(TOKEN_LOGGER, logging.WARNING, "f.py", 1, message, None, None)
+
+    assert not logger.filters[0].filter(record("Token authentication is enabled for this Ray cluster. Set ..."))
+    assert logger.filters[0].filter(record("Authentication token is missing"))

@@ -70,6 +70,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Clust
     if address is None:
         os.environ.update(LOOPBACK_ENV)  # before ray is imported: it reads them then
     ray = import_ray()
+    _quiet_token_notice()
     started = not ray.is_initialized()
     if started and address is None:
         _no_outward_address(ray)
@@ -84,6 +85,24 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Clust
         raise RuntimeError(f"the local Ray cluster listens on {cluster.gcs_address} (node {cluster.node_ip}), "
                            "not on loopback only; it was shut down")
     return cluster
+
+
+class _TokenNoticeFilter(logging.Filter):
+    """Drops Ray's "Token authentication is enabled" notice: a new local cluster turns token
+    authentication on by itself and says so on every run, which a user cannot act on (it stays
+    on; a user's RAY_AUTH_MODE is Ray's to read as always)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Token authentication is enabled" not in record.getMessage()
+
+
+TOKEN_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+def _quiet_token_notice() -> None:
+    logger = logging.getLogger(TOKEN_LOGGER)
+    if not any(isinstance(f, _TokenNoticeFilter) for f in logger.filters):
+        logger.addFilter(_TokenNoticeFilter())
 
 
 def _no_outward_address(ray) -> None:
