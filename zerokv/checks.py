@@ -119,3 +119,12 @@ def check_device(name: str, value: object, *, owner: str | None = None) -> str:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"{_where(owner, name, value)}; MPS is not available on this machine; use cpu")
     return value
+
+
+def install_hint(extra: str) -> str:
+    """How to install zerokv's optional ``extra``, in ways that work: zerokv installs from a clone
+    or from a wheel built from one (``python -m build``), not from a package index."""
+    from zerokv.version import __version__
+
+    return (f'pip install -e ".[{extra}]" in a zerokv clone, or pip install '
+            f'"zerokv-{__version__}-py3-none-any.whl[{extra}]" from a built wheel')

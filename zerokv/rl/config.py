@@ -184,7 +184,7 @@ class TrainConfig:
     progress: bool = True
     """Show a progress bar."""
     track: bool = False
-    """Also log the scalars and the config to Weights & Biases (pip install zerokv[track]; set
+    """Also log the scalars and the config to Weights & Biases (pip install -e ".[track]"; set
     WANDB_MODE=offline to log locally, into OUT/wandb)."""
     wandb_project: str = "zerokv"
     """W&B project of --track."""

@@ -30,7 +30,7 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-from zerokv.checks import check_bool, check_choice, check_float, check_positive_int
+from zerokv.checks import check_bool, check_choice, check_float, check_positive_int, install_hint
 
 __all__ = ["DEFAULT_ENV_OPTIONS", "VECTOR_ENV_MODES", "EnvOptions", "EnvSpec", "VectorEnvMode", "env_spec", "is_atari",
            "make_env", "make_vector_env", "registered_sticky_prob", "replay_actions"]
@@ -121,7 +121,7 @@ def _register_ale(env_id: str) -> None:
     except ImportError as e:
         raise ImportError(
             f"env {env_id!r} is an Atari env and needs the optional extra ale-py (with opencv): "
-            f"pip install zerokv[atari]  (missing: {e.name})"
+            f"{install_hint('atari')}  (missing: {e.name})"
         ) from e
     gymnasium.register_envs(ale_py)
 

@@ -9,7 +9,7 @@ device), each overridable.
 return and length, then mean ± std; ``--json`` writes all of it as JSON (``-``: to stdout, instead
 of the text). ``enjoy`` plays episodes one after another in one env that renders: a window
 (``--render human``) or frames (``rgb_array``), and with ``--video DIR`` one MP4 per episode
-through gymnasium's ``RecordVideo`` (needs moviepy: ``pip install zerokv[video]``).
+through gymnasium's ``RecordVideo`` (needs moviepy: ``pip install -e ".[video]"``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 
-from zerokv.checks import check_choice, check_device, check_int, check_positive_int
+from zerokv.checks import check_choice, check_device, check_int, check_positive_int, install_hint
 from zerokv.model.config import DTYPES, Dtype
 from zerokv.rl.agent import TrainedPolicy, load_policy  # noqa: F401  (re-exported: their home before zerokv.Agent)
 from zerokv.rl.config import DeviceName
@@ -101,7 +101,7 @@ class EnjoyArgs(PlayArgs):
     rgb_array with --video)."""
     video: str | None = None
     """Record each episode as an MP4 into this directory (gymnasium's RecordVideo; needs
-    pip install zerokv[video])."""
+    pip install -e ".[video]")."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -217,7 +217,7 @@ def _record_video(env, directory: str, env_id: str):
     try:
         import moviepy  # noqa: F401
     except ImportError as e:
-        raise ImportError("--video needs moviepy: pip install zerokv[video]") from e
+        raise ImportError(f"--video needs moviepy: {install_hint('video')}") from e
     prefix = env_id.replace("/", "-")
     return gymnasium.wrappers.RecordVideo(env, directory, episode_trigger=lambda _: True, name_prefix=prefix,
                                           disable_logger=True)

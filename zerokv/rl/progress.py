@@ -24,6 +24,7 @@ from pathlib import Path
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
+from zerokv.checks import install_hint
 from zerokv.rl.checkpoint import TEMP_SUFFIX
 
 __all__ = ["CSV_FIELDS", "ProgressLog", "Tracking", "memory_scalars", "truncate_progress"]
@@ -137,8 +138,8 @@ def _start_wandb(out: Path, config: dict, tracking: Tracking):
     try:
         import wandb
     except ImportError as e:
-        raise ImportError("--track logs to Weights & Biases, which is not installed: "
-                          "pip install zerokv[track]") from e
+        raise ImportError("--track logs to Weights & Biases, which is not installed: " +
+                          install_hint("track")) from e
     return wandb.init(project=tracking.project, entity=tracking.entity, id=tracking.run_id, resume="allow",
                       name=out.name, config=config, dir=str(out))  # W&B adds the wandb/ itself
 

@@ -16,6 +16,8 @@ import logging
 import os
 from dataclasses import dataclass
 
+from zerokv.checks import install_hint
+
 __all__ = ["LOOPBACK_ENV", "Cluster", "connect", "disconnect", "import_ray", "is_loopback"]
 
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", "RAY_worker_niceness": "0"}
@@ -59,8 +61,8 @@ def import_ray():
     try:
         import ray
     except ImportError as e:
-        raise ImportError("zerokv train --collectors needs Ray, an optional extra: "
-                          "pip install 'zerokv[ray]'") from e
+        raise ImportError("zerokv train --collectors needs Ray, an optional extra: " +
+                          install_hint("ray")) from e
     return ray
 
 
