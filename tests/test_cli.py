@@ -309,3 +309,12 @@ def test_rays_token_notice_is_dropped_and_its_other_warnings_kept():
 
     assert not logger.filters[0].filter(record("Token authentication is enabled for this Ray cluster. Set ..."))
     assert logger.filters[0].filter(record("Authentication token is missing"))
+
+
+@pytest.mark.parametrize("command", ["eval", "enjoy", "export"])
+def test_play_and_export_help_is_readable(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and "  --checkpoint STR\n" in out and "(required)" in out
+    assert "{None}" not in out and "|STR" not in out and "╭" not in out

@@ -118,6 +118,9 @@ def field_docs(cls) -> dict[str, str]:
 
 def _metavar(hint) -> str:
     """A readable value name: INT, FLOAT, STR, {a,b}, or the metavar a field's annotation gives."""
+    inner = _optional_of(hint)
+    if inner is not None and typing.get_origin(inner) is typing.Annotated:
+        hint = inner
     if typing.get_origin(hint) is typing.Annotated:
         for extra in hint.__metadata__:
             metavar = getattr(extra, "metavar", None)
@@ -133,10 +136,12 @@ def _metavar(hint) -> str:
     return {int: "INT", float: "FLOAT", str: "STR"}.get(hint, "VALUE")
 
 
-def _default_text(value) -> str:
+def _default_text(value, grouped: bool = True) -> str:
+    if value is _REQUIRED:
+        return " (required)"
     if isinstance(value, bool) or value is None:
         return "" if value is None else f" (default: {'on' if value else 'off'})"
-    if isinstance(value, int):
+    if isinstance(value, int) and grouped:
         return f" (default: {value:,})"  # 30,000: no line break inside a number (no space in it)
     return f" (default: {value})"
 
@@ -146,7 +151,6 @@ def render_help(cls, prog: str, sections: dict[str, tuple[str, ...]] | None = No
     """``prog --help`` for dataclass ``cls``: its docstring, then each section's flags with a
     readable value name, the field's docstring and its default (from ``default`` if given)."""
     width = min(HELP_WIDTH, max(60, _terminal_width()))
-    default = default if default is not None else _defaults_of(cls)
     fields = [f.name for f in dataclasses.fields(cls)]
     sections = dict(sections or {"options": tuple(fields)})
     placed = {name for names in sections.values() for name in names}
@@ -162,18 +166,26 @@ def render_help(cls, prog: str, sections: dict[str, tuple[str, ...]] | None = No
             hint = hints[name]
             flag = (f"{_flag(name)}, --no-{_flag(name)[2:]}" if _is_bool(hint)
                     else f"{_flag(name)} {_metavar(hint)}")
-            text = docs.get(name, "") + _default_text(getattr(default, name, None))
+            text = docs.get(name, "") + _default_text(_default_of(cls, name, default), grouped="seed" not in name)
             lines.append(f"  {flag}")
             lines += textwrap.wrap(text, width, initial_indent=" " * 6, subsequent_indent=" " * 6,
                                    break_on_hyphens=False, break_long_words=False)
     return "\n".join(lines)
 
 
-def _defaults_of(cls):
-    try:
-        return cls()
-    except TypeError:  # required fields: no instance to read defaults from
-        return None
+_REQUIRED = object()
+
+
+def _default_of(cls, name: str, default):
+    """The value ``name`` has when not passed: ``default``'s, else the field's own."""
+    if default is not None:
+        return getattr(default, name)
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return _REQUIRED
 
 
 def _terminal_width() -> int:
