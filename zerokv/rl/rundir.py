@@ -31,7 +31,7 @@ from pathlib import Path
 from zerokv.rl.checkpoint import TEMP_SUFFIX, remove_orphans
 from zerokv.rl.config import TrainConfig
 
-__all__ = ["RESUMABLE_FIELDS", "RunDir", "RunDirError", "resume_changes", "resume_config"]
+__all__ = ["RESUMABLE_FIELDS", "RunDir", "RunDirError", "resume_changes", "resume_config", "saved_collectors"]
 
 LOCK_NAME = ".lock"
 RUN_ENTRIES = ("checkpoints", "tb", "progress.csv", "config.json", "best.pt", "wandb", "curve.png")
@@ -212,3 +212,13 @@ def resume_changes(saved: dict, resumed: TrainConfig) -> list[str]:
     return [f"--resume: {f.name} changed from {saved[f.name]!r} to {getattr(resumed, f.name)!r}"
             for f in dataclasses.fields(TrainConfig)
             if f.name in saved and f.name not in _NOT_COMPARED and saved[f.name] != getattr(resumed, f.name)]
+
+
+def saved_collectors(out: Path) -> int:
+    """The ``collectors`` of the run in ``out`` (its config.json), so that a ``--resume`` without
+    ``--collectors`` continues a Ray run on Ray; 0 if there is none to read (the resume then
+    reports what is missing)."""
+    try:
+        return int(json.loads((Path(out) / "config.json").read_text()).get("collectors", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0

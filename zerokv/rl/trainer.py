@@ -24,7 +24,6 @@ model is built; ``--resume`` runs with the saved config. With ``collectors`` > 0
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import time
 import uuid
@@ -64,7 +63,7 @@ from zerokv.rl.factory import (
 from zerokv.rl.learner import Learner
 from zerokv.rl.observations import observations_as_float
 from zerokv.rl.progress import ProgressLog, Tracking, memory_scalars, truncate_progress
-from zerokv.rl.rundir import RunDir, resume_changes, resume_config
+from zerokv.rl.rundir import RunDir, resume_changes, resume_config, saved_collectors
 from zerokv.rl.snapshot import list_snapshots, read_snapshot, snapshot_path, write_snapshot
 from zerokv.rl.stopping import StopSignals
 from zerokv.search import Reanalyzer
@@ -449,19 +448,10 @@ def train(cfg: TrainConfig, *, explicit: Collection[str] | None = None) -> Train
     """Trains in this process, or with ``cfg.collectors`` collector actors on Ray. ``explicit``
     names the fields the user set (a ``--resume`` keeps the saved value of every other field)."""
     if cfg.resume and cfg.collectors == 0 and (explicit is None or "collectors" not in explicit):
-        cfg = dataclasses.replace(cfg, collectors=_saved_collectors(Path(cfg.out)))
+        cfg = dataclasses.replace(cfg, collectors=saved_collectors(Path(cfg.out)))
     if cfg.collectors:  # ray is imported only here, when it is asked for
         from zerokv.rl.distributed import DistributedTrainer
 
         return DistributedTrainer(cfg, explicit=explicit).run()
     return Trainer(cfg, explicit=explicit).run()
 
-
-def _saved_collectors(out: Path) -> int:
-    """The ``collectors`` of the run in ``out`` (its config.json), so that a ``--resume`` without
-    ``--collectors`` continues a Ray run on Ray; 0 if there is none to read (the resume then
-    reports what is missing)."""
-    try:
-        return int(json.loads((out / "config.json").read_text()).get("collectors", 0))
-    except (OSError, ValueError, TypeError, AttributeError):
-        return 0
