@@ -90,7 +90,7 @@ def test_enjoy_records_a_video_of_one_episode(tracked_run, tmp_path, capsys):
 def test_export_loads_with_from_pretrained_and_plays_like_the_checkpoint(tracked_run, tmp_path, capsys):
     run, _ = tracked_run
     main(["export", "--checkpoint", str(run / "best.pt"), "--out", str(tmp_path / "model")])
-    assert {p.name for p in (tmp_path / "model").iterdir()} == {"model.safetensors", "config.json"}
+    assert {p.name for p in (tmp_path / "model").iterdir()} == {"model.safetensors", "config.json", "README.md"}
     model = zerokv.WorldModel.from_pretrained(tmp_path / "model", env_num=3)
     from zerokv.rl.checkpoint import load_checkpoint
 
