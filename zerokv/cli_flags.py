@@ -25,7 +25,7 @@ TRAIN_SECTIONS: dict[str, tuple[str, ...]] = {
     "run": ("out", "resume", "overwrite", "config", "preset", "seed", "device", "threads"),
     "env": ("env", "total_env_steps", "num_envs", "vector_env", "clip_rewards", "terminal_on_life_loss",
             "frame_skip", "sticky_action_prob", "full_action_space"),
-    "model": ("embed_dim", "num_layers", "num_heads", "context_length", "support_size", "cache_backend",
+    "model": ("embed_dim", "num_layers", "num_heads", "context_length", "support_size", "compile", "cache_backend",
               "use_new_cache_manager", "keep_root_context", "history_steps"),
     "search": ("num_simulations", "leaves_per_call", "search_dtype", "discount", "dirichlet_alpha",
                "exploration_fraction", "temperature_start", "temperature_end", "temperature_decay_steps"),
