@@ -116,7 +116,8 @@ def _train(argv: list[str], debug: bool) -> None:
     default = TrainConfig()
     preset, config = flag_value(argv, "--preset"), flag_value(argv, "--config")
     if preset is not None or config is not None:  # preset < file < flags
-        default = TrainConfig(**{**default.to_dict(), **file_overrides(preset, config)})
+        typed = flag_value(argv, "--env") is not None or "--allow-env-import" in argv
+        default = TrainConfig(**{**default.to_dict(), **file_overrides(preset, config, allow_env_import=typed)})
     cfg = parse(TrainConfig, argv, "zerokv train", debug=debug, default=default)
     result = train(cfg)
     print(f"done: {result.env_steps} env steps in {result.wall_seconds / 60:.1f} min -> {result.out}")

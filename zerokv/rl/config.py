@@ -27,7 +27,7 @@ from zerokv.checks import (
 )
 from zerokv.model.config import DTYPES, CacheBackend, Dtype, WorldModelConfig
 from zerokv.presets import Preset, preset_path
-from zerokv.rl.envs import VECTOR_ENV_MODES, VectorEnvMode, is_atari
+from zerokv.rl.envs import VECTOR_ENV_MODES, VectorEnvMode, check_env_id, is_atari
 
 try:
     import tomllib
@@ -46,7 +46,12 @@ class TrainConfig:
     """Train a UniZero agent on a gymnasium env. Defaults suit CartPole-v1 on 2 CPU cores."""
 
     env: str = "CartPole-v1"
-    """Gymnasium env id (Discrete actions, Box observations; Atari ids need zerokv[atari])."""
+    """Gymnasium env id (Discrete actions, Box observations; Atari ids need zerokv[atari]). A
+    ``module:EnvName`` id imports ``module``: it is honoured when typed here, never when read from
+    a --config file, a preset or a checkpoint (see --allow-env-import)."""
+    allow_env_import: bool = False
+    """Honour a ``module:EnvName`` env id read from a --config file or a --resume checkpoint (it
+    imports that module, i.e. runs its code: only for files you trust). Never read from a file."""
     total_env_steps: int = 30_000
     """Stop after this many env steps (summed over the parallel envs)."""
     seed: int = 0
@@ -261,7 +266,7 @@ class TrainConfig:
         if self.stop_return is not None:
             check_float("stop_return", self.stop_return, allow_inf=True,
                         note=", inf (never stop early) or None (the env's threshold)")
-        for name in ("resume", "keep_root_context", "fresh_value_targets", "progress", "track"):
+        for name in ("resume", "keep_root_context", "fresh_value_targets", "progress", "track", "allow_env_import"):
             check_bool(name, getattr(self, name))
         for name in ("env", "wandb_project"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
@@ -350,17 +355,24 @@ def with_out(cfg: TrainConfig) -> TrainConfig:
     return cfg if cfg.out is not None else dataclasses.replace(cfg, out=default_out(cfg))
 
 
-def file_overrides(preset: str | None, config: str | Path | None) -> dict:
+FILE_REFUSED_KEYS = ("allow_env_import",)
+"""Flags a config file may not set: a file cannot allow itself to import code."""
+
+
+def file_overrides(preset: str | None, config: str | Path | None, *, allow_env_import: bool = False) -> dict:
     """The keys a ``--preset`` and a ``--config`` file set, the file's over the preset's (a
-    file may name its own ``preset``, used when none is given)."""
-    data = load_overrides(config) if config is not None else {}
+    file may name its own ``preset``, used when none is given). An ``env`` in either is checked
+    by :func:`zerokv.rl.envs.check_env_id`: a registered id, or ``module:EnvName`` only with
+    ``allow_env_import`` (the caller's opt-in, or ``--env`` typed on the command line)."""
+    data = load_overrides(config, allow_env_import=allow_env_import) if config is not None else {}
     preset = preset if preset is not None else data.get("preset")
-    base = load_overrides(preset_path(preset)) if preset is not None else {}
+    base = load_overrides(preset_path(preset), allow_env_import=allow_env_import) if preset is not None else {}
     return {**base, **data, **({"preset": preset} if preset is not None else {})}
 
 
-def load_overrides(path: str | Path) -> dict:
-    """Keys of a YAML (.yaml/.yml) or TOML (.toml) file; unknown keys raise ValueError naming them."""
+def load_overrides(path: str | Path, *, allow_env_import: bool = False) -> dict:
+    """Keys of a YAML (.yaml/.yml) or TOML (.toml) file; unknown keys raise ValueError naming them,
+    and so do keys of :data:`FILE_REFUSED_KEYS` and an ``env`` that :func:`check_env_id` refuses."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"config file {path} does not exist")
@@ -371,11 +383,19 @@ def load_overrides(path: str | Path) -> dict:
         data = tomllib.loads(text) if path.suffix == ".toml" else (yaml.safe_load(text) or {})
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
         raise ValueError(f"config file {path} is not valid {path.suffix[1:].upper()}: {e}") from e
+    except RecursionError:
+        raise ValueError(f"config file {path} nests too deeply to be a config: a flat mapping of flag names "
+                         "to values is expected") from None
     if not isinstance(data, dict):
         raise ValueError(f"config file {path} must hold a mapping of flag names to values")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"config file {path}: unknown keys {unknown}; allowed: {sorted(known)}")
+    refused = sorted(set(data) & set(FILE_REFUSED_KEYS))
+    if refused:
+        raise ValueError(f"config file {path} sets {refused}: only the command line (or Python) may set it")
+    if "env" in data:
+        check_env_id(data["env"], source=f"config file {path}", allow_import=allow_env_import)
     return data
 

@@ -23,10 +23,10 @@ from typing import Literal
 
 import numpy as np
 
-from zerokv.checks import check_choice, check_device, check_int, check_positive_int
+from zerokv.checks import check_bool, check_choice, check_device, check_int, check_positive_int
 from zerokv.model.config import DTYPES, Dtype
 from zerokv.rl.config import DeviceName
-from zerokv.rl.envs import VECTOR_ENV_MODES, VectorEnvMode
+from zerokv.rl.envs import VECTOR_ENV_MODES, VectorEnvMode, check_env_id
 
 __all__ = ["EnjoyArgs", "EvalArgs", "PlayArgs", "TrainedPolicy", "enjoy", "evaluate_policy", "load_policy"]
 
@@ -88,9 +88,13 @@ class PlayArgs:
     """Cut each episode after this many agent steps (default: the run's eval_max_steps)."""
     threads: int = 2
     """torch.set_num_threads."""
+    allow_env_import: bool = False
+    """Honour a ``module:EnvName`` env id saved in the checkpoint (it imports that module, i.e. runs
+    its code: only for files you trust); without it only ids in gymnasium's registry are made."""
 
     def __post_init__(self) -> None:
         check_positive_int("threads", self.threads)
+        check_bool("allow_env_import", self.allow_env_import)
         if self.num_simulations is not None:
             check_positive_int("num_simulations", self.num_simulations)
         if self.max_steps is not None:
@@ -155,7 +159,11 @@ def _resolve(policy: TrainedPolicy, args: PlayArgs, env_num: int):
     from zerokv.model.config import WorldModelConfig
     from zerokv.rl.config import TrainConfig
 
+    if not isinstance(policy.train_config, dict) or not isinstance(policy.model_config, dict):
+        raise ValueError(f"{policy.source}: its training and model configs must be mappings of field names to values")
     saved = {k: v for k, v in policy.train_config.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}
+    saved.pop("allow_env_import", None)  # a file never allows itself to import code
+    check_env_id(saved.get("env"), source=policy.source, allow_import=args.allow_env_import)
     device = check_device("device", args.device or saved.get("device", "cpu"))
     train_cfg = TrainConfig(**{**saved, "device": device, "resume": False})
     if args.num_simulations is not None:
