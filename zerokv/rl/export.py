@@ -28,17 +28,23 @@ class ExportArgs:
 
 def export(args: ExportArgs) -> Path:
     """Writes the export; returns its directory."""
-    from zerokv.model.pretrained import save_pretrained
-    from zerokv.rl.checkpoint import load_checkpoint
+    from zerokv.model.pretrained import build_checked, check_weights, save_pretrained
+    from zerokv.model.world_model import WorldModel
+    from zerokv.rl.checkpoint import load_checkpoint, policy_fields
 
     state = load_checkpoint(args.checkpoint)
-    counters = state.get("counters", {})
+    weights, model_config, train_config = policy_fields(state, args.checkpoint)
+    shapes = {k: tuple(v.shape) for k, v in weights.items() if hasattr(v, "shape")}
+    model = build_checked(WorldModel, model_config, {"device": "cpu"}, shapes, str(args.checkpoint))
+    check_weights(weights, {k: tuple(v.shape) for k, v in model.state_dict().items()}, str(args.checkpoint))
+    counters = state.get("counters") if isinstance(state.get("counters"), dict) else {}
     best = counters.get("best_eval_return")
-    best = best if best is not None and math.isfinite(best) else None  # -inf before any evaluation
-    extra = {"env": state["config"]["env"], "train_config": state["config"],
+    best = best if isinstance(best, (int, float)) and math.isfinite(best) else None  # -inf before any evaluation
+    env = train_config.get("env")
+    extra = {"env": env, "train_config": train_config,
              "source": {"checkpoint": str(args.checkpoint), "env_steps": counters.get("env_steps"),
                         "best_eval_return": best}}
-    directory = save_pretrained(args.out, state["model_config"], state["learner"]["model"], extra)
-    print(f"exported {args.checkpoint} ({state['config']['env']}, {counters.get('env_steps')} env steps) -> "
+    directory = save_pretrained(args.out, {**model_config, "device": "cpu"}, weights, extra)
+    print(f"exported {args.checkpoint} ({env}, {counters.get('env_steps')} env steps) -> "
           f"{directory}/model.safetensors, config.json")
     return directory

@@ -63,12 +63,14 @@ def load_policy(path: str | Path) -> TrainedPolicy:
         if "train_config" not in document:
             raise PretrainedError(f"{path} holds a world model without a training config (no env to play); "
                                   "load it with zerokv.WorldModel.from_pretrained")
+        for key in ("world_model_config", "train_config"):
+            if not isinstance(document.get(key), dict):
+                raise PretrainedError(f"{path}/config.json: {key} must be a mapping of field names to values")
         return TrainedPolicy(load_file(str(path / WEIGHTS_NAME)), document["world_model_config"],
                              document["train_config"], str(path))
-    from zerokv.rl.checkpoint import load_checkpoint
+    from zerokv.rl.checkpoint import load_checkpoint, policy_fields
 
-    state = load_checkpoint(path)
-    return TrainedPolicy(state["learner"]["model"], state["model_config"], state["config"], str(path))
+    return TrainedPolicy(*policy_fields(load_checkpoint(path), path), str(path))
 
 
 @dataclass
@@ -157,6 +159,8 @@ def _resolve(policy: TrainedPolicy, args: PlayArgs, env_num: int):
     command's overrides (device checked here: the run may have trained on a device this
     machine lacks)."""
     from zerokv.model.config import WorldModelConfig
+    from zerokv.model.pretrained import build_checked, check_weights
+    from zerokv.model.world_model import WorldModel
     from zerokv.rl.config import TrainConfig
 
     if not isinstance(policy.train_config, dict) or not isinstance(policy.model_config, dict):
@@ -170,10 +174,12 @@ def _resolve(policy: TrainedPolicy, args: PlayArgs, env_num: int):
         train_cfg = dataclasses.replace(train_cfg, num_simulations=args.num_simulations)
     if args.max_steps is not None:
         train_cfg = dataclasses.replace(train_cfg, eval_max_steps=args.max_steps)
-    model_cfg = WorldModelConfig(**{**policy.model_config, "device": device, "env_num": env_num,
-                                    "num_simulations": train_cfg.num_simulations, "cache_validation_mode": False,
-                                    "dtype": args.dtype or train_cfg.search_dtype})
-    return train_cfg, model_cfg
+    changes = {"device": device, "env_num": env_num, "num_simulations": train_cfg.num_simulations,
+               "cache_validation_mode": False, "dtype": args.dtype or train_cfg.search_dtype}
+    shapes = {k: tuple(v.shape) for k, v in policy.weights.items() if hasattr(v, "shape")}
+    model = build_checked(WorldModel, policy.model_config, changes, shapes, policy.source)  # before any big allocation
+    check_weights(policy.weights, {k: tuple(v.shape) for k, v in model.state_dict().items()}, policy.source)
+    return train_cfg, WorldModelConfig(**{**policy.model_config, **changes})
 
 
 def evaluate_policy(args: EvalArgs) -> dict:
