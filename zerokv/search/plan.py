@@ -32,8 +32,10 @@ def plan(
     batch = len(env_ids) if env_ids is not None else (len(obs) if hasattr(obs, "__len__") else 0)
     if batch < 1:
         raise ValueError("plan: an empty batch (no observations); give one observation per env")
-    check_call(config, rng, legal_actions_mask, add_noise, temperature, batch,
-               world_model.config.action_space_size)
+    model_config = getattr(world_model, "config", None)  # a stand-in model (tests) may have none
+    num_actions = (model_config.action_space_size if model_config is not None
+                   else np.shape(legal_actions_mask)[-1] if legal_actions_mask is not None else 1)
+    check_call(config, rng, legal_actions_mask, add_noise, temperature, batch, num_actions)
     roots = world_model.initial_inference(obs, env_ids=env_ids, last_actions=last_actions)
     return search_from_roots(world_model, roots, config=config, rng=rng, env_ids=env_ids,
                              legal_actions_mask=legal_actions_mask, add_noise=add_noise, temperature=temperature)
