@@ -113,3 +113,20 @@ def test_load_state_dict_clears_the_caches_it_invalidates():
     a = wm.initial_inference(OBS + 0.1, env_ids=[0, 1], last_actions=[0, 1])  # no stale root: a fresh start
     b = fresh.initial_inference(OBS + 0.1, env_ids=[0, 1])
     assert torch.equal(a.value, b.value)
+
+
+@pytest.mark.parametrize("huge", [2**70, 2**63])
+def test_huge_ids_and_actions_are_value_errors(huge):
+    wm = model()
+    with pytest.raises(ValueError, match="out of range"):
+        wm.initial_inference(OBS, env_ids=[0, huge])
+    with pytest.raises(ValueError, match="out of range"):
+        wm.initial_inference(OBS, last_actions=[huge, 0])
+    roots = wm.initial_inference(OBS)
+    with pytest.raises(ValueError, match="out of range"):
+        wm.recurrent_inference(roots.latent_state, [0, huge])
+
+
+def test_an_empty_batch_of_observations_is_a_clear_error():
+    with pytest.raises(ValueError, match="obs"):
+        model().initial_inference(np.zeros((0, 4), np.float32))
