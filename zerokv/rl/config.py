@@ -329,6 +329,9 @@ class TrainConfig:
         check_float("collector_timeout", self.collector_timeout, low=0.0, low_open=True)
         if self.ray_address is not None and (not isinstance(self.ray_address, str) or not self.ray_address):
             raise ValueError(f"ray_address={self.ray_address!r}; must be \"auto\", HOST:PORT or None (a local cluster)")
+        if self.ray_address is not None and self.collectors == 0:
+            raise ValueError(f"ray_address={self.ray_address!r} with collectors=0: the address is only used by "
+                             "Ray collectors; give --collectors N or drop --ray-address")
 
     @property
     def iteration_env_steps(self) -> int:
