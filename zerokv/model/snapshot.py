@@ -137,6 +137,11 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # a full disk, a quota, an I/O error: say what is left
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(e.errno, f"{path} could not be written ({e.strerror or e}); "
+                               f"{'the previous file there is unchanged' if path.exists() else 'nothing was written'}"
+                      ) from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

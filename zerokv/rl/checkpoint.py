@@ -169,6 +169,11 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> No
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
+    except OSError as e:  # a full disk, a quota, an I/O error: say what is left
+        Path(tmp_name).unlink(missing_ok=True)
+        raise OSError(e.errno, f"checkpoint {path} could not be written ({e.strerror or e}); "
+                               f"{'the previous one there is unchanged' if path.exists() else 'nothing was written'}"
+                      ) from e
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
