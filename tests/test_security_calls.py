@@ -130,3 +130,15 @@ def test_huge_ids_and_actions_are_value_errors(huge):
 def test_an_empty_batch_of_observations_is_a_clear_error():
     with pytest.raises(ValueError, match="obs"):
         model().initial_inference(np.zeros((0, 4), np.float32))
+
+
+def test_validation_mode_reports_a_latent_that_is_not_its_parents():
+    from zerokv.model.context import CacheValidationError
+
+    wm = WorldModel(WorldModelConfig(**{**TINY_MODEL, "env_num": 2, "num_simulations": 4, "cache_backend": "paged",
+                                        "cache_validation_mode": True}))
+    roots = wm.initial_inference(OBS)
+    wm.recurrent_inference(roots.latent_state, [0, 1], parent_ids=[0, 0], child_ids=[1, 1])
+    with pytest.raises(CacheValidationError, match="disagrees with recomputation"):
+        # the roots' latents sent as if they were nodes 1's: the paged answer would follow the ids
+        wm.recurrent_inference(roots.latent_state, [1, 0], parent_ids=[1, 1], child_ids=[2, 2])
