@@ -76,3 +76,33 @@ def test_a_checkpoint_with_a_mutated_field_and_a_recomputed_hash_is_refused_or_e
         assert "\n" not in str(e) and str(e)
         return
     assert _matches_reference(model)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_mutated_replay_snapshot_is_refused_and_leaves_replay_whole(tmp_path_factory, data):
+    import numpy as np
+    from test_snapshot import FRAME, assert_same_contents, atari_buffer
+
+    from zerokv.rl.replay import ReplayBuffer
+    from zerokv.rl.snapshot import SnapshotError, read_snapshot, write_snapshot
+
+    tmp = tmp_path_factory.mktemp("replay")
+    ref = write_snapshot(tmp / "replay_000000060", atari_buffer(60), run_id="r", env_steps=60)
+    path = tmp / ref.name
+    file = data.draw(st.sampled_from(sorted(p.name for p in path.iterdir())))
+    raw = bytearray((path / file).read_bytes())
+    if data.draw(st.booleans()):
+        raw[data.draw(st.integers(0, len(raw) - 1))] ^= data.draw(st.integers(1, 255))
+    else:
+        del raw[data.draw(st.integers(0, len(raw) - 1)):]  # cut
+    (path / file).write_bytes(bytes(raw))
+    target = ReplayBuffer(200, FRAME, 6, observation_dtype=np.uint8)
+    try:
+        read_snapshot(path, target, run_id="r", env_steps=60, meta_sha256=ref.meta_sha256)
+    except SnapshotError as e:
+        assert "\n" not in str(e)
+        assert target.num_steps == 0
+        target.check_invariants()
+        return
+    assert_same_contents(atari_buffer(60), target)
