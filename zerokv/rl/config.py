@@ -46,12 +46,11 @@ class TrainConfig:
     """Train a UniZero agent on a gymnasium env. Defaults suit CartPole-v1 on 2 CPU cores."""
 
     env: str = "CartPole-v1"
-    """Gymnasium env id (Discrete actions, Box observations; Atari ids need zerokv[atari]). A
-    ``module:EnvName`` id imports ``module``: it is honoured when typed here, never when read from
-    a --config file, a preset or a checkpoint (see --allow-env-import)."""
+    """Gymnasium env id (Discrete actions, Box observations; Atari ids need zerokv[atari]); a
+    ``module:EnvName`` id (it imports module) only when typed here (see --allow-env-import)."""
     allow_env_import: bool = False
-    """Honour a ``module:EnvName`` env id read from a --config file or a --resume checkpoint (it
-    imports that module, i.e. runs its code: only for files you trust). Never read from a file."""
+    """Honour a ``module:EnvName`` env id read from a --config file or --resume checkpoint (it imports,
+    i.e. runs, that module: only for files you trust). Never read from a file itself."""
     total_env_steps: int = 30_000
     """Stop after this many env steps (summed over the parallel envs)."""
     seed: int = 0
@@ -358,15 +357,13 @@ def with_out(cfg: TrainConfig) -> TrainConfig:
     return cfg if cfg.out is not None else dataclasses.replace(cfg, out=default_out(cfg))
 
 
-FILE_REFUSED_KEYS = ("allow_env_import",)
-"""Flags a config file may not set: a file cannot allow itself to import code."""
+FILE_REFUSED_KEYS = ("allow_env_import",)  # a config file cannot allow itself to import code
 
 
 def file_overrides(preset: str | None, config: str | Path | None, *, allow_env_import: bool = False) -> dict:
     """The keys a ``--preset`` and a ``--config`` file set, the file's over the preset's (a
-    file may name its own ``preset``, used when none is given). An ``env`` in either is checked
-    by :func:`zerokv.rl.envs.check_env_id`: a registered id, or ``module:EnvName`` only with
-    ``allow_env_import`` (the caller's opt-in, or ``--env`` typed on the command line)."""
+    file may name its own ``preset``, used when none is given); an ``env`` in either must pass
+    :func:`zerokv.rl.envs.check_env_id` (``allow_env_import``: the caller's opt-in or a typed --env)."""
     data = load_overrides(config, allow_env_import=allow_env_import) if config is not None else {}
     preset = preset if preset is not None else data.get("preset")
     base = load_overrides(preset_path(preset), allow_env_import=allow_env_import) if preset is not None else {}
@@ -387,8 +384,7 @@ def load_overrides(path: str | Path, *, allow_env_import: bool = False) -> dict:
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
         raise ValueError(f"config file {path} is not valid {path.suffix[1:].upper()}: {e}") from e
     except RecursionError:
-        raise ValueError(f"config file {path} nests too deeply to be a config: a flat mapping of flag names "
-                         "to values is expected") from None
+        raise ValueError(f"config file {path} nests too deeply: expected a flat mapping of flags to values") from None
     if not isinstance(data, dict):
         raise ValueError(f"config file {path} must hold a mapping of flag names to values")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -398,7 +394,7 @@ def load_overrides(path: str | Path, *, allow_env_import: bool = False) -> dict:
     refused = sorted(set(data) & set(FILE_REFUSED_KEYS))
     if refused:
         raise ValueError(f"config file {path} sets {refused}: only the command line (or Python) may set it")
-    if "env" in data:
+    if "env" in data:  # a file's env is data: a registered id, or imported only when allowed
         check_env_id(data["env"], source=f"config file {path}", allow_import=allow_env_import)
     return data
 
