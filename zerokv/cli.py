@@ -131,7 +131,8 @@ def _train(argv: list[str], debug: bool) -> None:
     default, from_files = TrainConfig(), {}
     preset, config = flag_value(argv, "--preset"), flag_value(argv, "--config")
     if preset is not None or config is not None:  # preset < file < flags
-        from_files = file_overrides(preset, config)
+        typed = flag_value(argv, "--env") is not None or "--allow-env-import" in argv
+        from_files = file_overrides(preset, config, allow_env_import=typed)
         default = TrainConfig(**{**default.to_dict(), **from_files})
     if "-h" in argv or "--help" in argv:
         print(render_help(TrainConfig, "zerokv train", TRAIN_SECTIONS, default)

@@ -9,7 +9,7 @@ import torch
 
 from zerokv.cache.pool import EvictionStrategy
 from zerokv.cache.storage import KV_STORAGE_DTYPES
-from zerokv.checks import check_bool, check_choice, check_float, check_positive_int
+from zerokv.checks import check_bool, check_choice, check_device, check_float, check_positive_int
 
 CacheBackend = Literal["none", "legacy", "manager", "paged"]
 """A cache backend's name (a ``Literal``, so ``--help`` lists the choices)."""
@@ -129,8 +129,10 @@ class WorldModelConfig:
     compilation is unavailable."""
 
     def __post_init__(self) -> None:
-        self.observation_shape = tuple(int(d) for d in self.observation_shape)
-        if len(self.observation_shape) not in (1, 3) or min(self.observation_shape) <= 0:
+        if isinstance(self.observation_shape, (str, bytes)) or not hasattr(self.observation_shape, "__iter__"):
+            raise ValueError(f"observation_shape={self.observation_shape!r}; expected a vector (D,) or an image (C, H, W)")
+        self.observation_shape = tuple(check_positive_int("observation_shape[i]", d) for d in self.observation_shape)
+        if len(self.observation_shape) not in (1, 3):
             raise ValueError(
                 f"observation_shape={self.observation_shape}; expected a vector (D,) or an image (C, H, W)"
             )
@@ -140,6 +142,7 @@ class WorldModelConfig:
                      "max_tokens", "env_num", "num_simulations", "support_size", "latent_group_size",
                      "max_cache_size", "mlp_ratio", "encoder_channels", "encoder_blocks"):
             setattr(self, name, check_positive_int(name, getattr(self, name)))
+        check_device("device", self.device)
         for name in ("init_pool_size", "recur_pool_size"):
             if getattr(self, name) is not None:
                 setattr(self, name, check_positive_int(name, getattr(self, name)))

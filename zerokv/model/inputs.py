@@ -36,7 +36,7 @@ def integers(values, name: str, *, allow_none: bool = False) -> np.ndarray:
             raise TypeError(f"{name} must be integers; got a tensor of dtype {values.dtype}")
         return values.detach().cpu().reshape(-1).numpy().astype(np.int64)
     if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
-        return values.reshape(-1).astype(np.int64)
+        return _int64(values.reshape(-1), name)
     if isinstance(values, np.ndarray) and values.dtype.kind != "O":
         raise TypeError(f"{name} must be integers; got an array of dtype {values.dtype}")
     if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
@@ -44,16 +44,29 @@ def integers(values, name: str, *, allow_none: bool = False) -> np.ndarray:
     if not isinstance(values, np.ndarray):
         arr = np.asarray(values) if not allow_none else None  # the fast path: a list of ints
         if arr is not None and arr.dtype.kind in "iu":
-            return arr.reshape(-1).astype(np.int64)
+            return _int64(arr.reshape(-1), name)
     out = []
     for v in _flat(values):
         if v is None and allow_none:
             out.append(NO_ACTION)
         elif isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
+            if not _INT64_MIN <= int(v) <= _INT64_MAX:
+                raise ValueError(f"{name} entry {int(v)} is out of range; ids and actions fit in int64 "
+                                 "(and their own bounds, checked next)")
             out.append(int(v))
         else:
             raise TypeError(f"{name} must be integers; got {v!r}")
     return np.asarray(out, np.int64)
+
+
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def _int64(arr: np.ndarray, name: str) -> np.ndarray:
+    """An integer array as int64, refusing unsigned values that int64 cannot hold (they would wrap)."""
+    if arr.dtype.kind == "u" and arr.size and int(arr.max()) > _INT64_MAX:
+        raise ValueError(f"{name} entry {int(arr.max())} is out of range; ids and actions fit in int64")
+    return arr.astype(np.int64)
 
 
 def _flat(values):
@@ -108,6 +121,8 @@ def observations(obs, shape: tuple[int, ...], *, steps: bool, name: str) -> torc
     if obs.dim() != len(shape) + lead or tuple(obs.shape[lead:]) != shape or (steps and obs.shape[1] < 1):
         expected = ("B, T" if steps else "B") + "".join(f", {d}" for d in shape)
         raise ValueError(f"{name} of shape {tuple(obs.shape)}; expected ({expected})")
+    if obs.shape[0] < 1:
+        raise ValueError(f"{name} of shape {tuple(obs.shape)} is an empty batch; give at least one env's observation")
     return obs
 
 
@@ -121,6 +136,8 @@ def latent(latent_state, env_ids: Sequence[int], embed_dim: int) -> torch.Tensor
         raise TypeError(f"latent_state of {kind}; expected a floating-point tensor (B, E)")
     if x.shape != (len(env_ids), embed_dim):
         raise ValueError(f"latent_state of shape {tuple(x.shape)}; expected ({len(env_ids)}, {embed_dim})")
+    if not env_ids:
+        raise ValueError("latent_state is an empty batch; give at least one row")
     finite(x, env_ids, "latent_state")
     return x
 

@@ -29,8 +29,8 @@ from zerokv.version import __version__
 if TYPE_CHECKING:
     from zerokv.model.world_model import WorldModel
 
-__all__ = ["CONFIG_NAME", "FORMAT", "WEIGHTS_NAME", "PretrainedError", "load_pretrained", "read_pretrained_config",
-           "save_pretrained"]
+__all__ = ["CONFIG_NAME", "FORMAT", "WEIGHTS_NAME", "PretrainedError", "build_checked", "check_weights",
+           "load_pretrained", "read_pretrained_config", "save_pretrained"]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -82,38 +82,87 @@ def read_pretrained_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
     return document
 
 
+def _header_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor in a safetensors file, from its header alone (no tensor is
+    read; the library checks the header's offsets against the file's size)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}  # noqa: SIM118
+    except FileNotFoundError:
+        raise PretrainedError(f"{path} does not exist") from None
+    except (SafetensorError, OSError, ValueError) as e:
+        raise PretrainedError(f"{path} is not a readable safetensors file: {e}") from None
+
+
+def check_weights(weights: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]], source: str) -> None:
+    """Raises PretrainedError unless ``weights`` has exactly the ``expected`` names and shapes and
+    holds only finite floating-point numbers (naming the first tensor that does not)."""
+    for name in [*expected, *(k for k in weights if k not in expected)]:
+        a, b = expected.get(name), weights.get(name)
+        if a is None or not isinstance(b, torch.Tensor) or tuple(b.shape) != tuple(a):
+            found = tuple(b.shape) if isinstance(b, torch.Tensor) else (None if b is None else type(b).__name__)
+            raise PretrainedError(f"{source}: tensor {name!r} is {found} in the file and {a} in the model of its "
+                                  "config: the weights and the config do not belong together")
+        if not b.is_floating_point():
+            raise PretrainedError(f"{source}: tensor {name!r} has dtype {b.dtype}; weights are floating point")
+        if not bool(torch.isfinite(b).all()):
+            raise PretrainedError(f"{source}: tensor {name!r} holds NaN or infinite values")
+
+
+def build_checked(cls: type[WorldModel], fields: dict[str, Any], changes: dict[str, Any],
+                  shapes: dict[str, tuple[int, ...]], source: str) -> WorldModel:
+    """A ``cls`` model of ``WorldModelConfig(**fields, **changes)`` once the config is known to fit
+    weights of ``shapes`` (:func:`zerokv.model.bounds.check_config_fits`) and their shapes match
+    the built model's; the caller's torch RNG is left alone (the init weights are overwritten)."""
+    from zerokv.model.bounds import check_config_fits, parameter_count
+
+    unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(WorldModelConfig)})
+    if unknown:
+        raise PretrainedError(f"{source}: unknown WorldModelConfig fields {unknown}")
+    try:
+        config = WorldModelConfig(**{**fields, **changes})
+    except (TypeError, ValueError) as e:
+        raise PretrainedError(f"{source}: {e}") from None
+    try:
+        check_config_fits(config, parameter_count(shapes.values()), source, explicit=changes)
+    except ValueError as e:
+        raise PretrainedError(str(e)) from None
+    with torch.random.fork_rng(devices=[]):
+        model = cls(config)
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    for name in [*expected, *(k for k in shapes if k not in expected)]:
+        if expected.get(name) != shapes.get(name):
+            raise PretrainedError(f"{source}: tensor {name!r} has shape {shapes.get(name)} in the file and "
+                                  f"{expected.get(name)} in the model of its config: they do not belong together")
+    return model
+
+
 def load_pretrained(cls: type[WorldModel], directory: str | os.PathLike[str], **changes: Any) -> WorldModel:
     """A ``cls`` model with the saved config (``changes`` replace fields, e.g. ``device``,
     ``dtype``, ``env_num``, ``cache_backend``) and the saved weights, in eval mode.
 
-    Raises ``PretrainedError`` for a missing or foreign file, a config this zerokv does not
-    know, or weights that do not fit the config (naming the first tensor that differs)."""
+    Everything is checked before anything large is allocated: the config's fields against the
+    parameters the safetensors header declares (:mod:`zerokv.model.bounds`), the built model's
+    shapes against the header's, then the weights' values (finite). Raises ``PretrainedError``
+    for a missing or foreign file, a config this zerokv does not know or that does not fit the
+    weights, or weights that do not fit the config (naming the field or tensor)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     document = read_pretrained_config(directory)
-    fields = dict(document["world_model_config"])
-    unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(WorldModelConfig)})
-    if unknown:
-        raise PretrainedError(f"{Path(directory) / CONFIG_NAME}: unknown WorldModelConfig fields {unknown} "
-                              f"(written by zerokv {document.get('zerokv_version')}, this is {__version__})")
-    config = WorldModelConfig(**{**fields, **changes})
+    fields = document.get("world_model_config")
+    config_path = Path(directory) / CONFIG_NAME
+    if not isinstance(fields, dict):
+        raise PretrainedError(f"{config_path}: world_model_config must be a mapping of field names to values")
     path = Path(directory) / WEIGHTS_NAME
+    model = build_checked(cls, fields, changes, _header_shapes(path), str(config_path))
     try:
         weights = load_file(str(path))
-    except FileNotFoundError:
-        raise PretrainedError(f"{path} does not exist") from None
     except (SafetensorError, OSError) as e:
         raise PretrainedError(f"{path} is not a readable safetensors file: {e}") from None
-    with torch.random.fork_rng(devices=[]):  # the init weights are overwritten: leave the caller's RNG alone
-        model = cls(config)
-    expected = model.state_dict()
-    for name in [*expected, *(k for k in weights if k not in expected)]:
-        a, b = expected.get(name), weights.get(name)
-        if a is None or b is None or a.shape != b.shape:
-            shapes = [None if t is None else tuple(t.shape) for t in (b, a)]
-            raise PretrainedError(f"{path}: tensor {name!r} has shape {shapes[0]} in the file and {shapes[1]} "
-                                  f"in the model of {CONFIG_NAME}: the files do not belong together")
+    check_weights(weights, {k: tuple(v.shape) for k, v in model.state_dict().items()}, str(path))
     model.load_state_dict(weights)  # cast to config.dtype, moved to config.device
     return model.eval()
 

@@ -137,6 +137,11 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # a full disk, a quota, an I/O error: say what is left
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(e.errno, f"{path} could not be written ({e.strerror or e}); "
+                               f"{'the previous file there is unchanged' if path.exists() else 'nothing was written'}"
+                      ) from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -159,7 +164,48 @@ def restore(model: WorldModel, data: bytes) -> RootState:
         raise SnapshotError("weights differ: the snapshot's root contexts were computed with other weights "
                             f"(BLAKE3 {str(header.get('weights_blake3'))[:12]}…, this model's {mine[:12]}…); "
                             "rebuild them from history instead")
-    return _state(model.config, tensors, int(header["epoch"]), model.key_hash)
+    epoch = header.get("epoch")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch < 1 << 62:
+        raise SnapshotError(f"snapshot epoch {epoch!r}; must be an int in [0, 2**62)")
+    _check_forged(model.config, tensors, epoch)
+    return _state(model.config, tensors, epoch, model.key_hash)
+
+
+def _check_forged(cfg: WorldModelConfig, t: dict[str, torch.Tensor], epoch: int) -> None:
+    """What a hash cannot vouch for (anyone can recompute it): each env at most once, integer
+    ids, windows at non-negative positions, key epochs not after the snapshot's, key payloads of
+    one latent's bytes, finite keys and values. A SnapshotError names the first violation."""
+    names = ("key_envs", "key_epochs", "key_payloads", "envs", "lengths", "last", "payload")
+    missing = [name for name in names if name not in t]
+    if missing:
+        raise SnapshotError(f"snapshot lacks tensors {missing}")
+    for name in ("key_envs", "key_epochs", "envs", "lengths", "last"):
+        if t[name].dtype != torch.int64 or t[name].dim() != 1:
+            raise SnapshotError(f"snapshot tensor {name} is {t[name].dtype} of shape {tuple(t[name].shape)}; "
+                                "expected a vector of int64")
+    for name in ("key_envs", "envs"):
+        ids = t[name].tolist()
+        if len(set(ids)) != len(ids):
+            raise SnapshotError(f"snapshot {name} {ids} repeat an env; each env has at most one root")
+    if len(t["key_epochs"]) != len(t["key_envs"]) or (len(t["key_epochs"]) and (
+            int(t["key_epochs"].min()) < 0 or int(t["key_epochs"].max()) > epoch)):
+        raise SnapshotError(f"snapshot key epochs {t['key_epochs'].tolist()}; must be in [0, {epoch}] (one per key)")
+    latent_bytes = cfg.embed_dim * 4  # keys hold a float32 latent's bytes
+    n_keys, shape = len(t["key_envs"]), tuple(t["key_payloads"].shape)
+    if t["key_payloads"].dtype != torch.uint8 or len(shape) != 2 or shape[0] != n_keys or (
+            n_keys and shape[1] != latent_bytes):
+        raise SnapshotError(f"snapshot key payloads of shape {tuple(t['key_payloads'].shape)}; expected "
+                            f"({len(t['key_envs'])}, {latent_bytes}) uint8")
+    lengths, last = t["lengths"], t["last"]
+    if lengths.shape == last.shape and len(last) and bool((last - lengths + 1 < 0).any() or (last >= 1 << 62).any()):
+        raise SnapshotError(f"snapshot window positions {last.tolist()} with lengths {lengths.tolist()}: a "
+                            "window's first token would sit before position 0")
+    for name in ("payload", "scale"):
+        if name in t and t[name].is_floating_point() and not bool(torch.isfinite(t[name].float()).all()):
+            raise SnapshotError(f"snapshot {name} holds NaN or infinite values: keys and values must be finite")
+    latents = t["key_payloads"].contiguous().view(torch.float32) if len(t["key_envs"]) else None
+    if latents is not None and not bool(torch.isfinite(latents).all()):
+        raise SnapshotError("snapshot root keys hold NaN or infinite latents")
 
 
 def _parse(data: bytes) -> tuple[dict[str, torch.Tensor], dict]:

@@ -11,6 +11,23 @@ if TYPE_CHECKING:
     from zerokv.model.world_model import WorldModel
 
 
+def check_state_dict(target: WorldModel, state: dict, *, strict: bool = True) -> None:
+    """Raises ValueError before anything is copied unless ``state`` fits ``target``: a mapping of
+    tensors with ``target``'s names (all of them if ``strict``), shapes, and finite values."""
+    if not isinstance(state, dict):
+        raise ValueError(f"load_state_dict: state_dict is a {type(state).__name__}; expected a mapping of tensors")
+    mine = target.state_dict()
+    names = [*mine, *(k for k in state if k not in mine)] if strict else [k for k in state if k in mine]
+    for name in names:
+        a, b = mine.get(name), state.get(name)
+        if a is None or not isinstance(b, torch.Tensor) or a.shape != b.shape:
+            found = tuple(b.shape) if isinstance(b, torch.Tensor) else (None if b is None else type(b).__name__)
+            raise ValueError(f"load_state_dict: {name!r} is {found} in the state_dict and "
+                             f"{None if a is None else tuple(a.shape)} in the model: nothing was loaded")
+        if b.is_floating_point() and not bool(torch.isfinite(b).all()):
+            raise ValueError(f"load_state_dict: {name!r} holds NaN or infinite values: nothing was loaded")
+
+
 @torch.no_grad()
 def load_weights(target: WorldModel, source: WorldModel) -> None:
     """Copy ``source``'s weights into ``target``, cast to ``target``'s dtype (caches untouched).

@@ -37,12 +37,13 @@ from zerokv.model.seeds import SeedsNames
 from zerokv.model.session import SearchNodes, ThreadOwner
 from zerokv.model.support import support_to_scalar
 from zerokv.model.transformer import Transformer
-from zerokv.model.weights import copy_model, load_weights
+from zerokv.model.weights import check_state_dict, copy_model, load_weights
 
 __all__ = ["NO_ACTION", "InferenceOutput", "SequenceOutput", "WorldModel"]
 
 logger = logging.getLogger(__name__)
 NO_ACTION = inputs.NO_ACTION  # last_actions entry of an env whose episode just started
+LATENT_OF_OBS = "the encoder's latent of the observation (values too large for float32 arithmetic?)"
 
 
 class _RootGroup(NamedTuple):
@@ -117,9 +118,21 @@ class WorldModel(SeedsNames, PretrainedMixin, nn.Module):
     def load_weights_from(self, other: WorldModel) -> None:
         """Copy ``other``'s weights, cast to this model's dtype, and clear the caches (their keys and
         values came from the old weights; ``rebuild_root_contexts`` restores root contexts). How a
-        bfloat16 search copy follows its float32 training model. The architectures must match."""
+        bfloat16 search copy follows its float32 training model. The architectures must match.
+        All or nothing: the thread and every shape are checked before the first tensor is copied."""
+        self._owner.check("load_weights_from")
         load_weights(self, other)
         self.clear_caches()
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict``, all or nothing: the calling thread (as for every entry
+        point), the names, shapes and finiteness of every tensor are checked before the first is
+        copied; then the caches built from the old weights are cleared."""
+        self._owner.check("load_state_dict")
+        check_state_dict(self, state_dict, strict=strict)
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self.clear_caches()
+        return result
 
     # ------------------------------------------------------------------- snapshots
     def caches_to_bytes(self) -> bytes:
@@ -191,6 +204,7 @@ class WorldModel(SeedsNames, PretrainedMixin, nn.Module):
         actions = inputs.actions(last_actions, b, cfg.action_space_size, name="last_actions", allow_no_action=True)
         inputs.finite(obs, env_ids, "obs")
         latents = self.encoder(obs.to(cfg.device, cfg.torch_dtype))  # (B, E)
+        inputs.finite(latents, env_ids, LATENT_OF_OBS)  # before the search starts: a refusal leaves no trace
         pasts = self._cache.previous_roots(env_ids, actions)
         extend = [i for i in range(b) if pasts[i] is not None]
         fresh = [i for i in range(b) if pasts[i] is None]
@@ -250,16 +264,24 @@ class WorldModel(SeedsNames, PretrainedMixin, nn.Module):
         """Both root entry points' one path: run each group's tokens on its pasts, read value and
         policy at the last (observation) token, store every row as its env's root, start the search."""
         cfg, b = self.config, len(env_ids)
-        keys = self._cache.root_keys_of(env_ids, latents)  # once for the whole batch
+        inputs.finite(latents, env_ids, LATENT_OF_OBS)
         value_logits = latents.new_zeros(b, cfg.support_bins)
         policy_logits = latents.new_zeros(b, cfg.action_space_size)
+        # Check, then change: every group runs (groups have distinct token counts, so their
+        # batches never share a gather buffer) and is checked finite before any root is stored.
+        batches = []
         for group in groups:
             pasts = group.pasts if group.pasts is not None else [self._cache.empty() for _ in group.rows]
             batch = self._cache.assemble(pasts, group.tokens.shape[1])
             h = batch.forward(group.tokens)[:, -1]  # (n, E)
+            rows = [env_ids[i] for i in group.rows]
+            inputs.finite(h, rows, "the transformer's output")
             value_logits[group.rows], policy_logits[group.rows] = self.head_value(h), self.head_policy(h)
-            self._cache.store_roots(batch, [env_ids[i] for i in group.rows], [keys[i] for i in group.rows],
-                                    rebuilt=rebuilt)
+            batches.append((batch, group.rows, rows))
+        inputs.finite(torch.cat([value_logits, policy_logits], 1), env_ids, "value/policy logits")
+        keys = self._cache.root_keys_of(env_ids, latents)  # once for the whole batch
+        for batch, positions, rows in batches:
+            self._cache.store_roots(batch, rows, [keys[i] for i in positions], rebuilt=rebuilt)
         self._nodes.start(env_ids)
         return InferenceOutput(
             value=support_to_scalar(value_logits, cfg.support_size), reward=latents.new_zeros(b),
@@ -306,6 +328,8 @@ class WorldModel(SeedsNames, PretrainedMixin, nn.Module):
         batch = self._cache.expand(latent, env_ids, parents)
         next_latent, value_logits, policy_logits, reward_logits = self._step(
             batch, torch.as_tensor(actions, device=latent.device))
+        inputs.finite(torch.cat([next_latent, value_logits, policy_logits, reward_logits], 1), env_ids,
+                      "the model's outputs (next latent, logits)")  # checked before anything is stored
         self._cache.store_children(batch, env_ids, next_latent, children)
         if ids is not None:
             self._nodes.add(env_ids, children)

@@ -26,13 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from zerokv.checks import check_choice, check_device, check_float, check_positive_int
+from zerokv.checks import check_bool, check_choice, check_device, check_float, check_positive_int
 from zerokv.model.config import DTYPES, WorldModelConfig
 from zerokv.model.world_model import NO_ACTION, WorldModel
 from zerokv.rl.config import TrainConfig
-from zerokv.rl.envs import make_env
+from zerokv.rl.envs import check_env_id, make_env
 from zerokv.rl.factory import env_options, search_config
 from zerokv.rl.observations import observations_as_float
 from zerokv.search import SearchConfig, SearchOutput, plan
@@ -87,12 +86,14 @@ def load_policy(path: str | Path) -> TrainedPolicy:
         if "train_config" not in document:
             raise PretrainedError(f"{path} holds a world model without a training config (no env to play); "
                                   "load it with zerokv.WorldModel.from_pretrained")
+        for key in ("world_model_config", "train_config"):
+            if not isinstance(document.get(key), dict):
+                raise PretrainedError(f"{path}/config.json: {key} must be a mapping of field names to values")
         return TrainedPolicy(load_file(str(path / WEIGHTS_NAME)), document["world_model_config"],
                              document["train_config"], str(path))
-    from zerokv.rl.checkpoint import load_checkpoint
+    from zerokv.rl.checkpoint import load_checkpoint, policy_fields
 
-    state = load_checkpoint(path)
-    return TrainedPolicy(state["learner"]["model"], state["model_config"], state["config"], str(path))
+    return TrainedPolicy(*policy_fields(load_checkpoint(path), path), str(path))
 
 
 class Agent:
@@ -101,13 +102,21 @@ class Agent:
 
     def __init__(self, policy: TrainedPolicy, *, num_simulations: int | None = None, dtype: str | None = None,
                  device: str | None = None, temperature: float = 1.0, max_steps: int | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, allow_env_import: bool = False) -> None:
         """``num_simulations``, ``dtype`` (of the searching model), ``device``: default the
         training run's. ``temperature``: of ``predict(deterministic=False)``'s sampling from the
         visit counts. ``max_steps``: the episode cap the commands apply (default: the run's
-        eval_max_steps). ``seed``: of the search's random draws."""
+        eval_max_steps). ``seed``: of the search's random draws. ``allow_env_import``: honour a
+        ``module:EnvName`` id read from the file (it imports that module: files are data, so
+        this is off unless the caller asks)."""
+        if not isinstance(policy.train_config, dict) or not isinstance(policy.model_config, dict):
+            raise ValueError(f"{policy.source}: its training and model configs must be mappings of field names "
+                             "to values")
         self.policy = policy
         saved = {k: v for k, v in policy.train_config.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}
+        saved.pop("allow_env_import", None)  # a file never allows itself to import code
+        check_env_id(saved.get("env"), source=policy.source, allow_import=check_bool("allow_env_import",
+                                                                                      allow_env_import))
         device = check_device("device", device or saved.get("device", "cpu"))
         changes: dict = {"device": device, "resume": False, "overwrite": False}
         if num_simulations is not None:
@@ -203,9 +212,16 @@ class Agent:
         """The searching model for ``envs`` envs, built (or rebuilt for a new batch size) with the
         trained weights."""
         if self._model is None or self._model.config.env_num != envs:
-            with torch.random.fork_rng(devices=[]):  # building draws init weights: leave the caller's RNG
-                model = WorldModel(self.model_config(envs)).eval()
-            model.load_state_dict(self.policy.weights)
+            from zerokv.model.pretrained import build_checked, check_weights
+
+            weights, config = self.policy.weights, self.model_config(envs)
+            shapes = {k: tuple(v.shape) for k, v in weights.items() if hasattr(v, "shape")}
+            changes = {k: getattr(config, k) for k in ("device", "env_num", "num_simulations",
+                                                       "cache_validation_mode", "dtype")}
+            # the config is checked against the weights' size before anything large is allocated
+            model = build_checked(WorldModel, self.policy.model_config, changes, shapes, self.policy.source).eval()
+            check_weights(weights, {k: tuple(v.shape) for k, v in model.state_dict().items()}, self.policy.source)
+            model.load_state_dict(weights)
             self._model = model
             self._last = np.full(envs, NO_ACTION, np.int64)
         return self._model

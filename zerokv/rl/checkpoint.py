@@ -33,6 +33,7 @@ __all__ = [
     "CheckpointError",
     "checkpoint_path",
     "checkpoint_steps",
+    "policy_fields",
     "latest_checkpoint",
     "load_checkpoint",
     "prune_checkpoints",
@@ -168,6 +169,11 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> No
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
+    except OSError as e:  # a full disk, a quota, an I/O error: say what is left
+        Path(tmp_name).unlink(missing_ok=True)
+        raise OSError(e.errno, f"checkpoint {path} could not be written ({e.strerror or e}); "
+                               f"{'the previous one there is unchanged' if path.exists() else 'nothing was written'}"
+                      ) from e
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
@@ -228,3 +234,20 @@ def load_checkpoint(
     if not isinstance(payload, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(payload).__name__}, not a dict")
     return payload
+
+
+def policy_fields(state: dict[str, Any], path: str | os.PathLike[str]) -> tuple[dict, dict, dict]:
+    """``(weights, model_config, train_config)`` of a loaded training checkpoint, each checked to
+    be a mapping (a CheckpointError names the missing or mistyped key)."""
+    found = []
+    for keys in (("learner", "model"), ("model_config",), ("config",)):
+        value: Any = state
+        for key in keys:
+            if not isinstance(value, dict) or key not in value:
+                raise CheckpointError(f"checkpoint {path} has no {'/'.join(keys)} (a training checkpoint holds "
+                                      "learner/model, model_config and config)")
+            value = value[key]
+        if not isinstance(value, dict):
+            raise CheckpointError(f"checkpoint {path}: {'/'.join(keys)} is a {type(value).__name__}; expected a mapping")
+        found.append(value)
+    return found[0], found[1], found[2]

@@ -27,7 +27,7 @@ from zerokv.checks import (
 )
 from zerokv.model.config import DTYPES, CacheBackend, Dtype, Encoder, WorldModelConfig
 from zerokv.presets import Preset, preset_path
-from zerokv.rl.envs import VECTOR_ENV_MODES, VectorEnvMode, is_atari
+from zerokv.rl.envs import VECTOR_ENV_MODES, VectorEnvMode, check_env_id, is_atari
 
 try:
     import tomllib
@@ -46,7 +46,11 @@ class TrainConfig:
     """Train a UniZero agent on a gymnasium env. Defaults suit CartPole-v1 on 2 CPU cores."""
 
     env: str = "CartPole-v1"
-    """Gymnasium env id (Discrete actions, Box observations; Atari ids need zerokv[atari])."""
+    """Gymnasium env id (Discrete actions, Box observations; Atari ids need zerokv[atari]); a
+    ``module:EnvName`` id (it imports module) only when typed here (see --allow-env-import)."""
+    allow_env_import: bool = False
+    """Honour a ``module:EnvName`` env id read from a --config file or --resume checkpoint (it imports,
+    i.e. runs, that module: only for files you trust). Never read from a file itself."""
     total_env_steps: int = 30_000
     """Stop after this many env steps (summed over the parallel envs)."""
     seed: int = 0
@@ -285,7 +289,7 @@ class TrainConfig:
         if self.stop_return is not None:
             check_float("stop_return", self.stop_return, allow_inf=True,
                         note=", inf (never stop early) or None (the env's threshold)")
-        for name in ("resume", "keep_root_context", "fresh_value_targets", "progress", "track"):
+        for name in ("resume", "keep_root_context", "fresh_value_targets", "progress", "track", "allow_env_import"):
             check_bool(name, getattr(self, name))
         for name in ("env", "wandb_project"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
@@ -351,6 +355,9 @@ class TrainConfig:
         check_float("collector_timeout", self.collector_timeout, low=0.0, low_open=True)
         if self.ray_address is not None and (not isinstance(self.ray_address, str) or not self.ray_address):
             raise ValueError(f"ray_address={self.ray_address!r}; must be \"auto\", HOST:PORT or None (a local cluster)")
+        if self.ray_address is not None and self.collectors == 0:
+            raise ValueError(f"ray_address={self.ray_address!r} with collectors=0: the address is only used by "
+                             "Ray collectors; give --collectors N or drop --ray-address")
 
     @property
     def iteration_env_steps(self) -> int:
@@ -377,17 +384,22 @@ def with_out(cfg: TrainConfig) -> TrainConfig:
     return cfg if cfg.out is not None else dataclasses.replace(cfg, out=default_out(cfg))
 
 
-def file_overrides(preset: str | None, config: str | Path | None) -> dict:
+FILE_REFUSED_KEYS = ("allow_env_import",)  # a config file cannot allow itself to import code
+
+
+def file_overrides(preset: str | None, config: str | Path | None, *, allow_env_import: bool = False) -> dict:
     """The keys a ``--preset`` and a ``--config`` file set, the file's over the preset's (a
-    file may name its own ``preset``, used when none is given)."""
-    data = load_overrides(config) if config is not None else {}
+    file may name its own ``preset``, used when none is given); an ``env`` in either must pass
+    :func:`zerokv.rl.envs.check_env_id` (``allow_env_import``: the caller's opt-in or a typed --env)."""
+    data = load_overrides(config, allow_env_import=allow_env_import) if config is not None else {}
     preset = preset if preset is not None else data.get("preset")
-    base = load_overrides(preset_path(preset)) if preset is not None else {}
+    base = load_overrides(preset_path(preset), allow_env_import=allow_env_import) if preset is not None else {}
     return {**base, **data, **({"preset": preset} if preset is not None else {})}
 
 
-def load_overrides(path: str | Path) -> dict:
-    """Keys of a YAML (.yaml/.yml) or TOML (.toml) file; unknown keys raise ValueError naming them."""
+def load_overrides(path: str | Path, *, allow_env_import: bool = False) -> dict:
+    """Keys of a YAML (.yaml/.yml) or TOML (.toml) file; unknown keys raise ValueError naming them,
+    and so do keys of :data:`FILE_REFUSED_KEYS` and an ``env`` that :func:`check_env_id` refuses."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"config file {path} does not exist")
@@ -398,11 +410,18 @@ def load_overrides(path: str | Path) -> dict:
         data = tomllib.loads(text) if path.suffix == ".toml" else (yaml.safe_load(text) or {})
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
         raise ValueError(f"config file {path} is not valid {path.suffix[1:].upper()}: {e}") from e
+    except RecursionError:
+        raise ValueError(f"config file {path} nests too deeply: expected a flat mapping of flags to values") from None
     if not isinstance(data, dict):
         raise ValueError(f"config file {path} must hold a mapping of flag names to values")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"config file {path}: unknown keys {unknown}; allowed: {sorted(known)}")
+    refused = sorted(set(data) & set(FILE_REFUSED_KEYS))
+    if refused:
+        raise ValueError(f"config file {path} sets {refused}: only the command line (or Python) may set it")
+    if "env" in data:  # a file's env is data: a registered id, or imported only when allowed
+        check_env_id(data["env"], source=f"config file {path}", allow_import=allow_env_import)
     return data
 

@@ -40,7 +40,7 @@ from tqdm import tqdm
 from zerokv.rl.config import TrainConfig
 from zerokv.rl.factory import temperature
 from zerokv.rl.progress import memory_scalars
-from zerokv.rl.raycluster import Cluster, connect, disconnect, import_ray
+from zerokv.rl.raycluster import Cluster, check_capacity, connect, disconnect, import_ray
 from zerokv.rl.trainer import Trainer
 from zerokv.rl.worker import CollectorWorker, CollectReport, WeightsOffer
 
@@ -181,6 +181,8 @@ class DistributedTrainer(Trainer):
     def _start(self) -> None:
         super()._start()
         self.cluster = connect(self.cfg.ray_address)
+        check_capacity(self.cfg.collectors, self.cfg.collector_cpus,
+                       float(import_ray().cluster_resources().get("CPU", 0.0)))
         tqdm.write(f"Ray cluster at {self.cluster.gcs_address}: {self.cfg.collectors} collectors × "
                    f"{self.cfg.num_envs} envs")
         self.pool = CollectorPool(self.cfg, name=f"zerokv-{self.run_id}", start_env_steps=self.env_steps)

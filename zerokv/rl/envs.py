@@ -32,8 +32,8 @@ from gymnasium import spaces
 
 from zerokv.checks import check_bool, check_choice, check_float, check_positive_int, install_hint
 
-__all__ = ["DEFAULT_ENV_OPTIONS", "VECTOR_ENV_MODES", "EnvOptions", "EnvSpec", "VectorEnvMode", "env_spec", "is_atari",
-           "make_env", "make_vector_env", "registered_sticky_prob", "replay_actions"]
+__all__ = ["DEFAULT_ENV_OPTIONS", "VECTOR_ENV_MODES", "EnvOptions", "EnvSpec", "VectorEnvMode", "check_env_id", "env_spec",
+           "is_atari", "make_env", "make_vector_env", "registered_sticky_prob", "replay_actions"]
 
 ATARI_SCREEN_SIZE = 64
 """Side of the square Atari frame after preprocessing."""
@@ -124,6 +124,33 @@ def _register_ale(env_id: str) -> None:
             f"{install_hint('atari')}  (missing: {e.name})"
         ) from e
     gymnasium.register_envs(ale_py)
+
+
+def check_env_id(env_id: object, *, source: str, allow_import: bool = False) -> str:
+    """``env_id`` if it is safe to make: an id read from a file (``source`` names it) is data, so it
+    must be in gymnasium's registry (``gymnasium.envs.registry``, after registering ale-py's ids
+    for an Atari id). gymnasium's ``module:EnvName`` form imports ``module``, that is runs its
+    code: it is refused unless ``allow_import`` (the user typed the id on the command line with
+    ``--env``, or passed ``--allow-env-import`` / ``allow_env_import=True``). Nothing is imported
+    here but ale-py. Raises ValueError naming the id, where it came from and how to allow it."""
+    if not isinstance(env_id, str) or not env_id:
+        raise ValueError(f"env id {env_id!r} in {source}; must be a non-empty string such as {EXAMPLE_ENV_ID!r}")
+    if ":" in env_id:
+        if allow_import:
+            return env_id
+        module = env_id.split(":", 1)[0]
+        raise ValueError(
+            f"env id {env_id!r} in {source} would import the module {module!r} (gymnasium's module:EnvName "
+            "form runs its code); an env id read from a file is only looked up in gymnasium's registry. If you "
+            f"trust that module, type the id on the command line (--env {env_id}) or pass --allow-env-import "
+            "(allow_env_import=True in Python)"
+        )
+    if is_atari(env_id):
+        _register_ale(env_id)
+    if env_id not in gymnasium.envs.registry:
+        raise ValueError(f"env id {env_id!r} in {source} is not in gymnasium's registry; use a registered id such "
+                         f"as {EXAMPLE_ENV_ID!r} or, with zerokv[atari], 'ALE/Pong-v5'")
+    return env_id
 
 
 def _make_raw(env_id: str, **kwargs: object) -> gymnasium.Env:

@@ -23,7 +23,14 @@ from typing import Literal
 
 import numpy as np
 
-from zerokv.checks import check_choice, check_device, check_int, check_positive_int, install_hint
+from zerokv.checks import (
+    check_bool,
+    check_choice,
+    check_device,
+    check_int,
+    check_positive_int,
+    install_hint,
+)
 from zerokv.model.config import DTYPES, Dtype
 from zerokv.rl.agent import TrainedPolicy, load_policy  # noqa: F401  (re-exported: their home before zerokv.Agent)
 from zerokv.rl.config import DeviceName
@@ -54,9 +61,13 @@ class PlayArgs:
     """Cut each episode after this many agent steps (default: the run's eval_max_steps)."""
     threads: int = 2
     """torch.set_num_threads."""
+    allow_env_import: bool = False
+    """Honour a ``module:EnvName`` env id saved in the checkpoint (it imports that module, i.e. runs
+    its code: only for files you trust); without it only ids in gymnasium's registry are made."""
 
     def __post_init__(self) -> None:
         check_positive_int("threads", self.threads)
+        check_bool("allow_env_import", self.allow_env_import)
         if self.num_simulations is not None:
             check_positive_int("num_simulations", self.num_simulations)
         if self.max_steps is not None:
@@ -123,7 +134,7 @@ def _agent(args: PlayArgs):
     if source.exists():  # (a missing one is the loader's one-line error, alone on stderr)
         print(f"loading {source} ...", file=sys.stderr, flush=True)
     return Agent.load(args.checkpoint, num_simulations=args.num_simulations, dtype=args.dtype, device=args.device,
-                      max_steps=args.max_steps)
+                      max_steps=args.max_steps, allow_env_import=args.allow_env_import)
 
 
 def evaluate_policy(args: EvalArgs) -> dict:

@@ -15,6 +15,7 @@ run continues the same W&B run (its id is the run's), which ignores the steps it
 from __future__ import annotations
 
 import csv
+import math
 import os
 import resource
 import sys
@@ -146,19 +147,48 @@ def _start_wandb(out: Path, config: dict, tracking: Tracking):
 
 def truncate_progress(path: Path, env_steps: int) -> int:
     """Drops the rows of the CSV at `path` after `env_steps` (written after the checkpoint a
-    resume starts from, e.g. before a kill); returns how many were dropped."""
+    resume starts from, e.g. before a kill), and repairs a cut or damaged file: rows without the
+    header's columns or without a numeric env_steps (a write cut by a full disk or a kill) are
+    dropped too. Returns how many rows were dropped. A file that is not a zerokv progress.csv
+    (no env_steps in its header, not CSV) is refused with a ValueError, never appended to."""
     if not path.is_file():
         return 0
-    with path.open(newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows or "env_steps" not in rows[0]:
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.reader(f))
+    except (csv.Error, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} cannot be read as CSV ({e}); move it away (a new one is started) or restore it") from None
+    if not rows:
         return 0
-    col = rows[0].index("env_steps")
-    keep = [rows[0]] + [r for r in rows[1:] if len(r) > col and r[col] and float(r[col]) <= env_steps]
+    if "env_steps" not in rows[0]:
+        raise ValueError(f"{path} has no env_steps column in its header {rows[0][:4]}…: not a zerokv progress.csv or "
+                         "damaged; move it away (a new one is started) or restore it")
+    with path.open("rb") as f:
+        f.seek(-1, os.SEEK_END)
+        unterminated = f.read(1) != b"\n"  # a last row cut before its newline cannot be told from a whole one
+    cut = rows[1:][-1:] if unterminated else []
+    col, width = rows[0].index("env_steps"), len(rows[0])
+    keep = [rows[0]] + [r for r in rows[1:len(rows) - len(cut)] if len(r) == width
+                        and (step := _number(r[col])) is not None and step <= env_steps]
     dropped = len(rows) - len(keep)
-    if dropped:
+    if dropped or unterminated:
         tmp = path.parent / f".{path.name}.{os.getpid()}{TEMP_SUFFIX}"
-        with tmp.open("w", newline="") as f:
-            csv.writer(f).writerows(keep)
-        os.replace(tmp, path)
+        try:
+            with tmp.open("w", newline="") as f:
+                csv.writer(f).writerows(keep)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # the old file stays as it was
+            raise
     return dropped
+
+
+def _number(text: str) -> float | None:
+    """``text`` as a finite float, or None."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None

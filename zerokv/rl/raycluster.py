@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import socket
 from dataclasses import dataclass
 
 from zerokv.checks import install_hint
@@ -66,9 +67,41 @@ def import_ray():
     return ray
 
 
+PROBE_SECONDS = 5.0
+"""How long a HOST:PORT given as ``--ray-address`` has to accept a TCP connection before the run
+is refused (Ray itself would retry for minutes)."""
+
+
+def probe(address: str, timeout: float = PROBE_SECONDS) -> None:
+    """Raises ConnectionError (one line, naming the address) unless ``address`` ("HOST:PORT")
+    accepts a TCP connection within ``timeout`` seconds; "auto" is left to Ray (it fails fast)."""
+    if address == "auto" or address.startswith("ray://"):
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"ray_address={address!r}; must be \"auto\" or HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ConnectionError(f"--ray-address {address} does not answer within {timeout:g} s ({e}); "
+                              "is a Ray head running there (ray start --head)?") from None
+
+
+def check_capacity(collectors: int, cpus_each: float, available: float) -> None:
+    """Raises ValueError unless ``collectors`` actors of ``cpus_each`` CPUs fit the cluster's
+    ``available`` CPUs (Ray would otherwise wait forever for the rest)."""
+    if collectors * cpus_each > available:
+        most = int(available // cpus_each) if cpus_each > 0 else collectors
+        raise ValueError(f"collectors={collectors} x collector_cpus={cpus_each:g} needs {collectors * cpus_each:g} "
+                         f"CPUs; the Ray cluster has {available:g}: allowed at most {most} collectors")
+
+
 def connect(address: str | None = None, *, num_cpus: int | None = None) -> Cluster:
-    """Joins the cluster at ``address`` ("auto" or HOST:PORT), or with None starts a local one
-    bound to loopback (``num_cpus``: its CPUs, default all); reuses a session already connected."""
+    """Joins the cluster at ``address`` ("auto" or HOST:PORT; probed first, so a silent address
+    fails in :data:`PROBE_SECONDS`), or with None starts a local one bound to loopback
+    (``num_cpus``: its CPUs, default all); reuses a session already connected."""
+    if address is not None:
+        probe(address)
     if address is None:
         os.environ.update(LOOPBACK_ENV)  # before ray is imported: it reads them then
     ray = import_ray()

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from zerokv.rl.checkpoint import TEMP_SUFFIX, remove_orphans
 from zerokv.rl.config import TrainConfig
+from zerokv.rl.envs import check_env_id
 
 __all__ = ["RESUMABLE_FIELDS", "RunDir", "RunDirError", "resume_changes", "resume_config", "saved_collectors"]
 
@@ -44,7 +45,7 @@ RESUMABLE_FIELDS = ("total_env_steps", "eval_every", "eval_episodes", "eval_max_
 """Flags that may differ from the saved config on --resume: budgets, evaluation and checkpoint
 schedules, threads, how envs are stepped, the progress bar, tracking, and where and how the
 collectors run (not how many). None of them changes what the run learns."""
-_NOT_COMPARED = ("resume", "config", "preset", "out", "overwrite")
+_NOT_COMPARED = ("resume", "config", "preset", "out", "overwrite", "allow_env_import")
 """How this invocation was made, not what the run is."""
 
 
@@ -203,6 +204,9 @@ def resume_config(saved: dict, given: TrainConfig, explicit: Collection[str] | N
     if refused:
         raise RunDirError(f"--resume: {given.out} was trained with other settings: {'; '.join(refused)}. "
                           f"Only {', '.join(RESUMABLE_FIELDS)} may change on resume")
+    # the saved env is data: honoured as a module:EnvName import only when typed again or allowed
+    check_env_id(merged["env"], source=f"the checkpoint of {given.out}",
+                 allow_import=given.allow_env_import or given.env == merged["env"])
     return TrainConfig(**merged)
 
 

@@ -10,40 +10,27 @@ from zerokv.checks import check_bool, check_float
 from zerokv.search.config import SearchConfig
 from zerokv.search.records import RecurrentFnOutput, RootFnOutput
 
-__all__ = ["check_recurrent_output", "validate_call"]
+__all__ = ["check_call", "check_recurrent_output", "validate_call"]
 
 
-def validate_call(
-    root: RootFnOutput,
+def check_call(
     config: SearchConfig,
     rng: np.random.Generator,
     legal_actions_mask: np.ndarray | None,
     add_noise: bool,
     temperature: float,
+    batch: int,
+    num_actions: int,
 ) -> np.ndarray:
-    """Check the per-call arguments of `muzero_search` (the config checked itself when it was
-    built); return the legal mask [B, A] bool."""
+    """Check the per-call arguments of a search of ``batch`` trees over ``num_actions`` actions
+    (the config checked itself when it was built); return the legal mask [B, A] bool. Needs no
+    root: ``plan`` calls it before the world model stores anything."""
     if not isinstance(config, SearchConfig):
         raise TypeError(f"config is a {type(config).__name__}; expected a zerokv.search.SearchConfig")
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
     check_bool("add_noise", add_noise)
     check_float("temperature", temperature, low=0.0)
-    logits = np.asarray(root.policy_logits)
-    if logits.ndim != 2 or logits.shape[0] < 1 or logits.shape[1] < 1:
-        raise ValueError(
-            f"root.policy_logits must have shape [B, A] with B, A >= 1, got shape {logits.shape}"
-        )
-    batch, num_actions = logits.shape
-    value_shape = np.shape(root.value)
-    if value_shape != (batch,):
-        raise ValueError(f"root.value must have shape [B] = ({batch},), got {value_shape}")
-    if not isinstance(root.latent, torch.Tensor):
-        raise ValueError(f"root.latent must be a torch.Tensor, got {type(root.latent).__name__}")
-    if root.latent.ndim < 2 or root.latent.shape[0] != batch:
-        raise ValueError(
-            f"root.latent must have shape [B, E] with B = {batch}, got {tuple(root.latent.shape)}"
-        )
     if legal_actions_mask is None:
         return np.ones((batch, num_actions), dtype=bool)
     legal = np.asarray(legal_actions_mask)
@@ -61,6 +48,39 @@ def validate_call(
             f"rows {no_legal.tolist()} have none"
         )
     return legal
+
+
+def validate_call(
+    root: RootFnOutput,
+    config: SearchConfig,
+    rng: np.random.Generator,
+    legal_actions_mask: np.ndarray | None,
+    add_noise: bool,
+    temperature: float,
+) -> np.ndarray:
+    """Check the root (shapes, finite values and logits) and the per-call arguments of
+    `muzero_search` (:func:`check_call`); return the legal mask [B, A] bool."""
+    logits = np.asarray(root.policy_logits)
+    if logits.ndim != 2 or logits.shape[0] < 1 or logits.shape[1] < 1:
+        raise ValueError(
+            f"root.policy_logits must have shape [B, A] with B, A >= 1, got shape {logits.shape}"
+        )
+    batch, num_actions = logits.shape
+    value_shape = np.shape(root.value)
+    if value_shape != (batch,):
+        raise ValueError(f"root.value must have shape [B] = ({batch},), got {value_shape}")
+    for name, x in (("root.value", root.value), ("root.policy_logits", logits)):
+        x = np.asarray(x, dtype=np.float64)
+        if not np.isfinite(x).all():
+            rows = sorted({int(i) for i in np.argwhere(~np.isfinite(x.reshape(batch, -1)))[:, 0]})
+            raise ValueError(f"{name} must be finite; rows {rows} hold NaN or inf")
+    if not isinstance(root.latent, torch.Tensor):
+        raise ValueError(f"root.latent must be a torch.Tensor, got {type(root.latent).__name__}")
+    if root.latent.ndim < 2 or root.latent.shape[0] != batch:
+        raise ValueError(
+            f"root.latent must have shape [B, E] with B = {batch}, got {tuple(root.latent.shape)}"
+        )
+    return check_call(config, rng, legal_actions_mask, add_noise, temperature, batch, num_actions)
 
 
 def check_recurrent_output(
@@ -88,4 +108,9 @@ def check_recurrent_output(
         raise ValueError(
             f"{where}: reward and value must be finite, got reward={reward}, value={value}"
         )
+    if not np.isfinite(logits).all():
+        rows = sorted({int(i) for i in np.argwhere(~np.isfinite(logits))[:, 0]})
+        raise ValueError(f"{where}: policy_logits must be finite; rows {rows} hold NaN or inf")
+    if not bool(torch.isfinite(out.latent).all()):
+        raise ValueError(f"{where}: latent must be finite; it holds NaN or inf")
     return reward, value, logits

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from zerokv.search.checks import check_call
 from zerokv.search.config import SearchConfig
 from zerokv.search.mcts import muzero_search
 from zerokv.search.records import (
@@ -24,7 +25,17 @@ def plan(
     env_ids: Sequence[int] | None = None, last_actions: Sequence[int] | None = None,
     legal_actions_mask: np.ndarray | None = None, add_noise: bool = True, temperature: float = 1.0,
 ) -> SearchOutput:
-    """Search from the current observations of a batch of envs with the world model's caches."""
+    """Search from the current observations of a batch of envs with the world model's caches.
+
+    Check, then change: every argument is checked before ``initial_inference`` stores a root, so
+    a refused call leaves the model's caches as they were."""
+    batch = len(env_ids) if env_ids is not None else (len(obs) if hasattr(obs, "__len__") else 0)
+    if batch < 1:
+        raise ValueError("plan: an empty batch (no observations); give one observation per env")
+    model_config = getattr(world_model, "config", None)  # a stand-in model (tests) may have none
+    num_actions = (model_config.action_space_size if model_config is not None
+                   else np.shape(legal_actions_mask)[-1] if legal_actions_mask is not None else 1)
+    check_call(config, rng, legal_actions_mask, add_noise, temperature, batch, num_actions)
     roots = world_model.initial_inference(obs, env_ids=env_ids, last_actions=last_actions)
     return search_from_roots(world_model, roots, config=config, rng=rng, env_ids=env_ids,
                              legal_actions_mask=legal_actions_mask, add_noise=add_noise, temperature=temperature)
