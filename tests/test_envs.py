@@ -97,7 +97,7 @@ def test_is_atari():
 
 def test_missing_ale_py_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "ale_py", None)  # makes `import ale_py` fail
-    with pytest.raises(ImportError, match=r"pip install zerokv\[atari\]"):
+    with pytest.raises(ImportError, match=r"pip install -e \"\.\[atari\]\""):
         make_env("ALE/Pong-v5")
 
 

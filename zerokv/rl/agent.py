@@ -133,6 +133,8 @@ class Agent:
         self.last_search: SearchOutput | None = None
         """The latest ``predict``'s search (root values, visit counts, search policy per env)."""
         self._last = np.zeros(0, np.int64)  # [N]: action since each env's previous search (NO_ACTION: a start)
+        self.model_config(1)  # the file's model config is checked now (unknown fields, bad values) ...
+        self._model_for(1)  # ... and against its weights' sizes, before anything plays
 
     @classmethod
     def load(cls, path: str | Path, **settings) -> Agent:
@@ -162,6 +164,9 @@ class Agent:
     def model_config(self, env_num: int) -> WorldModelConfig:
         """The searching model's config for ``env_num`` envs: the trained shapes, this agent's
         simulations (the caches are sized from them), dtype and device."""
+        unknown = sorted(set(self.policy.model_config) - {f.name for f in dataclasses.fields(WorldModelConfig)})
+        if unknown:
+            raise ValueError(f"{self.policy.source}: unknown WorldModelConfig fields {unknown}")
         return WorldModelConfig(**{**self.policy.model_config, "device": self.device, "env_num": env_num,
                                    "num_simulations": self.num_simulations, "cache_validation_mode": False,
                                    "dtype": self.dtype})
