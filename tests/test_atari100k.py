@@ -36,6 +36,8 @@ def test_atari100k_is_the_protocol_and_unizero_s_network():
     assert cfg.clip_rewards and cfg.terminal_on_life_loss and cfg.eval_max_steps == 27_000
     assert cfg.eval_episodes == 3 and cfg.final_eval_episodes >= 10 and cfg.eval_every == 10_000
     assert cfg.checkpoint_every_minutes == 10 and cfg.stop_return == float("inf")
+    # LightZero's learning settings: value targets from the momentum copy, smoothed two-hot targets
+    assert (cfg.value_bootstrap, cfg.target_update_rate, cfg.target_label_smoothing) == ("target", 0.05, 0.1)
     model = world_model_config(cfg)
     assert (model.encoder, model.encoder_channels, model.encoder_blocks) == ("unizero", 64, 1)
     assert (model.embed_dim, model.num_layers, model.num_heads, model.support_bins) == (768, 2, 8, 601)

@@ -87,11 +87,13 @@ def learner(model: WorldModel, fresh: bool) -> Learner:
 
 
 def value_targets(learner: Learner, batch: Batch) -> np.ndarray:
-    """The learner's targets for ``batch``, given the forward's latents of its observations."""
+    """The learner's targets for ``batch``, given the forward's and the target encoder's latents of
+    its observations."""
     with torch.no_grad():
         obs = torch.as_tensor(batch.obs)
         latents = learner.model.encoder(obs.flatten(0, 1)).view(*obs.shape[:2], -1)
-    return learner._value_targets(batch, latents).numpy()
+        target_latents = learner.target_encoder(obs[:, 1:].flatten(0, 1)).view(obs.shape[0], obs.shape[1] - 1, -1)
+    return learner._value_targets(batch, latents, target_latents).numpy()
 
 
 def test_learner_value_targets_use_the_current_networks_bootstrap_value():

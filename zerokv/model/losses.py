@@ -4,7 +4,8 @@
 
 * latent: next-latent consistency, the predicted ô_{t+1} against the *target* encoder's latent of
   o_{t+1}, as a KL between SimNorm groups (both sides are per-group distributions);
-* reward, value: cross-entropy against two-hot targets on the categorical support;
+* reward, value: cross-entropy against two-hot targets on the categorical support (with
+  ``label_smoothing`` ε, mixed with the uniform distribution: (1-ε)·two_hot + ε/N, as LightZero);
 * policy: cross-entropy against the search's visit distribution.
 Every term is averaged over the real (unmasked) steps only.
 """
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from zerokv.model.support import scalar_to_support
+from zerokv.model.support import scalar_to_support, smooth_labels
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +51,7 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def unizero_losses(
     out, *, target_latents: torch.Tensor, rewards: torch.Tensor, value_targets: torch.Tensor,
     policy_targets: torch.Tensor, mask: torch.Tensor, support_size: int, group_size: int,
-    weights: LossWeights = LossWeights(),
+    weights: LossWeights = LossWeights(), label_smoothing: float = 0.0,
 ) -> Losses:
     """Losses of a :class:`~zerokv.model.world_model.SequenceOutput` ``out`` (B rows, K+1 steps).
 
@@ -59,8 +60,10 @@ def unizero_losses(
     the learner's autocast).
     """
     b, steps = mask.shape
-    value_ce = -(scalar_to_support(value_targets, support_size) * F.log_softmax(out.value_logits.float(), -1)).sum(-1)
-    reward_ce = -(scalar_to_support(rewards, support_size) * F.log_softmax(out.reward_logits.float(), -1)).sum(-1)
+    value_labels = smooth_labels(scalar_to_support(value_targets, support_size), label_smoothing)
+    reward_labels = smooth_labels(scalar_to_support(rewards, support_size), label_smoothing)
+    value_ce = -(value_labels * F.log_softmax(out.value_logits.float(), -1)).sum(-1)
+    reward_ce = -(reward_labels * F.log_softmax(out.reward_logits.float(), -1)).sum(-1)
     log_pi = F.log_softmax(out.policy_logits.float(), -1)
     policy_ce = -(policy_targets * log_pi).sum(-1)
     entropy = -(log_pi.exp() * log_pi).sum(-1)

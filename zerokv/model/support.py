@@ -40,6 +40,12 @@ def scalar_to_support(x: torch.Tensor, support_size: int) -> torch.Tensor:
     return out
 
 
+def smooth_labels(targets: torch.Tensor, eps: float) -> torch.Tensor:
+    """``targets [..., N]`` (distributions) mixed with the uniform one: ``(1-eps)·targets + eps/N``,
+    LightZero's label smoothing of its two-hot targets; ``eps=0`` returns ``targets`` itself."""
+    return targets if eps == 0 else (1.0 - eps) * targets + eps / targets.shape[-1]
+
+
 def support_to_scalar(logits: torch.Tensor, support_size: int) -> torch.Tensor:
     """``logits [..., 2S+1]`` → expected scalar ``[...]`` (softmax, mean over support, h⁻¹).
 

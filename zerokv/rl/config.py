@@ -28,6 +28,7 @@ from zerokv.checks import (
 from zerokv.model.config import DTYPES, CacheBackend, Dtype, Encoder, WorldModelConfig
 from zerokv.presets import Preset, preset_path
 from zerokv.rl.envs import VECTOR_ENV_MODES, VectorEnvMode, check_env_id, is_atari
+from zerokv.rl.learner import VALUE_BOOTSTRAPS, ValueBootstrap
 
 try:
     import tomllib
@@ -150,8 +151,14 @@ class TrainConfig:
     fresh_value_targets: bool = True
     """Bootstrap n-step value targets from the current network's value of o_{t+n} at sampling
     time (LightZero) instead of the search value stored at collection (stale early on)."""
+    value_bootstrap: ValueBootstrap = "online"
+    """Whose value of o_{t+n} the fresh value targets bootstrap from: "online" (the current
+    network) or "target" (a momentum copy of the whole network, as LightZero's UniZero does)."""
     target_update_rate: float = 0.05
     """UniZero's momentum target network: target ← (1-rate)·target + rate·online after each update."""
+    target_label_smoothing: float = 0.0
+    """ε in [0, 1): the two-hot reward and value targets become (1-ε)·two_hot + ε/N over the N
+    support bins (LightZero's label_smoothing_eps); 0: plain two-hot."""
     replay_ratio: float = 0.5
     """Updates per env step."""
     collect_steps: int = 16
@@ -281,6 +288,12 @@ class TrainConfig:
         for name in ("discount", "exploration_fraction"):
             check_float(name, getattr(self, name), low=0.0, high=1.0)
         check_float("target_update_rate", self.target_update_rate, low=0.0, high=1.0, low_open=True)
+        check_float("target_label_smoothing", self.target_label_smoothing, low=0.0, high=1.0, high_open=True,
+                    note=" (0: plain two-hot targets)")
+        check_choice("value_bootstrap", self.value_bootstrap, VALUE_BOOTSTRAPS)
+        if self.value_bootstrap == "target" and self.fresh_value_targets is not True:
+            raise ValueError("value_bootstrap='target' bootstraps the fresh value targets; it needs "
+                             f"fresh_value_targets=True (got {self.fresh_value_targets!r})")
         if self.final_eval_episodes is not None:
             check_positive_int("final_eval_episodes", self.final_eval_episodes, note=" (or None: eval_episodes)")
         if self.checkpoint_every_minutes is not None:

@@ -1,4 +1,4 @@
-"""Learner: UniZero losses on replayed sequences, AdamW, gradient clipping, a momentum target encoder."""
+"""Learner: UniZero losses on replayed sequences, AdamW, gradient clipping, a momentum target network."""
 
 from __future__ import annotations
 
@@ -6,17 +6,22 @@ import contextlib
 import copy
 import time
 from collections import defaultdict
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 
-from zerokv.checks import check_choice, check_positive_int
+from zerokv.checks import check_choice, check_float, check_positive_int
 from zerokv.model.config import DTYPES
 from zerokv.model.linear import forget_packed_weights
 from zerokv.model.support import support_to_scalar
 from zerokv.rl.compiled import compile_update_parts
 from zerokv.rl.observations import observations_as_float
 from zerokv.rl.replay import Batch
+
+ValueBootstrap = Literal["online", "target"]
+"""Which network's value of o_{t+n} the fresh n-step value targets bootstrap from."""
+VALUE_BOOTSTRAPS: tuple[str, ...] = get_args(ValueBootstrap)
 
 
 class PhaseTimer:
@@ -64,15 +69,22 @@ class Learner:
     """Updates a :class:`~zerokv.WorldModel` in place.
 
     The target network is UniZero's momentum copy (θ_target ← (1-τ)·θ_target + τ·θ after each
-    update); only its encoder is used, for the next-latent targets.
+    update). Its encoder gives the next-latent targets. With ``value_bootstrap="online"`` only the
+    encoder is copied; with ``"target"`` the whole network is (``target_model``), and the fresh
+    value targets bootstrap from it, as LightZero's UniZero does (its target model computes the
+    targets at sampling time); the encoder's copy is then ``target_model.encoder``, so the latent
+    targets are the same either way.
 
-    With ``fresh_value_targets`` the n-step value targets bootstrap from the current network's
-    value of o_{t+n} (as LightZero recomputes them at sampling time) instead of the root value
-    stored when the step was collected, which early in training came from a far weaker model.
-    Only positions whose target has a bootstrap term (``bootstrap_scale`` ≠ 0) are evaluated, and
-    given the replay's ``td_steps`` n, a bootstrap observation inside the unrolled window (o_{t+k+n}
-    with k + n ≤ K, the same frame as ``obs[:, k + n]``) reuses the forward's latent of it instead
-    of being encoded again.
+    With ``fresh_value_targets`` the n-step value targets bootstrap from the network's value of
+    o_{t+n} (as LightZero recomputes them at sampling time) instead of the root value stored when
+    the step was collected, which early in training came from a far weaker model. Only positions
+    whose target has a bootstrap term (``bootstrap_scale`` ≠ 0) are evaluated, and given the
+    replay's ``td_steps`` n, a bootstrap observation inside the unrolled window (o_{t+k+n} with
+    k + n ≤ K, the same frame as ``obs[:, k + n]``) reuses the latent the update has of it (the
+    forward's, or the target encoder's with ``"target"``) instead of being encoded again.
+
+    ``target_label_smoothing`` ε mixes the two-hot reward and value targets with the uniform
+    distribution over the N support bins, (1-ε)·two_hot + ε/N (LightZero's ``label_smoothing_eps``).
 
     ``dtype="bfloat16"`` runs the forward passes (and so the backward's matmuls and convolutions)
     under CPU autocast; the weights, gradients, optimizer state and losses stay float32.
@@ -87,9 +99,18 @@ class Learner:
 
     def __init__(self, model, *, learning_rate: float, weight_decay: float, grad_clip: float,
                  target_update_rate: float, fresh_value_targets: bool = False, td_steps: int | None = None,
+                 value_bootstrap: ValueBootstrap = "online", target_label_smoothing: float = 0.0,
                  dtype: str = "float32", compile: bool = False) -> None:
         self.model = model
-        self.target_encoder = copy.deepcopy(model.encoder).requires_grad_(False)
+        self.value_bootstrap = check_choice("value_bootstrap", value_bootstrap, VALUE_BOOTSTRAPS, owner="Learner")
+        self.label_smoothing = check_float("target_label_smoothing", target_label_smoothing, low=0.0, high=1.0,
+                                           high_open=True, owner="Learner")
+        self.target_model = None  # (value_bootstrap "target") the momentum copy of the whole network
+        if value_bootstrap == "target":
+            self.target_model = copy.deepcopy(model).requires_grad_(False)
+            self.target_encoder = self.target_model.encoder
+        else:
+            self.target_encoder = copy.deepcopy(model.encoder).requires_grad_(False)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay,
                                            fused=True)
         self.grad_clip, self.tau = grad_clip, target_update_rate
@@ -109,25 +130,29 @@ class Learner:
         return torch.autocast(device_type, dtype=DTYPES[self.dtype], enabled=self.dtype != "float32")
 
     @torch.no_grad()
-    def _value_targets(self, batch: Batch, latents: torch.Tensor) -> torch.Tensor:
+    def _value_targets(self, batch: Batch, latents: torch.Tensor, target_latents: torch.Tensor) -> torch.Tensor:
         """``[B, K+1]`` float32: the stored n-step targets, or with ``fresh_value_targets`` the
-        targets re-bootstrapped from the current network's value of each o_{t+k+n}.
-        ``latents [B, K+1, E]``: the forward's latents of ``batch.obs``."""
+        targets re-bootstrapped from the value of each o_{t+k+n}: the current network's, or with
+        ``value_bootstrap="target"`` the momentum copy's. ``latents [B, K+1, E]``: the forward's
+        latents of ``batch.obs``; ``target_latents [B, K, E]``: the target encoder's of ``obs[:, 1:]``."""
         device = self.model.config.device
         if not self.fresh_value_targets or batch.bootstrap_obs is None:
             return torch.as_tensor(batch.value_targets, device=device)
+        net = self.model if self.target_model is None else self.target_model
+        if self.target_model is not None:  # step 0 is never a bootstrap observation (n ≥ 1): zeros stand in
+            latents = torch.nn.functional.pad(target_latents, (0, 0, 1, 0))
         scale = torch.as_tensor(batch.bootstrap_scale, device=device)
         known = torch.as_tensor(batch.value_known, device=device)
         rows = scale.flatten().nonzero().squeeze(1)  # flat positions b·(K+1) + k with a bootstrap term
         values = torch.zeros(scale.numel(), dtype=torch.float32, device=device)
         if rows.numel():
-            values[rows] = latent_values(self.model, self._bootstrap_latents(batch, rows, latents).float())
+            values[rows] = latent_values(net, self._bootstrap_latents(batch, rows, latents, net.encoder).float())
         return known + scale * values.view_as(scale)
 
-    def _bootstrap_latents(self, batch: Batch, rows: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-        """``(len(rows), E)``: the online encoder's latents of the bootstrap observations at the flat
-        positions ``rows``; o_{t+k+n} with k + n ≤ K is ``obs[b, k + n]``, which the forward
-        encoded already (flat position + n)."""
+    def _bootstrap_latents(self, batch: Batch, rows: torch.Tensor, latents: torch.Tensor, encoder) -> torch.Tensor:
+        """``(len(rows), E)``: ``encoder``'s latents of the bootstrap observations at the flat
+        positions ``rows``; o_{t+k+n} with k + n ≤ K is ``obs[b, k + n]``, whose latent by that
+        encoder ``latents [B, K+1, E]`` holds already (flat position + n)."""
         steps, n = latents.shape[1], self.td_steps
         reuse = torch.zeros_like(rows, dtype=torch.bool) if n is None else rows % steps + n < steps
         out = latents.new_empty(rows.numel(), latents.shape[-1])
@@ -142,7 +167,7 @@ class Learner:
             out[reuse] = latents.flatten(0, 1)[rows[reuse] + n]
         if not reuse.all():
             chosen = boot_obs[rows[~reuse].cpu().numpy()]
-            out[~reuse] = self.model.encoder(observations_as_float(chosen, latents.device))
+            out[~reuse] = encoder(observations_as_float(chosen, latents.device))
         return out
 
     def update(self, batch: Batch) -> dict[str, float]:
@@ -157,13 +182,13 @@ class Learner:
             with self._phase("target"), torch.no_grad():
                 target_latents = self.parts.target(obs[:, 1:].flatten(0, 1)).view(b, steps - 1, -1)
             with self._phase("bootstrap"):
-                value_targets = self._value_targets(batch, out.latents.detach())
+                value_targets = self._value_targets(batch, out.latents.detach(), target_latents)
         with self._phase("losses"):
             losses = self.parts.losses(
                 out, target_latents=target_latents.float(), rewards=torch.as_tensor(batch.rewards, device=device),
                 value_targets=value_targets, policy_targets=torch.as_tensor(batch.policy_targets, device=device),
                 mask=torch.as_tensor(batch.mask, device=device), support_size=cfg.support_size,
-                group_size=cfg.latent_group_size,
+                group_size=cfg.latent_group_size, label_smoothing=self.label_smoothing,
             )
         with self._phase("backward"):
             self.optimizer.zero_grad(set_to_none=True)
@@ -175,20 +200,28 @@ class Learner:
             # oneDNN-packed copies so inference (search, the next bootstrap values) repacks them.
             forget_packed_weights(self.model)
         with self._phase("momentum"), torch.no_grad():
-            for target, online in zip(self.target_encoder.parameters(), self.model.encoder.parameters(), strict=True):
-                target.lerp_(online, self.tau)
+            target, online = ((self.target_encoder, self.model.encoder) if self.target_model is None
+                              else (self.target_model, self.model))
+            for p_target, p_online in zip(target.parameters(), online.parameters(), strict=True):
+                p_target.lerp_(p_online, self.tau)
         self.updates += 1
         return {**losses.as_floats(), "grad_norm": float(grad_norm)}
 
     def state_dict(self) -> dict:
-        return {
-            "model": self.model.state_dict(), "target_encoder": self.target_encoder.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "updates": self.updates,
-        }
+        """The weights, the momentum copy (``target_encoder``, or ``target_model`` with
+        ``value_bootstrap="target"``), the optimizer state and the update count."""
+        target = ({"target_encoder": self.target_encoder.state_dict()} if self.target_model is None
+                  else {"target_model": self.target_model.state_dict()})
+        return {"model": self.model.state_dict(), **target, "optimizer": self.optimizer.state_dict(),
+                "updates": self.updates}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
-        self.target_encoder.load_state_dict(state["target_encoder"])
+        key = "target_encoder" if self.target_model is None else "target_model"
+        if key not in state:
+            raise ValueError(f"Learner: the state has no {key!r} (it has {sorted(state)}); it was saved with "
+                             f"another value_bootstrap than {self.value_bootstrap!r}")
+        (self.target_encoder if self.target_model is None else self.target_model).load_state_dict(state[key])
         self.optimizer.load_state_dict(state["optimizer"])
         for group in self.optimizer.param_groups:  # a checkpoint from the unfused optimizer
             group["fused"], group["foreach"] = True, None

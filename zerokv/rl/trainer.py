@@ -121,6 +121,7 @@ class Trainer:
         self.learner = Learner(self.model, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
                                grad_clip=cfg.grad_clip, target_update_rate=cfg.target_update_rate,
                                fresh_value_targets=cfg.fresh_value_targets, td_steps=cfg.td_steps,
+                               value_bootstrap=cfg.value_bootstrap, target_label_smoothing=cfg.target_label_smoothing,
                                dtype=cfg.learner_dtype, compile=cfg.compile)
         spec = env_spec(cfg.env, env_options(cfg))
         self.replay = make_replay(cfg, self.model_config)
