@@ -11,7 +11,7 @@ from typing import Literal, get_args
 
 __all__ = ["PRESETS", "Preset", "preset_path"]
 
-Preset = Literal["atari", "atari100k", "atari100k-cpu"]
+Preset = Literal["atari", "atari100k", "atari100k-cpu", "memory"]
 """The preset names (``--preset`` lists them)."""
 PRESETS: tuple[str, ...] = get_args(Preset)
 
