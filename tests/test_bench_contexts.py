@@ -50,6 +50,9 @@ def test_bad_contexts_are_named(text, match):
         parse_contexts(text)
 
 
-def test_contexts_refuses_the_other_modes():
-    with pytest.raises(ValueError, match="--configs"):
-        zerokv_main(["bench", "--contexts", "16", "--configs", "small"], debug=True)
+def test_contexts_refuses_the_other_modes(capsys):
+    with pytest.raises(SystemExit) as exc:
+        zerokv_main(["bench", "--contexts", "16", "--configs", "small", "--no-progress"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("zerokv bench: error: ") and "drop --configs" in err, err

@@ -50,3 +50,20 @@ def test_memory_length_only_for_memory_tasks():
         make_env("CartPole-v1", options=EnvOptions(memory_length=5))
     with pytest.raises(ValueError, match="memory_length"):
         preset(memory_length=0)
+
+
+@pytest.mark.slow
+def test_a_tiny_visual_match_run_trains_on_whole_episodes(tmp_path):
+    from zerokv.rl.trainer import train
+
+    # Episodes of 1 + 2 + 15 = 18 steps: unroll, segment and TD steps cover one whole episode.
+    cfg = TrainConfig(env="zerokv/VisualMatch-v0", memory_length=2, out=str(tmp_path), total_env_steps=36,
+                      num_envs=2, collect_steps=9, num_simulations=2, embed_dim=16, num_heads=2, num_layers=1,
+                      context_length=40, unroll_steps=18, segment_length=18, td_steps=18, support_size=5,
+                      batch_size=2, min_replay_steps=0, eval_episodes=1, eval_every=0, checkpoint_every=36,
+                      progress=False, history_steps=18)
+    result = train(cfg)
+    assert result.env_steps >= 36 and len(result.eval_returns) == 1
+    assert result.eval_returns[0] in (0.0, 1.0)  # VisualMatch pays 1 or nothing (apples are worth 0)
+    stats = result.cache_stats
+    assert stats["fallbacks"] == 0 and stats["misses"] == 0 and stats["hits"] > 0
