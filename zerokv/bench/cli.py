@@ -21,6 +21,7 @@ from zerokv.bench.configs import (
     resolve_configs,
     split_names,
 )
+from zerokv.bench.contexts import parse_contexts, render_contexts, run_contexts, write_contexts_plot
 from zerokv.bench.machine import cpu_name
 from zerokv.bench.multileaf import parse_leaves, parse_wide_envs, render_multi_leaf, run_multi_leaf
 from zerokv.bench.precision import DTYPES, render_precision, run_precision
@@ -89,6 +90,12 @@ class BenchArgs:
     under "storage" in the meta JSON)."""
     storage_roots: str = "256,1024,2048"
     """Reanalysis arena sizes (roots per call) measured by --storage-dtypes."""
+    contexts: str | None = None
+    """Instead of the named configs, the long-context benchmark: UniZero's memory-task model (embed 256,
+    4 layers) at these context lengths in tokens (e.g. 16,64,160,320), every env given a real past that
+    fills the window before the timed searches; adds per-expansion cost, speed-up over "none" and where
+    the time goes (linear layers, attention, other ops, Python); --plot draws cost and memory against
+    context length."""
     soak: int | None = None
     """Instead of the comparison, a soak: this many searches per backend (each in a fresh process,
     caches never cleared), RSS sampled along the way, against each store's documented size (see
@@ -109,6 +116,8 @@ def run(args: BenchArgs) -> BenchResult:
     check_positive_int("threads", args.threads)
     if args.soak is not None:
         return run_soak_command(args)
+    if args.contexts is not None:
+        return run_contexts_command(args)
     configs = resolve_configs(args.configs or DEFAULT_CONFIGS)
     names = args.backends or ",".join(CACHE_BACKENDS)
     backends = resolve_backends(names, with_reference=args.diff)
@@ -155,6 +164,35 @@ def run(args: BenchArgs) -> BenchResult:
     return result
 
 
+def run_contexts_command(args: BenchArgs) -> BenchResult:
+    """``--contexts L1,L2,…``: the long-context benchmark alone (see :mod:`zerokv.bench.contexts`)."""
+    others = [flag for flag, on in (("--configs", args.configs is not None), ("--multi-leaf", args.multi_leaf is not None),
+                                    ("--wide-envs", args.wide_envs is not None), ("--precision", args.precision),
+                                    ("--reanalyze", args.reanalyze is not None),
+                                    ("--storage-dtypes", args.storage_dtypes is not None)) if on]
+    if others:
+        raise ValueError(f"--contexts runs its own configs alone; drop {', '.join(others)}")
+    contexts = parse_contexts(args.contexts)
+    names = args.backends or ",".join(CACHE_BACKENDS)
+    backends = resolve_backends(names, with_reference=args.diff)
+    budget = budget_of(args)
+    print(f"zerokv bench --contexts {','.join(map(str, contexts))}: backends={','.join(backends)} "
+          f"searches={budget.searches} warmup={budget.warmup} simulations={budget.simulations or 'config'} "
+          f"threads={args.threads} seed={args.seed}{' QUICK' if args.quick else ''}", flush=True)
+    result = run_contexts(contexts, backends, budget, seed=args.seed, diff=args.diff, threads=args.threads,
+                          progress=args.progress)
+    result.meta["quick"] = args.quick
+    print(render(result), flush=True)
+    print("\n" + render_contexts(result), flush=True)
+    if args.json:
+        write_json(result, args.json)
+        print(f"wrote {args.json}")
+    if args.plot:
+        write_contexts_plot(result, args.plot)
+        print(f"wrote {args.plot}")
+    return result
+
+
 def run_soak_command(args: BenchArgs) -> BenchResult:
     """``--soak N``: the soak alone (see :mod:`zerokv.bench.soak`); its records and meta as a BenchResult."""
     others = [flag for flag, on in (("--multi-leaf", args.multi_leaf is not None),
@@ -162,7 +200,7 @@ def run_soak_command(args: BenchArgs) -> BenchResult:
                                     ("--compile", args.compile),
                                     ("--reanalyze", args.reanalyze is not None), ("--plot", args.plot is not None),
                                     ("--storage-dtypes", args.storage_dtypes is not None),
-                                    ("--quick", args.quick)) if on]
+                                    ("--contexts", args.contexts is not None), ("--quick", args.quick)) if on]
     if others:
         raise ValueError(f"--soak runs alone; drop {', '.join(others)}")
     check_searches(args.soak)

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from zerokv.bench.configs import REFERENCE, Budget, model_config
 from zerokv.bench.machine import CpuWatch, cpu_name, peak_rss_mb
+from zerokv.bench.prefill import Prefill
 from zerokv.bench.recording import RecordingModel, compare_traces
 from zerokv.model.config import WorldModelConfig
 from zerokv.model.context_cache import CacheReport
@@ -93,6 +94,12 @@ class BackendRun:
     def warm_up(self, obs: np.ndarray) -> None:
         """An untimed full-size search: the pools reach the size a timed search needs."""
         plan(self.wm, obs, config=self.search_cfg, rng=self.warm_rng, add_noise=True, temperature=1.0)
+
+    def prefill(self, history: Prefill) -> None:
+        """Give every env a real past of ``history``'s steps (its roots rebuilt from them) that the
+        timed searches extend: each env's context is full from the first timed search on."""
+        self.wm.initial_inference_from_history(history.observations, history.actions)
+        self.last_actions = history.next_actions.tolist()
 
     def start_timing(self) -> None:
         self.wm.reset_cache_stats()
@@ -244,12 +251,19 @@ def rotated(items: Sequence, k: int) -> list:
 
 def run_config(
     name: str, base: WorldModelConfig, backends: Sequence[str], budget: Budget, *, seed: int,
-    diff: bool, bar=None,
+    diff: bool, bar=None, prefill_steps: int = 0, inspect=None,
 ) -> tuple[list[dict], dict]:
-    """All backends of one config, interleaved search by search; (records, config meta)."""
+    """All backends of one config, interleaved search by search; (records, config meta).
+
+    ``prefill_steps``: after the warm-up, give every env a random real past of that many steps
+    (:class:`Prefill`) that the timed searches extend. ``inspect(runs, obs)``: called after the
+    timed searches with the backends' runs and one more observation batch; its dict is saved
+    in the config meta under "inspect".
+    """
     runs = [BackendRun(model_config(base, b, budget), seed=seed, record=diff) for b in backends]
     cfg = runs[0].cfg
-    obs = make_observations(cfg, budget.warmup + budget.searches, seed)
+    obs = make_observations(cfg, budget.warmup + budget.searches + 1, seed)
+    history = Prefill.random(cfg, prefill_steps, seed + 3) if prefill_steps else None
     for run in runs:
         if bar is not None:
             bar.set_description(f"{name}/{run.backend} warm-up")
@@ -257,10 +271,12 @@ def run_config(
             run.warm_up(o)
             if bar is not None:
                 bar.update()
+        if history is not None:
+            run.prefill(history)
         run.start_timing()
     probe = MatmulProbe(cfg)
     watch = CpuWatch()
-    for i, o in enumerate(obs[budget.warmup:]):
+    for i, o in enumerate(obs[budget.warmup:-1]):
         gc.collect()  # outside the timed searches
         probe.sample()
         for position, run in enumerate(rotated(runs, i)):
@@ -271,6 +287,7 @@ def run_config(
                 bar.update()
     probe.sample()
     others = watch.others_share()
+    inspected = None if inspect is None else inspect(runs, obs[-1])
     peak = peak_rss_mb()
     flops = recurrent_flops(cfg)
     gflops = float(statistics.median(probe.rates))
@@ -294,8 +311,10 @@ def run_config(
         "matmul_gflops": gflops, "matmul_gflops_samples": probe.rates, "matmul_rows": cfg.env_num,
         "recurrent_flops": flops, "flop_floor_ms": flop_floor_ms,
         "search_orders": [[r.backend for r in rotated(runs, i)] for i in range(budget.searches)],
-        "other_processes_cpu_share": others,
+        "other_processes_cpu_share": others, "prefill_steps": prefill_steps,
     }
+    if inspected is not None:
+        config_meta["inspect"] = inspected
     del runs, probe
     gc.collect()
     return records, config_meta

@@ -42,7 +42,8 @@ class WorldModelConfig:
     """
 
     observation_shape: tuple[int, ...] = (4,)
-    """Observation shape: a vector ``(D,)`` or an image ``(C, 64, 64)``."""
+    """Observation shape: a vector ``(D,)``, an image ``(C, 64, 64)`` or a small view ``(C, H, W)``
+    with H, W <= 16 (e.g. the memory envs' 3×5×5 egocentric view)."""
     action_space_size: int = 2
     """Number of discrete actions."""
     embed_dim: int = 64
@@ -136,8 +137,11 @@ class WorldModelConfig:
             raise ValueError(
                 f"observation_shape={self.observation_shape}; expected a vector (D,) or an image (C, H, W)"
             )
-        if len(self.observation_shape) == 3 and self.observation_shape[1:] != (64, 64):
-            raise ValueError(f"image observation_shape={self.observation_shape}; the conv encoder expects (C, 64, 64)")
+        if self.obs_is_image and self.observation_shape[1:] != (64, 64) and max(self.observation_shape[1:]) > 16:
+            raise ValueError(
+                f"image observation_shape={self.observation_shape}; the conv encoders expect (C, 64, 64) "
+                "or a small view (C, H, W) with H, W <= 16"
+            )
         for name in ("action_space_size", "embed_dim", "num_layers", "num_heads", "context_length",
                      "max_tokens", "env_num", "num_simulations", "support_size", "latent_group_size",
                      "max_cache_size", "mlp_ratio", "encoder_channels", "encoder_blocks"):

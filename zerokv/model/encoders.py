@@ -1,6 +1,7 @@
 """Observation encoders and UniZero's SimNorm latent normalisation.
 
-Vectors go through an MLP. Images ``(C, 64, 64)`` go through one of two conv nets, chosen by
+Vectors go through an MLP. Small views ``(C, H, W)`` with H, W <= 16 go through
+a small conv net (:class:`SmallViewEncoder`). Images ``(C, 64, 64)`` go through one of two conv nets, chosen by
 ``WorldModelConfig.encoder``: "light" (three stride-2 convolutions) or "unizero" (LightZero's
 ``RepresentationNetworkUniZero``: a downsampling stem with residual blocks, then a linear
 projection to ``embed_dim`` and SimNorm).
@@ -125,9 +126,34 @@ class UniZeroEncoder(nn.Module):
         return self.norm(self.project(x.flatten(1)))  # (B, E)
 
 
+class SmallViewEncoder(nn.Module):
+    """``(B, C, H, W)`` with H, W <= 16 (the memory envs' 3×5×5 view) → latent ``(B, E)``.
+
+    UniZero's memory encoder (three 3×3 stride-1 convolutions, 16/32/64 channels), without its
+    batch norm (a model's outputs must not depend on its batch) and flattened instead of
+    average-pooled: in an egocentric view *where* a colour is matters.
+    """
+
+    def __init__(self, cfg: WorldModelConfig) -> None:
+        super().__init__()
+        c, h, w = cfg.observation_shape
+        self.net = nn.Sequential(
+            nn.Conv2d(c, 16, 3, padding=1), nn.GELU(),   # (B, 16, H, W)
+            nn.Conv2d(16, 32, 3, padding=1), nn.GELU(),  # (B, 32, H, W)
+            nn.Conv2d(32, 64, 3, padding=1), nn.GELU(),  # (B, 64, H, W)
+            nn.Flatten(), Linear(64 * h * w, cfg.embed_dim),
+        )
+        self.norm = SimNorm(cfg.latent_group_size)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.net(obs))
+
+
 def make_encoder(cfg: WorldModelConfig) -> nn.Module:
     if not cfg.obs_is_image:
         return VectorEncoder(cfg)
+    if cfg.observation_shape[1:] != (64, 64):
+        return SmallViewEncoder(cfg)  # e.g. the memory tasks' 3×5×5 view
     return UniZeroEncoder(cfg) if cfg.encoder == "unizero" else ImageEncoder(cfg)
 
 

@@ -15,7 +15,7 @@ from typing import Literal, get_args
 
 __all__ = ["PRESETS", "Preset", "describe_presets", "preset_path"]
 
-Preset = Literal["cartpole", "acrobot", "lunarlander", "atari", "atari100k", "atari100k-cpu"]
+Preset = Literal["cartpole", "acrobot", "lunarlander", "atari", "atari100k", "atari100k-cpu", "memory"]
 """The preset names (``--preset`` lists them); ``atari`` is UniZero on ALE/Pong-v5."""
 PRESETS: tuple[str, ...] = get_args(Preset)
 MEASURED = "measured.yaml"

@@ -25,6 +25,7 @@ from zerokv.checks import (
     check_int,
     check_positive_int,
 )
+from zerokv.envs import check_memory_fit, is_memory_env
 from zerokv.model.config import DTYPES, CacheBackend, Dtype, Encoder, WorldModelConfig
 from zerokv.presets import Preset, preset_path
 from zerokv.rl.envs import VECTOR_ENV_MODES, VectorEnvMode, check_env_id, is_atari
@@ -67,7 +68,8 @@ class TrainConfig:
     preset: Preset | None = None
     """A config shipped with zerokv (zerokv/presets/NAME.yaml): atari (UniZero on ALE/Pong-v5),
     atari100k (the Atari 100k protocol on PongNoFrameskip-v4 with UniZero's network), atari100k-cpu
-    (the same with a smaller world model); --config and flags override it."""
+    (the same with a smaller world model), memory (UniZero on
+    VisualMatch at memory length 60); --config and flags override it."""
     device: DeviceName = "cpu"
     """Torch device."""
     threads: int = 2
@@ -230,6 +232,10 @@ class TrainConfig:
     max_episode_frames: int | None = None
     """Atari: emulator frames after which any episode, in training and evaluation, is truncated
     (108,000 = 27,000 agent steps at frame skip 4, the Atari 100k protocol). None: the id's own."""
+    memory_length: int | None = None
+    """Memory tasks (zerokv/VisualMatch-v0, zerokv/KeyToDoor-v0): steps of the distractor phase between
+    what must be remembered and where it pays (None: the env's 30). A whole episode must fit both
+    context_length (2 tokens a step) and unroll_steps."""
     eval_max_steps: int | None = None
     """Evaluation episodes are cut after this many agent steps (None: only the env's own limit,
     e.g. 500 for CartPole-v1, 27,000 agent steps = 108,000 frames for ALE/...-v5)."""
@@ -352,6 +358,11 @@ class TrainConfig:
             check_positive_int("max_episode_frames", self.max_episode_frames, note=" (or None: the env id's own)")
         if self.eval_max_steps is not None:
             check_positive_int("eval_max_steps", self.eval_max_steps, note=" (or None: the env's own limit)")
+        if self.memory_length is not None or is_memory_env(self.env):
+            if self.memory_length is not None:
+                check_positive_int("memory_length", self.memory_length)
+            check_memory_fit(self.env, self.memory_length, context_length=self.context_length,
+                             unroll_steps=self.unroll_steps)  # also: an env that takes no memory_length
         if self.terminal_on_life_loss and not is_atari(self.env):
             raise ValueError(f"terminal_on_life_loss=True needs an Atari env with lives; env={self.env!r} is not one")
         if self.overwrite and self.resume:

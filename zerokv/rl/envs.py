@@ -30,6 +30,7 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
+import zerokv.envs  # registers zerokv's own ids: the memory tasks
 from zerokv.checks import check_bool, check_choice, check_float, check_positive_int, install_hint
 
 __all__ = ["DEFAULT_ENV_OPTIONS", "VECTOR_ENV_MODES", "EnvOptions", "EnvSpec", "VectorEnvMode", "check_env_id", "env_spec",
@@ -66,11 +67,16 @@ class EnvOptions:
     max_episode_frames: int | None = None
     """Emulator frames after which an episode is truncated (108,000 = 27,000 agent steps at
     frame skip 4: the Atari 100k protocol). None: the id's own limit."""
+    memory_length: int | None = None
+    """The memory tasks' (zerokv/VisualMatch-v0, zerokv/KeyToDoor-v0) distractor-phase length; None:
+    the env's default (30). Other envs refuse a value."""
 
     def __post_init__(self) -> None:
         check_positive_int("frame_skip", self.frame_skip, owner="EnvOptions")
         if self.max_episode_frames is not None:
             check_positive_int("max_episode_frames", self.max_episode_frames, owner="EnvOptions")
+        if self.memory_length is not None:
+            check_positive_int("memory_length", self.memory_length, owner="EnvOptions")
         if self.sticky_action_prob is not None:
             check_float("sticky_action_prob", self.sticky_action_prob, low=0.0, high=1.0, owner="EnvOptions")
         check_bool("full_action_space", self.full_action_space, owner="EnvOptions")
@@ -226,7 +232,13 @@ def make_env(env_id: str, seed: int | None = None, *, options: EnvOptions = DEFA
         )
         env = _ChwFrames(env)
     else:
-        env = _make_raw(env_id, render_mode=render_mode)
+        extra = {}
+        if options.memory_length is not None:
+            if not zerokv.envs.is_memory_env(env_id):
+                raise ValueError(f"memory_length={options.memory_length} for env {env_id!r}: only the memory tasks "
+                                 f"({', '.join(zerokv.envs.ENV_IDS)}) take one")
+            extra["memory_length"] = options.memory_length
+        env = _make_raw(env_id, render_mode=render_mode, **extra)
         _check_spaces(env_id, env)
         env = gymnasium.wrappers.DtypeObservation(env, np.float32)
     if seed is not None:

@@ -23,7 +23,8 @@ __all__ = ["env_options", "make_collector", "make_replay", "model_config_dict", 
 def env_options(cfg: TrainConfig) -> EnvOptions:
     """The Atari emulator settings of a run."""
     return EnvOptions(frame_skip=cfg.frame_skip, sticky_action_prob=cfg.sticky_action_prob,
-                      full_action_space=cfg.full_action_space, max_episode_frames=cfg.max_episode_frames)
+                      full_action_space=cfg.full_action_space, max_episode_frames=cfg.max_episode_frames,
+                      memory_length=cfg.memory_length)
 
 
 def resolve_env_defaults(cfg: TrainConfig) -> TrainConfig:
