@@ -100,4 +100,4 @@ def test_a_typed_or_allowed_module_id_is_honoured(evil, tmp_path, capsys):
     assert evil.exists()
     path = write_checkpoint(tmp_path / "best.pt", policy_payload(EVIL_ID))
     main(["eval", "--checkpoint", str(path), "--episodes", "1", "--allow-env-import", "--max-steps", "3"])
-    assert "1 greedy episodes" in capsys.readouterr().out
+    assert "over 1 episodes" in capsys.readouterr().out  # it played the env the file names
