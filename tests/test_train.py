@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from zerokv.cli import main
+from zerokv.errors import ReplaySnapshotError
 from zerokv.rl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from zerokv.rl.config import TrainConfig
 from zerokv.rl.evaluator import evaluate
 from zerokv.rl.rundir import RunDirError
-from zerokv.rl.snapshot import SnapshotError
 from zerokv.rl.trainer import Trainer, train
 
 
@@ -136,7 +136,7 @@ def test_a_bfloat16_search_copy_trains_resumes_and_checkpoints_float32(tmp_path,
     trainer = Trainer(tiny(tmp_path / "full", search_dtype="bfloat16"))
     full = trainer.run()
     assert trainer.model.config.dtype == "float32" and trainer.search_model.config.dtype == "bfloat16"
-    assert trainer.collector.world_model is trainer.search_model
+    assert trainer.source.collector.world_model is trainer.search_model
     # Refreshed after the last update: the search copy holds the trained weights, cast.
     trained = trainer.model.state_dict()
     for name, tensor in trainer.search_model.state_dict().items():
@@ -219,7 +219,7 @@ def test_a_tampered_checkpoint_is_refused_and_the_run_can_resume_from_an_intact_
         main(["eval", "--checkpoint", str(ckpts[-1])])
     assert exc.value.code == 2 and "fails its SHA-256 check" in capsys.readouterr().err
     ckpts[-1].unlink()  # the earlier checkpoint is intact, but the one replay snapshot is of step 16
-    with pytest.raises(SnapshotError, match=r"replay_000000016 is of run \w+ at 16 env steps.*at 8 env steps"):
+    with pytest.raises(ReplaySnapshotError, match=r"replay_000000016 is of run \w+ at 16 env steps.*at 8 env steps"):
         train(tiny(tmp_path / "t", resume=True))
     shutil.rmtree(tmp_path / "t" / "checkpoints" / "replay_000000016")  # as the message says
     assert train(tiny(tmp_path / "t", resume=True)).env_steps == 32

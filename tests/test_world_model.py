@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from zerokv import WorldModel, WorldModelConfig
-from zerokv.model.context import CacheValidationError
+from zerokv.errors import CacheValidationError
 from zerokv.search import SearchConfig, plan
 
 ATOL = 1e-5

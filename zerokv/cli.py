@@ -152,9 +152,9 @@ def _export(argv: list[str], debug: bool) -> None:
 
 
 def _bench(argv: list[str], debug: bool) -> None:
-    from zerokv.bench import main as bench_main
+    from zerokv.bench import BenchArgs, run
 
-    bench_main(argv, debug=debug)
+    run(parse(BenchArgs, argv, "zerokv bench", debug=debug))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -19,15 +19,13 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from zerokv.errors import PretrainedError
 from zerokv.model.config import WorldModelConfig
 from zerokv.version import __version__
-
-if TYPE_CHECKING:
-    from zerokv.model.world_model import WorldModel
 
 __all__ = ["CONFIG_NAME", "FORMAT", "WEIGHTS_NAME", "PretrainedError", "load_pretrained", "read_pretrained_config",
            "save_pretrained"]
@@ -38,8 +36,6 @@ FORMAT = "zerokv-world-model"
 FORMAT_VERSION = 1
 
 
-class PretrainedError(ValueError):
-    """An exported model directory is missing a file, or its files do not fit together."""
 
 
 def save_pretrained(directory: str | os.PathLike[str], model_config: WorldModelConfig | dict,
@@ -82,8 +78,8 @@ def read_pretrained_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
     return document
 
 
-def load_pretrained(cls: type[WorldModel], directory: str | os.PathLike[str], **changes: Any) -> WorldModel:
-    """A ``cls`` model with the saved config (``changes`` replace fields, e.g. ``device``,
+def load_pretrained(cls: type[torch.nn.Module], directory: str | os.PathLike[str], **changes: Any) -> torch.nn.Module:
+    """A ``cls`` model (a world model class, built as ``cls(config)``) with the saved config (``changes`` replace fields, e.g. ``device``,
     ``dtype``, ``env_num``, ``cache_backend``) and the saved weights, in eval mode.
 
     Raises ``PretrainedError`` for a missing or foreign file, a config this zerokv does not

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
 
 import torch
-
-if TYPE_CHECKING:
-    from zerokv.model.world_model import WorldModel
+from torch import nn
 
 
 @torch.no_grad()
-def load_weights(target: WorldModel, source: WorldModel) -> None:
+def load_weights(target: nn.Module, source: nn.Module) -> None:
     """Copy ``source``'s weights into ``target``, cast to ``target``'s dtype (caches untouched).
 
     The architectures must match: a ValueError names the first parameter that differs.
@@ -28,8 +25,8 @@ def load_weights(target: WorldModel, source: WorldModel) -> None:
         tensor.copy_(theirs[name])  # casts (e.g. float32 → bfloat16)
 
 
-def copy_model(model: WorldModel, **changes) -> WorldModel:
-    """A new model with ``model``'s weights under ``dataclasses.replace(model.config, **changes)``,
+def copy_model(model: nn.Module, **changes) -> nn.Module:
+    """A new world model (``type(model)``) with ``model``'s weights under ``dataclasses.replace(model.config, **changes)``,
     in ``model``'s train/eval mode; the caller's torch RNG is left untouched."""
     with torch.random.fork_rng(devices=[]):
         copy = type(model)(dataclasses.replace(model.config, **changes), key_hash=model.key_hash)

@@ -7,7 +7,8 @@ history (its previous root) with ``[last action, observation]`` and stores the r
 ``recurrent_inference`` runs ``[action, ô]`` on each parent's past and stores each child.
 
 Around the network: the cache layer (:mod:`zerokv.model.context_cache`, the backend chosen once
-by ``config.cache_backend``), the seeds' names (:mod:`zerokv.model.seeds`), the input checks
+by ``config.cache_backend``), the seeds' names (:mod:`zerokv.model.seeds`), cache snapshots
+(:mod:`zerokv.model.snapshot`), the input checks
 (:mod:`zerokv.model.inputs`) and the search state and thread rule (:mod:`zerokv.model.session`).
 ``config.dtype`` "bfloat16" is a search-only mode; inputs and outputs are float32 either way.
 """
@@ -18,14 +19,13 @@ import dataclasses
 import logging
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from zerokv.model import inputs, snapshot
+from zerokv.model import inputs
 from zerokv.model.compiled import RecurrentStep
 from zerokv.model.config import WorldModelConfig
 from zerokv.model.context import KeyHash, default_key_hash
@@ -35,6 +35,7 @@ from zerokv.model.outputs import InferenceOutput, SequenceOutput
 from zerokv.model.pretrained import PretrainedMixin
 from zerokv.model.seeds import SeedsNames
 from zerokv.model.session import SearchNodes, ThreadOwner
+from zerokv.model.snapshot import CacheSnapshots
 from zerokv.model.support import support_to_scalar
 from zerokv.model.transformer import Transformer
 from zerokv.model.weights import copy_model, load_weights
@@ -53,7 +54,7 @@ class _RootGroup(NamedTuple):
     pasts: list | None = None
 
 
-class WorldModel(SeedsNames, PretrainedMixin, nn.Module):
+class WorldModel(SeedsNames, CacheSnapshots, PretrainedMixin, nn.Module):
     """The network, its three inference entry points and ``forward_sequence`` for training.
 
     Inputs are checked once at each entry point (:mod:`zerokv.model.inputs`): a refused call
@@ -120,32 +121,6 @@ class WorldModel(SeedsNames, PretrainedMixin, nn.Module):
         bfloat16 search copy follows its float32 training model. The architectures must match."""
         load_weights(self, other)
         self.clear_caches()
-
-    # ------------------------------------------------------------------- snapshots
-    def caches_to_bytes(self) -> bytes:
-        """A snapshot of the root contexts (each env's latest root, what the next
-        ``initial_inference`` extends), the config and a fingerprint of the weights, as bytes
-        (:mod:`zerokv.model.snapshot`). "paged" backend only."""
-        self._owner.check("caches_to_bytes")
-        return snapshot.snapshot_bytes(self, self._cache.export_state())
-
-    def save_caches(self, path) -> None:
-        """:meth:`caches_to_bytes`, written to ``path`` atomically (safetensors with a JSON header)."""
-        snapshot.write_atomic(path, self.caches_to_bytes())
-
-    def load_caches_from_bytes(self, data: bytes) -> None:
-        """Replace every cache with the snapshot's root contexts: afterwards the next
-        ``initial_inference(obs, last_actions=...)`` gives exactly what the model the snapshot was
-        taken from would have. Refused (``SnapshotError``, naming the mismatch; nothing changed) for
-        a damaged file, or one taken with other weights, another config or another backend."""
-        self._owner.claim("load_caches")
-        state = snapshot.restore(self, data)
-        self._cache.import_state(state)
-        self._nodes.start([])  # no search is open: the next call is a root call
-
-    def load_caches(self, path) -> None:
-        """:meth:`load_caches_from_bytes` of the file at ``path`` (written by :meth:`save_caches`)."""
-        self.load_caches_from_bytes(Path(path).read_bytes())
 
     @property
     def work(self):

@@ -22,7 +22,7 @@ from pathlib import Path
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
-from zerokv.rl.checkpoint import TEMP_SUFFIX
+from zerokv.io import atomic_write
 
 __all__ = ["CSV_FIELDS", "ProgressLog", "Tracking", "truncate_progress"]
 
@@ -138,8 +138,6 @@ def truncate_progress(path: Path, env_steps: int) -> int:
     keep = [rows[0]] + [r for r in rows[1:] if len(r) > col and r[col] and float(r[col]) <= env_steps]
     dropped = len(rows) - len(keep)
     if dropped:
-        tmp = path.parent / f".{path.name}.{os.getpid()}{TEMP_SUFFIX}"
-        with tmp.open("w", newline="") as f:
+        with atomic_write(path, "w", newline="") as f:
             csv.writer(f).writerows(keep)
-        os.replace(tmp, path)
     return dropped

@@ -26,7 +26,9 @@ import os
 import shutil
 from pathlib import Path
 
-from zerokv.rl.checkpoint import TEMP_SUFFIX, remove_orphans
+from zerokv.errors import RunDirError
+from zerokv.io import TEMP_SUFFIX, atomic_write_bytes
+from zerokv.rl.checkpoint import remove_orphans
 from zerokv.rl.config import TrainConfig
 
 __all__ = ["RESUMABLE_FIELDS", "RunDir", "RunDirError", "resume_config"]
@@ -46,8 +48,6 @@ _NOT_COMPARED = ("resume", "config", "preset", "out", "overwrite")
 """How this invocation was made, not what the run is."""
 
 
-class RunDirError(ValueError):
-    """--out cannot be used for this run (one line, naming the path and what to do)."""
 
 
 class RunDir:
@@ -163,9 +163,7 @@ class RunDir:
 
     def write_config(self, config: dict) -> None:
         """`config.json`, replaced atomically."""
-        tmp = self.path / f".config.json.{os.getpid()}{TEMP_SUFFIX}"
-        tmp.write_text(json.dumps(config, indent=2, sort_keys=True))
-        os.replace(tmp, self.path / "config.json")
+        atomic_write_bytes(self.path / "config.json", json.dumps(config, indent=2, sort_keys=True).encode())
 
 
 def _empty_dir(path: Path) -> bool:
