@@ -248,7 +248,7 @@ def test_the_run_stops_once_solved_and_keeps_the_best_weights(tmp_path):
         ("search_dtype", "float16", "search_dtype='float16'; allowed: float32, bfloat16"),
         ("learning_rate", float("inf"), "learning_rate=inf; must be a finite number > 0"),
         ("learning_rate", float("nan"), "learning_rate=nan"),
-        # Refused since issue 17: each of these used to be accepted (and failed later, or never).
+        # Each of these used to be accepted (and failed later, or never).
         ("eval_every", -100, "eval_every=-100; must be an int >= 0"),
         ("min_replay_steps", -1, "min_replay_steps=-1"),
         ("min_replay_steps", 200_000, "min_replay_steps=200000; must be an int in [0, 100000]"),
@@ -267,7 +267,7 @@ def test_the_run_stops_once_solved_and_keeps_the_best_weights(tmp_path):
         ("embed_dim", 65, "embed_dim=65"),  # the model's own checks, before any env exists
         ("context_length", 7, "context_length=7"),
         ("cache_backend", "pages", "cache_backend='pages'"),
-        # The Atari and run-directory fields (issue 16).
+        # The Atari and run-directory fields.
         ("keep_checkpoints", 0, "keep_checkpoints=0"),
         ("eval_max_steps", 0, "eval_max_steps=0"),
         ("sticky_action_prob", 1.5, "sticky_action_prob=1.5"),

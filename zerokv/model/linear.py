@@ -39,7 +39,7 @@ from zerokv.model.train_linear import OneDNNLinear, onednn_training
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 ONEDNN_MIN_MACS = 1_100_000
 """Smallest float32 matmul (rows × in × out multiply-adds) sent to oneDNN (prepacked weight): the
-crossover measured on the bench machine (docs/benchmarks.md, "Kernel choices, measured")."""
+measured crossover (docs/benchmarks.md, "Kernel choices, measured")."""
 
 
 def onednn_inference(x: torch.Tensor, weight: torch.Tensor) -> bool:

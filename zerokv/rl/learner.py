@@ -12,7 +12,6 @@ import torch
 
 from zerokv.checks import check_choice, check_positive_int
 from zerokv.model.config import DTYPES
-from zerokv.model.losses import unizero_losses
 from zerokv.model.support import support_to_scalar
 from zerokv.rl.compiled import compile_update_parts
 from zerokv.rl.observations import observations_as_float
