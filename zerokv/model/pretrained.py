@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from zerokv.errors import PretrainedError
+from zerokv.io import atomic_write_bytes
 from zerokv.model.config import WorldModelConfig
 from zerokv.version import __version__
 
@@ -43,7 +44,7 @@ def save_pretrained(directory: str | os.PathLike[str], model_config: WorldModelC
     """Writes ``weights`` (a world model's ``state_dict``, saved as float32 contiguous CPU
     tensors) and ``model_config`` (plus ``extra`` keys, JSON-serialisable) into ``directory``,
     created if needed; returns it."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     directory = Path(directory)
     config = dataclasses.asdict(model_config) if isinstance(model_config, WorldModelConfig) else dict(model_config)
@@ -51,10 +52,10 @@ def save_pretrained(directory: str | os.PathLike[str], model_config: WorldModelC
     config["dtype"] = "float32"  # what is stored; from_pretrained(dtype="bfloat16") casts
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {name: t.detach().to("cpu", torch.float32).contiguous() for name, t in weights.items()}
-    save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": FORMAT})
+    atomic_write_bytes(directory / WEIGHTS_NAME, save(tensors, metadata={"format": FORMAT}))
     document = {"format": FORMAT, "format_version": FORMAT_VERSION, "zerokv_version": __version__,
                 "world_model_config": config, **(extra or {})}
-    (directory / CONFIG_NAME).write_text(json.dumps(document, indent=2) + "\n")
+    atomic_write_bytes(directory / CONFIG_NAME, (json.dumps(document, indent=2) + "\n").encode())
     return directory
 
 

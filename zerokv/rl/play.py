@@ -24,6 +24,7 @@ from typing import Literal
 import numpy as np
 
 from zerokv.checks import check_choice, check_device, check_int, check_positive_int
+from zerokv.io import atomic_write_bytes
 from zerokv.model.config import DTYPES, Dtype
 from zerokv.rl.config import DeviceName
 from zerokv.rl.envs import VECTOR_ENV_MODES, VectorEnvMode
@@ -196,7 +197,7 @@ def evaluate_policy(args: EvalArgs) -> dict:
         print(json.dumps(report, indent=2))
         return report
     if args.json is not None:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        atomic_write_bytes(args.json, (json.dumps(report, indent=2) + "\n").encode())
     print(f"{train_cfg.env}: {args.episodes} greedy episodes (seed {args.seed}, {train_cfg.num_simulations} "
           f"simulations, {model_cfg.dtype} on {model_cfg.device})")
     print("episode     return   steps")

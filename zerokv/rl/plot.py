@@ -19,6 +19,8 @@ from pathlib import Path
 
 import tyro
 
+from zerokv.io import atomic_write
+
 __all__ = ["Curve", "PlotArgs", "plot", "read_curve", "reward_threshold", "y_limits"]
 
 PROGRESS_NAME = "progress.csv"
@@ -154,8 +156,8 @@ def plot(args: PlotArgs) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
+    with atomic_write(out) as f:
+        fig.savefig(f, format=out.suffix.lstrip(".").lower() or "png")
     plt.close(fig)
     print(f"wrote {out}")
     return out

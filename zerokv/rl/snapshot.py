@@ -135,6 +135,7 @@ def _write_npy(path: Path, views: tuple[np.ndarray, ...]) -> str:
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
+    """A file inside the unpublished temporary directory (the directory's rename publishes it)."""
     with open(path, "wb") as f:
         f.write(data)
         f.flush()
