@@ -16,13 +16,10 @@ import numpy as np
 import pytest
 import torch
 
+from zerokv import ReplaySnapshotError, RunDirError
 from zerokv.cli import main
-from zerokv.errors import ReplaySnapshotError
+from zerokv.rl import TrainConfig, Trainer, evaluate, train
 from zerokv.rl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
-from zerokv.rl.config import TrainConfig
-from zerokv.rl.evaluator import evaluate
-from zerokv.rl.rundir import RunDirError
-from zerokv.rl.trainer import Trainer, train
 
 
 def tiny(out, **overrides) -> TrainConfig:
@@ -365,8 +362,8 @@ def test_a_resume_without_a_replay_snapshot_refills_by_collecting(tmp_path, caps
 _KILLED_RUN = """
 import json, os, signal, sys
 import zerokv.rl.snapshot as snapshot
-from zerokv.rl.config import TrainConfig
-from zerokv.rl.trainer import train
+from zerokv.rl import TrainConfig
+from zerokv.rl import train
 
 write = snapshot._write_npy
 def dying(path, views):  # SIGKILL in the middle of the second checkpoint's replay snapshot
