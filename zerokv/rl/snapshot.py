@@ -37,7 +37,7 @@ from zerokv.errors import ReplaySnapshotError
 from zerokv.io import TEMP_SUFFIX, HashingFile, fsync_directory
 from zerokv.rl.replay import ReplayBuffer, SegmentTable
 
-__all__ = ["ReplaySnapshotError", "SnapshotRef", "list_snapshots", "read_snapshot", "snapshot_path",
+__all__ = ["ReplaySnapshotError", "SnapshotRef", "list_snapshots", "read_snapshot", "restore_replay", "snapshot_path",
            "write_snapshot"]
 
 SNAPSHOT_VERSION = 2
@@ -240,3 +240,22 @@ def _read_npy(path: Path, sha256: str | None, dtype: np.dtype, into: np.ndarray 
     if digest.hexdigest() != sha256:
         raise ReplaySnapshotError(f"replay snapshot file {path} fails its SHA-256 check: corrupted or tampered")
     return out
+
+
+def restore_replay(directory: Path, replay: ReplayBuffer, saved: dict, *, run_id: str,
+                   env_steps: int) -> tuple[str, int | None]:
+    """Loads a training checkpoint's replay snapshot (``saved``: its ``"replay"`` entry) from the
+    checkpoint ``directory`` into ``replay``; returns a note for the log and None, or, when the
+    snapshot was not saved or is missing, the note and the steps replay held (to refill by
+    collecting). A snapshot of another run or step is refused (`ReplaySnapshotError` names both)."""
+    ref = saved["snapshot"]
+    if ref is not None and (directory / ref["name"]).is_dir():
+        read_snapshot(directory / ref["name"], replay, run_id=run_id, env_steps=env_steps,
+                      meta_sha256=ref["meta_sha256"])
+        return f"replay: {replay.num_steps} steps from {ref['name']}", None
+    others = list_snapshots(directory)
+    if others:  # never train on another step's replay: this names it and the checkpoint
+        read_snapshot(others[-1], replay, run_id=run_id, env_steps=env_steps,
+                      meta_sha256=ref["meta_sha256"] if ref else "")
+    why = "was not saved (--no-save-replay)" if ref is None else f"{ref['name']} is missing"
+    return f"replay: the snapshot {why}", int(saved["num_steps"])

@@ -63,7 +63,7 @@ from zerokv.rl.learner import Learner
 from zerokv.rl.observations import observations_as_float
 from zerokv.rl.progress import ProgressLog, Tracking, truncate_progress
 from zerokv.rl.rundir import RunDir, resume_config
-from zerokv.rl.snapshot import list_snapshots, read_snapshot, snapshot_path, write_snapshot
+from zerokv.rl.snapshot import list_snapshots, restore_replay, snapshot_path, write_snapshot
 from zerokv.rl.sources import (
     CACHE_COUNTERS,
     CollectionSource,
@@ -213,28 +213,16 @@ class Trainer:
         self.best_eval_return = counters["best_eval_return"]
         self.reanalysis_rng.bit_generator.state = counters["reanalysis_rng"]
         self.replay.set_rng_state(counters["replay_rng"])
-        replay_note = self._restore_replay(state["replay"])
+        replay_note, refill = restore_replay(self.run_dir.checkpoints, self.replay, state["replay"],
+                                             run_id=self.run_id, env_steps=self.env_steps)
+        if refill is not None:  # no snapshot: replay refills by collecting before updates resume
+            self.refill_target = min(refill, self.cfg.replay_capacity)
+            replay_note += (f"; refilling it by collecting {self.refill_target} steps before updates resume "
+                            "(this run will not match an uninterrupted one)")
         if self.search_model is not self.model:
             self.search_model.load_weights_from(self.model)  # the copy is derived, never saved
         self.source.load_state_dict(state["collector"], weights_version=self.learner.updates)
         return replay_note
-
-    def _restore_replay(self, saved: dict) -> str:
-        """Loads the checkpoint's replay snapshot; without one, replay refills by collecting. A
-        snapshot of another run or step is refused (`SnapshotError` names both)."""
-        directory, ref = self.run_dir.checkpoints, saved["snapshot"]
-        if ref is not None and (directory / ref["name"]).is_dir():
-            read_snapshot(directory / ref["name"], self.replay, run_id=self.run_id, env_steps=self.env_steps,
-                          meta_sha256=ref["meta_sha256"])
-            return f"replay: {self.replay.num_steps} steps from {ref['name']}"
-        others = list_snapshots(directory)
-        if others:  # never train on another step's replay: this names it and the checkpoint
-            read_snapshot(others[-1], self.replay, run_id=self.run_id, env_steps=self.env_steps,
-                          meta_sha256=ref["meta_sha256"] if ref else "")
-        self.refill_target = min(int(saved["num_steps"]), self.cfg.replay_capacity)
-        why = "was not saved (--no-save-replay)" if ref is None else f"{ref['name']} is missing"
-        return (f"replay: the snapshot {why}; refilling it by collecting {self.refill_target} steps before "
-                "updates resume (this run will not match an uninterrupted one)")
 
     # ----------------------------------------------------------------------- loop
     def run(self) -> TrainResult:
