@@ -128,8 +128,7 @@ class WorldModel(SeedsNames, CacheSnapshots, PretrainedMixin, nn.Module):
         return self._cache.work
 
     def cache_stats(self) -> CacheReport:
-        """Node lookups (hits, misses, hit_rate), evictions, fallbacks, rebuilds, live entries, bytes
-        and the store's own summary, since the last :meth:`reset_cache_stats`."""
+        """Lookups (hits, misses, hit_rate), evictions, fallbacks, rebuilds, size, bytes, store summary since :meth:`reset_cache_stats`."""
         return self._cache.report()
 
     @property
@@ -315,8 +314,7 @@ class WorldModel(SeedsNames, CacheSnapshots, PretrainedMixin, nn.Module):
             reward_logits=self.head_reward(h_act), next_latent=self.head_latent(h_act), latents=latents,
         )
 
-    def _maybe_log(self) -> None:
-        # Throttled: at most one line every 30 s, and only when asked for.
+    def _maybe_log(self) -> None:  # throttled: at most one line every 30 s, and only when asked for
         if self.config.enable_cache_logging and time.monotonic() - self._last_log > 30:
             self._last_log = time.monotonic()
             logger.info("cache stats: %s", self.cache_stats())
