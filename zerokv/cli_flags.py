@@ -23,7 +23,7 @@ __all__ = ["TRAIN_SECTIONS", "explicit_fields", "field_docs", "render_help", "un
 
 TRAIN_SECTIONS: dict[str, tuple[str, ...]] = {
     "run": ("out", "resume", "overwrite", "config", "preset", "seed", "device", "threads"),
-    "env": ("env", "total_env_steps", "num_envs", "vector_env", "clip_rewards", "terminal_on_life_loss",
+    "env": ("env", "allow_env_import", "total_env_steps", "num_envs", "vector_env", "clip_rewards", "terminal_on_life_loss",
             "frame_skip", "sticky_action_prob", "full_action_space", "max_episode_frames"),
     "model": ("embed_dim", "num_layers", "num_heads", "context_length", "support_size", "compile", "encoder", "encoder_channels",
               "encoder_blocks", "cache_backend",

@@ -12,7 +12,6 @@ import torch
 
 from zerokv.checks import check_choice, check_positive_int
 from zerokv.model.config import DTYPES
-from zerokv.model.linear import forget_packed_weights
 from zerokv.model.support import support_to_scalar
 from zerokv.rl.compiled import compile_update_parts
 from zerokv.rl.observations import observations_as_float
@@ -170,10 +169,7 @@ class Learner:
             losses.total.backward()
         with self._phase("optimizer"):
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-            self.optimizer.step()
-            # The fused step writes the weights without bumping their version counters: drop any
-            # oneDNN-packed copies so inference (search, the next bootstrap values) repacks them.
-            forget_packed_weights(self.model)
+            self.optimizer.step()  # (the oneDNN-packed copies of the weights follow: zerokv.model.linear)
         with self._phase("momentum"), torch.no_grad():
             for target, online in zip(self.target_encoder.parameters(), self.model.encoder.parameters(), strict=True):
                 target.lerp_(online, self.tau)
