@@ -9,10 +9,11 @@ import json
 import numpy as np
 import torch
 
-from zerokv.bench.configs import CONFIGS
+from zerokv.bench import CONFIGS
 from zerokv.presets import preset_path
-from zerokv.rl.checkpoint import latest_checkpoint, load_checkpoint
-from zerokv.rl.config import TrainConfig, load_overrides
+from zerokv.rl import latest_checkpoint, load_checkpoint
+from zerokv.rl.config import TrainConfig
+from zerokv.rl.config_files import load_overrides
 from zerokv.rl.trainer import train, world_model_config
 
 PRESET = preset_path("atari")

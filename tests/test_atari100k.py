@@ -17,7 +17,8 @@ from zerokv.model.encoders import ImageEncoder, UniZeroEncoder
 from zerokv.model.world_model import WorldModel
 from zerokv.presets import preset_path
 from zerokv.rl.checkpoint import latest_checkpoint, load_checkpoint
-from zerokv.rl.config import TrainConfig, load_overrides
+from zerokv.rl.config import TrainConfig
+from zerokv.rl.config_files import load_overrides
 from zerokv.rl.factory import resolve_env_defaults, world_model_config
 from zerokv.rl.trainer import Trainer, train
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from zerokv import WorldModel
 from zerokv.bench import (
     CONFIGS,
     Budget,
     documented_bound_bytes,
-    main,
     render,
     run_bench,
     run_soak,
@@ -47,7 +47,6 @@ from zerokv.bench.soak import soak_backend
 from zerokv.bench.storage import parse_storage_dtypes, render_storage, run_storage
 from zerokv.cli import main as zerokv_main
 from zerokv.model.config import WorldModelConfig
-from zerokv.model.world_model import WorldModel
 from zerokv.search import SearchConfig, plan
 from zerokv.search.tree import legal_dirichlet
 
@@ -334,9 +333,9 @@ def test_no_diff_reports_nan_and_null(tmp_path):
 def test_main_runs_end_to_end(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(CONFIGS, "tiny", TINY)
     out = tmp_path / "bench.json"
-    main(["--configs", "tiny", "--quick", "--simulations", "4", "--searches", "1", "--threads", str(THREADS),
-          "--no-progress", "--json", str(out), "--multi-leaf", "2", "--precision", "--reanalyze", "10",
-          "--wide-envs", "6", "--storage-dtypes", "int8", "--storage-roots", "4"])
+    zerokv_main(["bench", "--configs", "tiny", "--quick", "--simulations", "4", "--searches", "1", "--threads", str(THREADS),
+                 "--no-progress", "--json", str(out), "--multi-leaf", "2", "--precision", "--reanalyze", "10",
+                 "--wide-envs", "6", "--storage-dtypes", "int8", "--storage-roots", "4"])
     printed = capsys.readouterr().out
     assert "QUICK RUN" in printed and "backends=none,legacy,manager,paged" in printed
     assert "tiny/manager" in printed and "tiny/paged" in printed

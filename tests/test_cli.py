@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
+from zerokv import CheckpointError
 from zerokv.checks import check_device
 from zerokv.cli import main, one_line
-from zerokv.rl.checkpoint import CheckpointError
-from zerokv.rl.play import EvalArgs
+from zerokv.rl import EvalArgs
 
 TINY_TRAIN = ["--total-env-steps", "8", "--num-envs", "2", "--collect-steps", "4", "--num-simulations", "2",
               "--embed-dim", "16", "--num-layers", "1", "--context-length", "4", "--support-size", "5",

@@ -10,8 +10,7 @@ import torch
 from gymnasium import spaces
 
 from zerokv import WorldModel, WorldModelConfig
-from zerokv.rl.collector import Collector
-from zerokv.rl.replay import ReplayBuffer
+from zerokv.rl import Collector, ReplayBuffer
 from zerokv.search import SearchConfig
 
 

@@ -19,9 +19,7 @@ import torch
 from zerokv import WorldModel
 from zerokv.cli import main
 from zerokv.model.world_model import NO_ACTION
-from zerokv.rl import raycluster
-from zerokv.rl.checkpoint import latest_checkpoint, load_checkpoint
-from zerokv.rl.config import TrainConfig
+from zerokv.rl import TrainConfig, latest_checkpoint, load_checkpoint, raycluster
 from zerokv.rl.factory import world_model_config
 from zerokv.rl.observations import observations_as_float
 from zerokv.rl.worker import NO_WEIGHTS, CollectorWorker, WeightsOffer
@@ -186,8 +184,7 @@ def sockets_of_this_process_tree() -> list[tuple[str, str, str]]:
 
 @pytest.mark.slow
 def test_two_collectors_train_with_fresh_weights_and_resume(cluster, tmp_path, monkeypatch):
-    from zerokv.rl import distributed
-    from zerokv.rl.trainer import train
+    from zerokv.rl import distributed, train
 
     receive, sockets = distributed.CollectorPool._receive, []
 
@@ -230,8 +227,7 @@ def test_two_collectors_train_with_fresh_weights_and_resume(cluster, tmp_path, m
 
 @pytest.mark.slow
 def test_a_killed_collector_is_restarted_and_the_run_completes(cluster, tmp_path, monkeypatch):
-    from zerokv.rl import distributed
-    from zerokv.rl.trainer import train
+    from zerokv.rl import distributed, train
 
     receive = distributed.CollectorPool._receive
     killed: list[int] = []
@@ -253,7 +249,7 @@ def test_a_killed_collector_is_restarted_and_the_run_completes(cluster, tmp_path
 
 @pytest.mark.slow
 def test_a_silent_collector_fails_the_run_naming_it(cluster, tmp_path):
-    from zerokv.rl.trainer import train
+    from zerokv.rl import train
 
     # No actor imports torch in 0.01 s: the first wait runs out.
     with pytest.raises(TimeoutError, match=r"zerokv-\w+-collector-\d \(collector \d, not started yet\) sent no result"):

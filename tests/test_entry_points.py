@@ -16,8 +16,8 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import zerokv
+from zerokv import PretrainedError
 from zerokv.cli import main
-from zerokv.model.pretrained import PretrainedError
 from zerokv.rl.plot import read_curve, reward_threshold, y_limits
 
 TINY = ["--total-env-steps", "16", "--num-envs", "2", "--collect-steps", "4", "--num-simulations", "2",
@@ -92,7 +92,7 @@ def test_export_loads_with_from_pretrained_and_plays_like_the_checkpoint(tracked
     main(["export", "--checkpoint", str(run / "best.pt"), "--out", str(tmp_path / "model")])
     assert {p.name for p in (tmp_path / "model").iterdir()} == {"model.safetensors", "config.json", "README.md"}
     model = zerokv.WorldModel.from_pretrained(tmp_path / "model", env_num=3)
-    from zerokv.rl.checkpoint import load_checkpoint
+    from zerokv.rl import load_checkpoint
 
     saved = load_checkpoint(run / "best.pt")["learner"]["model"]
     assert model.config.env_num == 3 and not model.training
@@ -140,7 +140,7 @@ def test_plot_draws_one_run_or_several_with_returns_of_any_sign(tracked_run, tmp
 
 
 def test_lunar_lander_makes_an_env_with_the_box2d_extra():
-    from zerokv.rl.envs import env_spec
+    from zerokv.rl import env_spec
 
     spec = env_spec("LunarLander-v3")
     assert (spec.observation_shape, spec.action_space_size, spec.reward_threshold) == ((8,), 4, 200)

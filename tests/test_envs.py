@@ -209,7 +209,7 @@ def test_async_vector_env_steps_and_replays_exactly_like_sync():
 
 @pytest.mark.slow  # spawns one process per env
 def test_env_bench_reports_both_modes_and_their_ratio(capsys):
-    from zerokv.rl.env_bench import EnvBench, bench
+    from zerokv.bench.envs import EnvBench, bench
 
     result = bench(EnvBench(env="CartPole-v1", num_envs=2, steps=4, chunk=2, warmup=1))
     assert set(result) == {"sync", "async", "async/sync"} and min(result.values()) > 0

@@ -9,13 +9,12 @@ import pytest
 import torch
 
 from zerokv import WorldModel, WorldModelConfig
+from zerokv.bench.learner import LearnerBench, report, run
 from zerokv.model.linear import uses_onednn
 from zerokv.model.losses import unizero_losses
 from zerokv.model.support import support_to_scalar
-from zerokv.rl.config import TrainConfig
+from zerokv.rl import GameSegment, ReplayBuffer, TrainConfig
 from zerokv.rl.learner import Learner, bootstrap_values
-from zerokv.rl.learner_bench import LearnerBench, report, run
-from zerokv.rl.replay import GameSegment, ReplayBuffer
 
 HYPER = dict(learning_rate=1e-3, weight_decay=1e-4, grad_clip=5.0, target_update_rate=0.05)
 

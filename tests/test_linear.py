@@ -92,6 +92,16 @@ def test_packed_weights_follow_every_kind_of_weight_update():
     check()
     layer.weight.data = torch.randn(512, 512) / 20  # a new tensor: a new data pointer
     check()
+    fused = torch.optim.AdamW(layer.parameters(), lr=0.1, fused=True)  # writes without bumping versions
+    before = check()
+    for _ in range(2):  # the step's own hook drops the stale packed copy: nobody has to remember
+        layer(x).square().sum().backward()
+        fused.step()
+        assert not torch.allclose(check(), before)
+        before = check()
+    with torch.no_grad():
+        layer.weight.lerp_(torch.zeros(512, 512), 0.5)  # a target-network style in-place update
+    check()
     layer.weight.data.copy_(torch.randn(512, 512) / 20)  # bypasses the version counter...
     forget_packed_weights(layer)  # ...so the caller says so
     check()

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from replayutil import assert_rows_match, reference_batch
 
-from zerokv.rl.replay import GameSegment, ReplayBuffer
+from zerokv.rl import GameSegment, ReplayBuffer
 from zerokv.rl.snapshot import read_snapshot, write_snapshot
 
 ACTIONS = 3

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from zerokv.rl.config import TrainConfig
+from zerokv.rl import TrainConfig
 from zerokv.rl.progress import truncate_progress
 from zerokv.rl.rundir import RESUMABLE_FIELDS, RunDir, RunDirError, resume_changes, resume_config
 

@@ -10,7 +10,8 @@ import pytest
 from secutil import evil_module, policy_payload, write_checkpoint, write_export
 
 from zerokv.cli import main
-from zerokv.rl.config import TrainConfig, load_overrides
+from zerokv.rl.config import TrainConfig
+from zerokv.rl.config_files import load_overrides
 from zerokv.rl.envs import check_env_id, make_env
 from zerokv.rl.rundir import resume_config
 

@@ -10,9 +10,9 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from zerokv.rl.replay import GameSegment, ReplayBuffer
+from zerokv import ReplaySnapshotError
+from zerokv.rl import GameSegment, ReplayBuffer
 from zerokv.rl.snapshot import (
-    SnapshotError,
     list_snapshots,
     read_snapshot,
     snapshot_path,
@@ -103,9 +103,9 @@ def test_a_snapshot_of_another_run_or_step_is_refused_naming_both(tmp_path):
     buffer = atari_buffer(60)
     ref = write_snapshot(tmp_path / "replay_000000060", buffer, run_id="run-a", env_steps=60)
     target = ReplayBuffer(200, FRAME, 6, observation_dtype=np.uint8)
-    with pytest.raises(SnapshotError, match=r"of run run-a at 60 env steps.*checkpoint is of run run-a at 40"):
+    with pytest.raises(ReplaySnapshotError, match=r"of run run-a at 60 env steps.*checkpoint is of run run-a at 40"):
         read_snapshot(tmp_path / ref.name, target, run_id="run-a", env_steps=40, meta_sha256=ref.meta_sha256)
-    with pytest.raises(SnapshotError, match=r"of run run-a at 60 env steps.*checkpoint is of run run-b at 60"):
+    with pytest.raises(ReplaySnapshotError, match=r"of run run-a at 60 env steps.*checkpoint is of run run-b at 60"):
         read_snapshot(tmp_path / ref.name, target, run_id="run-b", env_steps=60, meta_sha256=ref.meta_sha256)
     assert target.num_steps == 0
 
@@ -133,7 +133,7 @@ def test_damaged_snapshots_are_refused_and_leave_replay_empty_or_untouched(tmp_p
     # A failure found before the stored steps are touched leaves them; one found while streaming
     # the fields into the ring leaves it empty, never half-loaded.
     target = atari_buffer(50, seed=1)
-    with pytest.raises(SnapshotError, match=message):
+    with pytest.raises(ReplaySnapshotError, match=message):
         read_snapshot(path, target, run_id="r", env_steps=60, meta_sha256=ref.meta_sha256)
     assert target.num_steps == left
     target.check_invariants()
@@ -141,10 +141,10 @@ def test_damaged_snapshots_are_refused_and_leave_replay_empty_or_untouched(tmp_p
 
 def test_a_snapshot_that_does_not_fit_is_refused(tmp_path):
     ref = write_snapshot(tmp_path / "replay_000000001", atari_buffer(120), run_id="r", env_steps=1)
-    with pytest.raises(SnapshotError, match="holds 120 steps; this run's replay_capacity is 100"):
+    with pytest.raises(ReplaySnapshotError, match="holds 120 steps; this run's replay_capacity is 100"):
         read_snapshot(tmp_path / ref.name, ReplayBuffer(100, FRAME, 6, observation_dtype=np.uint8),
                       run_id="r", env_steps=1, meta_sha256=ref.meta_sha256)
-    with pytest.raises(SnapshotError, match=r"holds observations \(3, 64, 64\) uint8 and 6 actions"):
+    with pytest.raises(ReplaySnapshotError, match=r"holds observations \(3, 64, 64\) uint8 and 6 actions"):
         read_snapshot(tmp_path / ref.name, ReplayBuffer(200, FRAME, 18, observation_dtype=np.uint8),
                       run_id="r", env_steps=1, meta_sha256=ref.meta_sha256)
 

@@ -16,13 +16,10 @@ import numpy as np
 import pytest
 import torch
 
+from zerokv import ReplaySnapshotError, RunDirError
 from zerokv.cli import main
+from zerokv.rl import TrainConfig, Trainer, evaluate, train
 from zerokv.rl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
-from zerokv.rl.config import TrainConfig
-from zerokv.rl.evaluator import evaluate
-from zerokv.rl.rundir import RunDirError
-from zerokv.rl.snapshot import SnapshotError
-from zerokv.rl.trainer import Trainer, train
 
 
 def tiny(out, **overrides) -> TrainConfig:
@@ -136,7 +133,7 @@ def test_a_bfloat16_search_copy_trains_resumes_and_checkpoints_float32(tmp_path,
     trainer = Trainer(tiny(tmp_path / "full", search_dtype="bfloat16"))
     full = trainer.run()
     assert trainer.model.config.dtype == "float32" and trainer.search_model.config.dtype == "bfloat16"
-    assert trainer.collector.world_model is trainer.search_model
+    assert trainer.source.collector.world_model is trainer.search_model
     # Refreshed after the last update: the search copy holds the trained weights, cast.
     trained = trainer.model.state_dict()
     for name, tensor in trainer.search_model.state_dict().items():
@@ -184,7 +181,7 @@ def test_cli_train_then_eval(tmp_path, capsys):
 
 
 def test_config_file_overrides_defaults(tmp_path):
-    from zerokv.rl.config import load_overrides
+    from zerokv.rl.config_files import load_overrides
 
     path = tmp_path / "c.yaml"
     path.write_text("num_simulations: 7\nuse_new_cache_manager: false\n")
@@ -219,7 +216,7 @@ def test_a_tampered_checkpoint_is_refused_and_the_run_can_resume_from_an_intact_
         main(["eval", "--checkpoint", str(ckpts[-1])])
     assert exc.value.code == 2 and "fails its SHA-256 check" in capsys.readouterr().err
     ckpts[-1].unlink()  # the earlier checkpoint is intact, but the one replay snapshot is of step 16
-    with pytest.raises(SnapshotError, match=r"replay_000000016 is of run \w+ at 16 env steps.*at 8 env steps"):
+    with pytest.raises(ReplaySnapshotError, match=r"replay_000000016 is of run \w+ at 16 env steps.*at 8 env steps"):
         train(tiny(tmp_path / "t", resume=True))
     shutil.rmtree(tmp_path / "t" / "checkpoints" / "replay_000000016")  # as the message says
     assert train(tiny(tmp_path / "t", resume=True)).env_steps == 32
@@ -248,7 +245,7 @@ def test_the_run_stops_once_solved_and_keeps_the_best_weights(tmp_path):
         ("search_dtype", "float16", "search_dtype='float16'; allowed: float32, bfloat16"),
         ("learning_rate", float("inf"), "learning_rate=inf; must be a finite number > 0"),
         ("learning_rate", float("nan"), "learning_rate=nan"),
-        # Refused since issue 17: each of these used to be accepted (and failed later, or never).
+        # Each of these used to be accepted (and failed later, or never).
         ("eval_every", -100, "eval_every=-100; must be an int >= 0"),
         ("min_replay_steps", -1, "min_replay_steps=-1"),
         ("min_replay_steps", 200_000, "min_replay_steps=200000; must be an int in [0, 100000]"),
@@ -267,7 +264,7 @@ def test_the_run_stops_once_solved_and_keeps_the_best_weights(tmp_path):
         ("embed_dim", 65, "embed_dim=65"),  # the model's own checks, before any env exists
         ("context_length", 7, "context_length=7"),
         ("cache_backend", "pages", "cache_backend='pages'"),
-        # The Atari and run-directory fields (issue 16).
+        # The Atari and run-directory fields.
         ("keep_checkpoints", 0, "keep_checkpoints=0"),
         ("eval_max_steps", 0, "eval_max_steps=0"),
         ("sticky_action_prob", 1.5, "sticky_action_prob=1.5"),
@@ -365,8 +362,8 @@ def test_a_resume_without_a_replay_snapshot_refills_by_collecting(tmp_path, caps
 _KILLED_RUN = """
 import json, os, signal, sys
 import zerokv.rl.snapshot as snapshot
-from zerokv.rl.config import TrainConfig
-from zerokv.rl.trainer import train
+from zerokv.rl import TrainConfig
+from zerokv.rl import train
 
 write = snapshot._write_npy
 def dying(path, views):  # SIGKILL in the middle of the second checkpoint's replay snapshot

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from zerokv import WorldModel, WorldModelConfig
-from zerokv.rl.learner import Learner
+from zerokv.rl import Learner
 from zerokv.rl.replay import (
     Batch,
     GameSegment,

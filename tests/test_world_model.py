@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from zerokv import WorldModel, WorldModelConfig
-from zerokv.model.context import CacheValidationError
+from zerokv import CacheValidationError, WorldModel, WorldModelConfig
 from zerokv.search import SearchConfig, plan
 
 ATOL = 1e-5

@@ -16,10 +16,19 @@ from zerokv.cache import (
     PagedArena,
     StatsSource,
 )
+from zerokv.errors import (
+    CacheSnapshotError,
+    CacheValidationError,
+    CheckpointError,
+    PretrainedError,
+    ReplaySnapshotError,
+    RunDirError,
+    SnapshotError,
+    ZeroKVError,
+)
 from zerokv.model.config import WorldModelConfig
-from zerokv.model.context import CacheValidationError, NodeKey
+from zerokv.model.context import NodeKey
 from zerokv.model.context_cache import CacheReport
-from zerokv.model.snapshot import SnapshotError
 from zerokv.model.world_model import InferenceOutput, SequenceOutput, WorldModel
 from zerokv.search import (
     Expansion,
@@ -37,8 +46,10 @@ __all__ = [
     "Agent",
     "CacheConfig",
     "CacheReport",
+    "CacheSnapshotError",
     "CacheStats",
     "CacheValidationError",
+    "CheckpointError",
     "EvictionStrategy",
     "Expansion",
     "InferenceOutput",
@@ -50,8 +61,11 @@ __all__ = [
     "LegacyKVStore",
     "NodeKey",
     "PagedArena",
+    "PretrainedError",
     "RecurrentFnOutput",
+    "ReplaySnapshotError",
     "RootFnOutput",
+    "RunDirError",
     "SearchConfig",
     "SearchOutput",
     "SequenceOutput",
@@ -59,6 +73,7 @@ __all__ = [
     "StatsSource",
     "WorldModel",
     "WorldModelConfig",
+    "ZeroKVError",
     "muzero_search",
     "plan",
 ]

@@ -120,7 +120,8 @@ def flag_value(argv: Sequence[str], flag: str) -> str | None:
 
 
 def _train(argv: list[str], debug: bool) -> None:
-    from zerokv.rl.config import TrainConfig, file_overrides
+    from zerokv.rl.config import TrainConfig
+    from zerokv.rl.config_files import file_overrides
     from zerokv.rl.trainer import train
 
     if LIST_PRESETS_FLAG in argv:
@@ -173,9 +174,9 @@ def _export(argv: list[str], debug: bool) -> None:
 
 
 def _bench(argv: list[str], debug: bool) -> None:
-    from zerokv.bench import main as bench_main
+    from zerokv.bench import BenchArgs, run
 
-    bench_main(argv, debug=debug)
+    run(parse(BenchArgs, argv, "zerokv bench", debug=debug))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

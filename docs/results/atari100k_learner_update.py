@@ -2,7 +2,7 @@ import time, torch, numpy as np
 from zerokv.model.config import WorldModelConfig
 from zerokv.model.world_model import WorldModel
 from zerokv.rl.learner import Learner
-from zerokv.rl.learner_bench import LearnerBench, random_replay
+from zerokv.bench.learner import LearnerBench, random_replay
 torch.set_num_threads(2)
 sizes = {"atari100k": dict(embed_dim=768, num_heads=8, encoder_channels=64),
          "atari100k-cpu": dict(embed_dim=384, num_heads=6, encoder_channels=32),

@@ -1,11 +1,9 @@
-"""``zerokv bench``: parse the flags (tyro), run the benchmark, print / save the report."""
+"""``zerokv bench``: its flags (`BenchArgs`, parsed by ``zerokv.cli``) and `run`, which runs the benchmark and prints / saves the report."""
 
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -222,12 +220,3 @@ def run_soak_command(args: BenchArgs) -> BenchResult:
         write_json(result, args.json)
         print(f"wrote {args.json}")
     return result
-
-
-def main(argv: Sequence[str] | None = None, *, debug: bool = False) -> BenchResult:
-    """Entry point of ``zerokv bench``. A refused command line raises ``zerokv.cli.UsageError`` and
-    a bad value ValueError; ``zerokv.cli.main`` turns both into one line on stderr."""
-    from zerokv.cli import parse
-
-    args = parse(BenchArgs, list(sys.argv[1:] if argv is None else argv), "zerokv bench", debug=debug)
-    return run(args)

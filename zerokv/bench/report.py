@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from zerokv.bench.configs import BASELINE, REFERENCE
 from zerokv.bench.run import BenchResult
+from zerokv.io import atomic_write_bytes
 
 BUSY_SHARE = 0.1
 """Other processes' share of the CPU during the run above which the report warns of noise."""
@@ -191,25 +191,12 @@ def _finite(value):
     return value
 
 
-def _atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def write_json(result: BenchResult, path: str | os.PathLike) -> None:
     """A list of records at ``path`` and the run's metadata beside it (``*.meta.json``), atomically."""
     path = Path(path)
-    _atomic_write(path, (json.dumps(_finite(result.records), indent=2, allow_nan=False) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(_finite(result.records), indent=2, allow_nan=False) + "\n").encode())
     meta = json.dumps(_finite([result.meta])[0], indent=2, allow_nan=False) + "\n"
-    _atomic_write(meta_path(path), meta.encode())
+    atomic_write_bytes(meta_path(path), meta.encode())
 
 
 def meta_path(path: str | os.PathLike) -> Path:
@@ -251,4 +238,4 @@ def write_plot(result: BenchResult, path: str | os.PathLike) -> None:
     fig.suptitle(f"zerokv bench{quick}: {result.meta['threads']} threads, {result.meta['cpu']}", fontsize=9)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
-    _atomic_write(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())

@@ -119,8 +119,8 @@ class WorldModelConfig:
     **lossy: the cache is then not exact by design** — outputs differ from the "none" reference by
     the storage rounding carried through the layers (`zerokv bench --storage-dtypes` measures it),
     so ``cache_validation_mode`` refuses it. Only the "paged" backend has a storage dtype of its own
-    (the others store in ``dtype``). For wide reanalysis: int8 takes 3.9× less arena memory than
-    float32 at the atari config (3.8× at `small`)."""
+    (the others store in ``dtype``). For wide reanalysis: int8 takes about a quarter of float32's
+    arena memory."""
 
     compile: bool = False
     """Run search's recurrent step as a ``torch.compile`` (inductor) graph per batch-size bucket

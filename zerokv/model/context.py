@@ -72,5 +72,3 @@ def make_keys(
     return keys
 
 
-class CacheValidationError(RuntimeError):
-    """A cached forward disagreed with the recompute reference (``cache_validation_mode``)."""

@@ -1,9 +1,9 @@
 """Linear layers (and the image encoder's convolutions) whose inference runs through oneDNN on the CPU.
 
-Why: on this project's benchmark machine (AMD EPYC, AVX-512) ``F.linear`` in float32 goes to MKL's
-sgemm, which ran the world model's search shapes at about half the rate of oneDNN's
-``mkldnn::_linear_pointwise`` (the kernel ``torch.compile`` emits for CPU linears). In bfloat16
-both already use oneDNN; there the gain is the fused GELU epilogue.
+Why: ``F.linear`` in float32 goes to MKL's sgemm, which runs the world model's search shapes
+slower than oneDNN's ``mkldnn::_linear_pointwise`` (the kernel ``torch.compile`` emits for CPU
+linears) on AVX-512 CPUs. In bfloat16 both already use oneDNN; there the gain is the fused GELU
+epilogue.
 
 The weight goes to oneDNN *prepacked* (:func:`packed_weight`: its blocked layout, made once per
 weight version), as ``torch.compile``'s freezing pass does: given the plain ``(out, in)`` matrix,
@@ -31,6 +31,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils.weak import WeakIdKeyDictionary
 
 from zerokv.model.train_linear import OneDNNLinear, onednn_training
@@ -38,7 +39,7 @@ from zerokv.model.train_linear import OneDNNLinear, onednn_training
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 ONEDNN_MIN_MACS = 1_100_000
 """Smallest float32 matmul (rows × in × out multiply-adds) sent to oneDNN (prepacked weight): the
-crossover measured on the bench machine (docs/benchmarks.md, "Kernel choices, measured")."""
+measured crossover (docs/benchmarks.md, "Kernel choices, measured")."""
 
 
 def onednn_inference(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -67,13 +68,15 @@ def packed_weight(weight: torch.Tensor) -> torch.Tensor:
     """``weight (out, in)`` in oneDNN's blocked layout (an opaque ``torch._mkldnn`` tensor), for
     ``mkldnn::_linear_pointwise``.
 
-    Made on first use and again whenever the weight changes: an in-place update (optimizer step,
-    ``load_state_dict``, ``copy_``) bumps ``weight._version`` and a swapped ``.data`` moves its data
-    pointer — either one remakes the copy, so a search never sees stale weights. Two writes bypass
-    both (a write through ``weight.data``, and ``AdamW(fused=True)``'s step): after those, call
-    :func:`forget_packed_weights`. Costs a second copy of every packed weight (the ``atari``
-    model: ~70 MB in float32). Inference tensors (made under ``torch.inference_mode``) have no
-    version counter, so they are never packed (plain-weight oneDNN: same results, slower).
+    Made on first use and again whenever the weight changes, so a search never sees stale
+    weights: an in-place update (``load_state_dict``, ``copy_``, ``lerp_``, a foreach optimizer
+    step) bumps ``weight._version``, a swapped ``.data`` moves its data pointer, and every
+    optimizer step — including fused ones (``AdamW(fused=True)``), which write without bumping
+    the version — drops the packed copies of that optimizer's parameters (a global step hook,
+    :func:`_drop_packed_after_step`). Only a write through ``weight.data`` (which autograd does
+    not see either) needs :func:`forget_packed_weights`. Costs a second copy of every packed
+    weight. Inference tensors (made under ``torch.inference_mode``) have no version counter, so
+    they are never packed (plain-weight oneDNN: same results, slower).
     """
     if weight.is_inference():
         return weight
@@ -87,13 +90,26 @@ def packed_weight(weight: torch.Tensor) -> torch.Tensor:
 
 def forget_packed_weights(module: nn.Module | None = None) -> None:
     """Drop the packed copies of ``module``'s parameters (all of them if None); they are remade on
-    next use. Needed only after a weight write that bypasses the version counter (see
-    :func:`packed_weight`)."""
+    next use. Needed only after a write through ``weight.data`` (see :func:`packed_weight`)."""
     if module is None:
         _PACKED.clear()
         return
     for param in module.parameters():
         _PACKED.pop(param, None)
+
+
+def _drop_packed_after_step(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    """After any optimizer's step: its parameters' packed copies are stale (a fused step writes
+    the weights without bumping their version counters); they are remade on next use."""
+    if not _PACKED:
+        return
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            _PACKED.pop(param, None)
+
+
+if _ONEDNN:  # the packed copies are this module's; so is keeping them current
+    register_optimizer_step_post_hook(_drop_packed_after_step)
 
 
 def conv2d_gelu(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:

@@ -19,15 +19,14 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from zerokv.errors import PretrainedError
+from zerokv.io import atomic_write_bytes
 from zerokv.model.config import WorldModelConfig
 from zerokv.version import __version__
-
-if TYPE_CHECKING:
-    from zerokv.model.world_model import WorldModel
 
 __all__ = ["CONFIG_NAME", "FORMAT", "WEIGHTS_NAME", "PretrainedError", "build_checked", "check_weights",
            "load_pretrained", "read_pretrained_config", "save_pretrained"]
@@ -38,8 +37,6 @@ FORMAT = "zerokv-world-model"
 FORMAT_VERSION = 1
 
 
-class PretrainedError(ValueError):
-    """An exported model directory is missing a file, or its files do not fit together."""
 
 
 def save_pretrained(directory: str | os.PathLike[str], model_config: WorldModelConfig | dict,
@@ -47,7 +44,7 @@ def save_pretrained(directory: str | os.PathLike[str], model_config: WorldModelC
     """Writes ``weights`` (a world model's ``state_dict``, saved as float32 contiguous CPU
     tensors) and ``model_config`` (plus ``extra`` keys, JSON-serialisable) into ``directory``,
     created if needed; returns it."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     directory = Path(directory)
     config = dataclasses.asdict(model_config) if isinstance(model_config, WorldModelConfig) else dict(model_config)
@@ -55,10 +52,10 @@ def save_pretrained(directory: str | os.PathLike[str], model_config: WorldModelC
     config["dtype"] = "float32"  # what is stored; from_pretrained(dtype="bfloat16") casts
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {name: t.detach().to("cpu", torch.float32).contiguous() for name, t in weights.items()}
-    save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": FORMAT})
+    atomic_write_bytes(directory / WEIGHTS_NAME, save(tensors, metadata={"format": FORMAT}))
     document = {"format": FORMAT, "format_version": FORMAT_VERSION, "zerokv_version": __version__,
                 "world_model_config": config, **(extra or {})}
-    (directory / CONFIG_NAME).write_text(json.dumps(document, indent=2) + "\n")
+    atomic_write_bytes(directory / CONFIG_NAME, (json.dumps(document, indent=2) + "\n").encode())
     return directory
 
 
@@ -111,8 +108,8 @@ def check_weights(weights: dict[str, torch.Tensor], expected: dict[str, tuple[in
             raise PretrainedError(f"{source}: tensor {name!r} holds NaN or infinite values")
 
 
-def build_checked(cls: type[WorldModel], fields: dict[str, Any], changes: dict[str, Any],
-                  shapes: dict[str, tuple[int, ...]], source: str) -> WorldModel:
+def build_checked(cls: type[torch.nn.Module], fields: dict[str, Any], changes: dict[str, Any],
+                  shapes: dict[str, tuple[int, ...]], source: str) -> torch.nn.Module:
     """A ``cls`` model of ``WorldModelConfig(**fields, **changes)`` once the config is known to fit
     weights of ``shapes`` (:func:`zerokv.model.bounds.check_config_fits`) and their shapes match
     the built model's; the caller's torch RNG is left alone (the init weights are overwritten)."""
@@ -139,8 +136,8 @@ def build_checked(cls: type[WorldModel], fields: dict[str, Any], changes: dict[s
     return model
 
 
-def load_pretrained(cls: type[WorldModel], directory: str | os.PathLike[str], **changes: Any) -> WorldModel:
-    """A ``cls`` model with the saved config (``changes`` replace fields, e.g. ``device``,
+def load_pretrained(cls: type[torch.nn.Module], directory: str | os.PathLike[str], **changes: Any) -> torch.nn.Module:
+    """A ``cls`` model (a world model class, built as ``cls(config)``) with the saved config (``changes`` replace fields, e.g. ``device``,
     ``dtype``, ``env_num``, ``cache_backend``) and the saved weights, in eval mode.
 
     Everything is checked before anything large is allocated: the config's fields against the

@@ -18,7 +18,7 @@ it, so a snapshot is refused by any model it was not taken from:
   truncated or modified file is refused (an integrity check, not a signature: whoever can write
   the file can recompute it).
 
-A refusal is a :class:`SnapshotError` (a ``ValueError``) naming the mismatch; nothing is changed.
+A refusal is a :class:`CacheSnapshotError` (a ``ValueError``) naming the mismatch; nothing is changed.
 Only the "paged" backend (without ``cache_validation_mode``) can take and restore snapshots.
 
 File format (safetensors, with a JSON header in its metadata):
@@ -43,10 +43,7 @@ metadata ``zerokv``: ``{"format", "config", "weights_blake3", "epoch"}`` as JSON
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -56,14 +53,13 @@ from safetensors.torch import save as st_save
 
 from zerokv.cache.paged import RootRows
 from zerokv.cache.storage import SCALED, Quantized
+from zerokv.errors import CacheSnapshotError
+from zerokv.io import atomic_write_bytes
 from zerokv.model.config import ARCHITECTURE, WorldModelConfig
 from zerokv.model.context import NodeKey
 from zerokv.model.context_cache import RootState
 
-if TYPE_CHECKING:
-    from zerokv.model.world_model import WorldModel
-
-__all__ = ["FORMAT", "IDENTITY", "SnapshotError", "identity", "restore", "snapshot_bytes", "weights_fingerprint"]
+__all__ = ["FORMAT", "IDENTITY", "CacheSnapshotError", "identity", "restore", "snapshot_bytes", "weights_fingerprint"]
 
 FORMAT = "zerokv-root-contexts/1"
 """The snapshot format written here (a file of another format is refused)."""
@@ -72,8 +68,6 @@ IDENTITY: tuple[str, ...] = (*ARCHITECTURE, "kv_storage", "cache_backend", "env_
 storage dtype, so None and the model's own dtype match)."""
 
 
-class SnapshotError(ValueError):
-    """A snapshot that cannot be loaded into this model: damaged, or taken from another model."""
 
 
 def identity(cfg: WorldModelConfig) -> dict:
@@ -103,9 +97,9 @@ def _content_hash(header: str, tensors: dict[str, torch.Tensor]) -> str:
 
 
 # ----------------------------------------------------------------------------- save
-def snapshot_bytes(model: WorldModel, state: RootState) -> bytes:
-    """``state`` (the model's :meth:`~zerokv.model.context_cache.ContextCache.export_state`) as a
-    snapshot file's bytes."""
+def snapshot_bytes(config: WorldModelConfig, weights: torch.nn.Module, state: RootState) -> bytes:
+    """``state`` (a model's :meth:`~zerokv.model.context_cache.ContextCache.export_state`) as a
+    snapshot file's bytes, stamped with ``config``'s identity and the fingerprint of ``weights``."""
     keyed = [(e, k) for e, k in enumerate(state.keys) if k is not None]
     payload_len = len(keyed[0][1].payload) if keyed else 0
     roots = state.roots
@@ -121,91 +115,71 @@ def snapshot_bytes(model: WorldModel, state: RootState) -> bytes:
     }
     if roots.stored.scale is not None:
         tensors["scale"] = roots.stored.scale.contiguous()
-    header = json.dumps({"format": FORMAT, "config": identity(model.config),
-                         "weights_blake3": weights_fingerprint(model), "epoch": state.epoch}, sort_keys=True)
+    header = json.dumps({"format": FORMAT, "config": identity(config),
+                         "weights_blake3": weights_fingerprint(weights), "epoch": state.epoch}, sort_keys=True)
     return st_save(tensors, metadata={"zerokv": header, "content_blake3": _content_hash(header, tensors)})
 
 
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same directory and ``os.replace``: a
-    reader sees the old file or the new one, never a partial one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:  # a full disk, a quota, an I/O error: say what is left
-        Path(tmp).unlink(missing_ok=True)
-        raise OSError(e.errno, f"{path} could not be written ({e.strerror or e}); "
-                               f"{'the previous file there is unchanged' if path.exists() else 'nothing was written'}"
-                      ) from e
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 # ----------------------------------------------------------------------------- load
-def restore(model: WorldModel, data: bytes) -> RootState:
-    """The :class:`RootState` in ``data``, checked against ``model`` (a :class:`SnapshotError` names
-    the first mismatch: content, format, a config field, the weights)."""
+def restore(config: WorldModelConfig, weights: torch.nn.Module, key_hash, data: bytes) -> RootState:
+    """The :class:`RootState` in ``data``, checked against the model of ``config`` and ``weights``
+    (a :class:`CacheSnapshotError` names the first mismatch: content, format, a config field, the
+    weights); its root keys made with ``key_hash``."""
     tensors, header = _parse(data)
     if header.get("format") != FORMAT:
-        raise SnapshotError(f"snapshot format {header.get('format')!r}; this zerokv reads {FORMAT!r}")
-    theirs, ours = header.get("config", {}), identity(model.config)
+        raise CacheSnapshotError(f"snapshot format {header.get('format')!r}; this zerokv reads {FORMAT!r}")
+    theirs, ours = header.get("config", {}), identity(config)
     for name in IDENTITY:
         if theirs.get(name) != ours[name]:
-            raise SnapshotError(f"snapshot was taken with {name}={theirs.get(name)!r}, this model has "
+            raise CacheSnapshotError(f"snapshot was taken with {name}={theirs.get(name)!r}, this model has "
                                 f"{name}={ours[name]!r}: a snapshot loads only into the model it was taken from")
-    mine = weights_fingerprint(model)
+    mine = weights_fingerprint(weights)
     if header.get("weights_blake3") != mine:
-        raise SnapshotError("weights differ: the snapshot's root contexts were computed with other weights "
+        raise CacheSnapshotError("weights differ: the snapshot's root contexts were computed with other weights "
                             f"(BLAKE3 {str(header.get('weights_blake3'))[:12]}…, this model's {mine[:12]}…); "
                             "rebuild them from history instead")
     epoch = header.get("epoch")
     if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch < 1 << 62:
-        raise SnapshotError(f"snapshot epoch {epoch!r}; must be an int in [0, 2**62)")
-    _check_forged(model.config, tensors, epoch)
-    return _state(model.config, tensors, epoch, model.key_hash)
+        raise CacheSnapshotError(f"snapshot epoch {epoch!r}; must be an int in [0, 2**62)")
+    _check_forged(config, tensors, epoch)
+    return _state(config, tensors, epoch, key_hash)
 
 
 def _check_forged(cfg: WorldModelConfig, t: dict[str, torch.Tensor], epoch: int) -> None:
     """What a hash cannot vouch for (anyone can recompute it): each env at most once, integer
     ids, windows at non-negative positions, key epochs not after the snapshot's, key payloads of
-    one latent's bytes, finite keys and values. A SnapshotError names the first violation."""
+    one latent's bytes, finite keys and values. A CacheSnapshotError names the first violation."""
     names = ("key_envs", "key_epochs", "key_payloads", "envs", "lengths", "last", "payload")
     missing = [name for name in names if name not in t]
     if missing:
-        raise SnapshotError(f"snapshot lacks tensors {missing}")
+        raise CacheSnapshotError(f"snapshot lacks tensors {missing}")
     for name in ("key_envs", "key_epochs", "envs", "lengths", "last"):
         if t[name].dtype != torch.int64 or t[name].dim() != 1:
-            raise SnapshotError(f"snapshot tensor {name} is {t[name].dtype} of shape {tuple(t[name].shape)}; "
+            raise CacheSnapshotError(f"snapshot tensor {name} is {t[name].dtype} of shape {tuple(t[name].shape)}; "
                                 "expected a vector of int64")
     for name in ("key_envs", "envs"):
         ids = t[name].tolist()
         if len(set(ids)) != len(ids):
-            raise SnapshotError(f"snapshot {name} {ids} repeat an env; each env has at most one root")
+            raise CacheSnapshotError(f"snapshot {name} {ids} repeat an env; each env has at most one root")
     if len(t["key_epochs"]) != len(t["key_envs"]) or (len(t["key_epochs"]) and (
             int(t["key_epochs"].min()) < 0 or int(t["key_epochs"].max()) > epoch)):
-        raise SnapshotError(f"snapshot key epochs {t['key_epochs'].tolist()}; must be in [0, {epoch}] (one per key)")
+        raise CacheSnapshotError(f"snapshot key epochs {t['key_epochs'].tolist()}; must be in [0, {epoch}] (one per key)")
     latent_bytes = cfg.embed_dim * 4  # keys hold a float32 latent's bytes
     n_keys, shape = len(t["key_envs"]), tuple(t["key_payloads"].shape)
     if t["key_payloads"].dtype != torch.uint8 or len(shape) != 2 or shape[0] != n_keys or (
             n_keys and shape[1] != latent_bytes):
-        raise SnapshotError(f"snapshot key payloads of shape {tuple(t['key_payloads'].shape)}; expected "
+        raise CacheSnapshotError(f"snapshot key payloads of shape {tuple(t['key_payloads'].shape)}; expected "
                             f"({len(t['key_envs'])}, {latent_bytes}) uint8")
     lengths, last = t["lengths"], t["last"]
     if lengths.shape == last.shape and len(last) and bool((last - lengths + 1 < 0).any() or (last >= 1 << 62).any()):
-        raise SnapshotError(f"snapshot window positions {last.tolist()} with lengths {lengths.tolist()}: a "
+        raise CacheSnapshotError(f"snapshot window positions {last.tolist()} with lengths {lengths.tolist()}: a "
                             "window's first token would sit before position 0")
     for name in ("payload", "scale"):
         if name in t and t[name].is_floating_point() and not bool(torch.isfinite(t[name].float()).all()):
-            raise SnapshotError(f"snapshot {name} holds NaN or infinite values: keys and values must be finite")
+            raise CacheSnapshotError(f"snapshot {name} holds NaN or infinite values: keys and values must be finite")
     latents = t["key_payloads"].contiguous().view(torch.float32) if len(t["key_envs"]) else None
     if latents is not None and not bool(torch.isfinite(latents).all()):
-        raise SnapshotError("snapshot root keys hold NaN or infinite latents")
+        raise CacheSnapshotError("snapshot root keys hold NaN or infinite latents")
 
 
 def _parse(data: bytes) -> tuple[dict[str, torch.Tensor], dict]:
@@ -217,9 +191,9 @@ def _parse(data: bytes) -> tuple[dict[str, torch.Tensor], dict]:
         header_text, digest = metadata["zerokv"], metadata["content_blake3"]
         header = json.loads(header_text)
     except Exception as e:  # safetensors raises its own error type for a damaged file
-        raise SnapshotError(f"not a readable zerokv cache snapshot (truncated or damaged?): {e}") from None
+        raise CacheSnapshotError(f"not a readable zerokv cache snapshot (truncated or damaged?): {e}") from None
     if _content_hash(header_text, tensors) != digest:
-        raise SnapshotError("snapshot content does not match its content hash: the file was modified or damaged")
+        raise CacheSnapshotError("snapshot content does not match its content hash: the file was modified or damaged")
     return tensors, header
 
 
@@ -234,7 +208,7 @@ def _state(cfg: WorldModelConfig, t: dict[str, torch.Tensor], epoch: int, key_ha
             and not (ids.size and (ids.min() < 0 or ids.max() >= cfg.env_num))
             and lengths.shape == t["last"].shape == (n,) and not (n and (lengths.min() < 1 or lengths.max() > w)))
     if not fits:  # checked before anything changes (the arena would refuse only after the caches were cleared)
-        raise SnapshotError(f"snapshot tensors do not fit this model: payload {tuple(t['payload'].shape)} "
+        raise CacheSnapshotError(f"snapshot tensors do not fit this model: payload {tuple(t['payload'].shape)} "
                             f"(expected {expected}), scales {'scale' in t}, env ids {ids.tolist()} "
                             f"(env_num={cfg.env_num}), window lengths {lengths.tolist()} (1 … {w})")
     payloads = t["key_payloads"].numpy()
@@ -243,7 +217,35 @@ def _state(cfg: WorldModelConfig, t: dict[str, torch.Tensor], epoch: int, key_ha
         keys[env] = NodeKey(env, key_epoch, payload, key_hash(env, key_epoch, payload))  # this process's hash
     envs = t["envs"].numpy()
     if any(keys[e] is None for e in envs.tolist()):
-        raise SnapshotError("snapshot has a root context without a root key")
+        raise CacheSnapshotError("snapshot has a root context without a root key")
     stored = Quantized(t["payload"], t.get("scale"))
     return RootState(keys, RootRows(envs, [keys[e] for e in envs.tolist()], lengths, t["last"].numpy(), stored),
                      epoch)
+
+
+class CacheSnapshots:
+    """Mixin of :class:`~zerokv.model.world_model.WorldModel`: its root contexts saved and loaded."""
+
+    def caches_to_bytes(self) -> bytes:
+        """A snapshot of the root contexts (each env's latest root, what the next
+        ``initial_inference`` extends), the config and a fingerprint of the weights, as bytes. "paged"
+        backend only."""
+        self._owner.check("caches_to_bytes")
+        return snapshot_bytes(self.config, self, self._cache.export_state())
+
+    def save_caches(self, path) -> None:
+        """:meth:`caches_to_bytes`, written to ``path`` atomically (safetensors with a JSON header)."""
+        atomic_write_bytes(path, self.caches_to_bytes())
+
+    def load_caches_from_bytes(self, data: bytes) -> None:
+        """Replace every cache with the snapshot's root contexts: afterwards the next
+        ``initial_inference(obs, last_actions=...)`` gives exactly what the model the snapshot was
+        taken from would have. Refused (``CacheSnapshotError``, naming the mismatch; nothing
+        changed) for a damaged file, or one taken with other weights, another config or another backend."""
+        self._owner.claim("load_caches")
+        self._cache.import_state(restore(self.config, self, self.key_hash, data))
+        self._nodes.start([])  # no search is open: the next call is a root call
+
+    def load_caches(self, path) -> None:
+        """:meth:`load_caches_from_bytes` of the file at ``path`` (written by :meth:`save_caches`)."""
+        self.load_caches_from_bytes(Path(path).read_bytes())

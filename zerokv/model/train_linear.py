@@ -1,10 +1,8 @@
 """Training matmuls through oneDNN: a linear layer whose forward and backward run oneDNN's kernel.
 
-Why: with autograd, ``F.linear`` and its backward go to MKL's sgemm, which on this project's
-AMD bench machine runs float32 far below oneDNN's rate at the learner's shapes (704–1,408 rows
-of the ``atari`` model; measured by ``zerokv.rl.learner_bench``, figures in docs/training.md). The
-three products of a linear
-layer — ``y = x Wᵀ + b``, ``∂x = ∂y W``, ``∂W = ∂yᵀ x`` — are each one oneDNN linear here:
+Why: with autograd, ``F.linear`` and its backward go to MKL's sgemm, which runs float32 below
+oneDNN's rate at the learner's shapes on AVX-512 CPUs (``python -m zerokv.bench.learner``
+measures it; figures in docs/training.md). The three products of a linear layer — ``y = x Wᵀ + b``, ``∂x = ∂y W``, ``∂W = ∂yᵀ x`` — are each one oneDNN linear here:
 the backward's as linears of transposed operands, made contiguous first (small next to the
 matmul).
 

@@ -170,8 +170,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
 
     With gradients (training): ``F.scaled_dot_product_attention`` and its fused backward. Without
     (search, reanalysis): two explicit matmuls with the softmax in float32, which at search shapes
-    (1–2 queries over ≤ context_length keys) ran faster than ``scaled_dot_product_attention`` on
-    the bench CPU in both dtypes (docs/benchmarks.md, "Kernel choices, measured"). Every inference path
+    (1–2 queries over ≤ context_length keys) ran faster than ``scaled_dot_product_attention`` in
+    both dtypes (docs/benchmarks.md, "Kernel choices, measured"). Every inference path
     (cached or recomputed) uses this one formula, so backends agree.
     """
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):

@@ -7,7 +7,8 @@ history (its previous root) with ``[last action, observation]`` and stores the r
 ``recurrent_inference`` runs ``[action, ô]`` on each parent's past and stores each child.
 
 Around the network: the cache layer (:mod:`zerokv.model.context_cache`, the backend chosen once
-by ``config.cache_backend``), the seeds' names (:mod:`zerokv.model.seeds`), the input checks
+by ``config.cache_backend``), the seeds' names (:mod:`zerokv.model.seeds`), cache snapshots
+(:mod:`zerokv.model.snapshot`), weight loading (:mod:`zerokv.model.weights`), the input checks
 (:mod:`zerokv.model.inputs`) and the search state and thread rule (:mod:`zerokv.model.session`).
 ``config.dtype`` "bfloat16" is a search-only mode; inputs and outputs are float32 either way.
 """
@@ -18,14 +19,13 @@ import dataclasses
 import logging
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from zerokv.model import inputs, snapshot
+from zerokv.model import inputs
 from zerokv.model.compiled import RecurrentStep
 from zerokv.model.config import WorldModelConfig
 from zerokv.model.context import KeyHash, default_key_hash
@@ -35,9 +35,10 @@ from zerokv.model.outputs import InferenceOutput, SequenceOutput
 from zerokv.model.pretrained import PretrainedMixin
 from zerokv.model.seeds import SeedsNames
 from zerokv.model.session import SearchNodes, ThreadOwner
+from zerokv.model.snapshot import CacheSnapshots
 from zerokv.model.support import support_to_scalar
 from zerokv.model.transformer import Transformer
-from zerokv.model.weights import check_state_dict, copy_model, load_weights
+from zerokv.model.weights import WeightsMixin
 
 __all__ = ["NO_ACTION", "InferenceOutput", "SequenceOutput", "WorldModel"]
 
@@ -54,7 +55,7 @@ class _RootGroup(NamedTuple):
     pasts: list | None = None
 
 
-class WorldModel(SeedsNames, PretrainedMixin, nn.Module):
+class WorldModel(SeedsNames, CacheSnapshots, PretrainedMixin, WeightsMixin, nn.Module):
     """The network, its three inference entry points and ``forward_sequence`` for training.
 
     Inputs are checked once at each entry point (:mod:`zerokv.model.inputs`): a refused call
@@ -109,65 +110,13 @@ class WorldModel(SeedsNames, PretrainedMixin, nn.Module):
         config = dataclasses.replace(self.config, env_num=env_num)  # validates env_num
         return WorldModel(config, key_hash=self.key_hash, share_weights_with=self)
 
-    def copy_with(self, **changes) -> WorldModel:
-        """A new model with this one's weights (cast) under ``dataclasses.replace(config, **changes)``
-        (e.g. ``dtype="bfloat16"``, ``cache_backend="none"``): its own weights and caches, this
-        model's train/eval mode; the caller's torch RNG is left untouched."""
-        return copy_model(self, **changes)
-
-    def load_weights_from(self, other: WorldModel) -> None:
-        """Copy ``other``'s weights, cast to this model's dtype, and clear the caches (their keys and
-        values came from the old weights; ``rebuild_root_contexts`` restores root contexts). How a
-        bfloat16 search copy follows its float32 training model. The architectures must match.
-        All or nothing: the thread and every shape are checked before the first tensor is copied."""
-        self._owner.check("load_weights_from")
-        load_weights(self, other)
-        self.clear_caches()
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """``nn.Module.load_state_dict``, all or nothing: the calling thread (as for every entry
-        point), the names, shapes and finiteness of every tensor are checked before the first is
-        copied; then the caches built from the old weights are cleared."""
-        self._owner.check("load_state_dict")
-        check_state_dict(self, state_dict, strict=strict)
-        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
-        self.clear_caches()
-        return result
-
-    # ------------------------------------------------------------------- snapshots
-    def caches_to_bytes(self) -> bytes:
-        """A snapshot of the root contexts (each env's latest root, what the next
-        ``initial_inference`` extends), the config and a fingerprint of the weights, as bytes
-        (:mod:`zerokv.model.snapshot`). "paged" backend only."""
-        self._owner.check("caches_to_bytes")
-        return snapshot.snapshot_bytes(self, self._cache.export_state())
-
-    def save_caches(self, path) -> None:
-        """:meth:`caches_to_bytes`, written to ``path`` atomically (safetensors with a JSON header)."""
-        snapshot.write_atomic(path, self.caches_to_bytes())
-
-    def load_caches_from_bytes(self, data: bytes) -> None:
-        """Replace every cache with the snapshot's root contexts: afterwards the next
-        ``initial_inference(obs, last_actions=...)`` gives exactly what the model the snapshot was
-        taken from would have. Refused (``SnapshotError``, naming the mismatch; nothing changed) for
-        a damaged file, or one taken with other weights, another config or another backend."""
-        self._owner.claim("load_caches")
-        state = snapshot.restore(self, data)
-        self._cache.import_state(state)
-        self._nodes.start([])  # no search is open: the next call is a root call
-
-    def load_caches(self, path) -> None:
-        """:meth:`load_caches_from_bytes` of the file at ``path`` (written by :meth:`save_caches`)."""
-        self.load_caches_from_bytes(Path(path).read_bytes())
-
     @property
     def work(self):
         """What the cache costs (:class:`~zerokv.model.context.CacheWork`; the benchmark reads it)."""
         return self._cache.work
 
     def cache_stats(self) -> CacheReport:
-        """Node lookups (hits, misses, hit_rate), evictions, fallbacks, rebuilds, live entries, bytes
-        and the store's own summary, since the last :meth:`reset_cache_stats`."""
+        """Lookups (hits, misses, hit_rate), evictions, fallbacks, rebuilds, size, bytes, store summary since :meth:`reset_cache_stats`."""
         return self._cache.report()
 
     @property
@@ -364,8 +313,7 @@ class WorldModel(SeedsNames, PretrainedMixin, nn.Module):
             reward_logits=self.head_reward(h_act), next_latent=self.head_latent(h_act), latents=latents,
         )
 
-    def _maybe_log(self) -> None:
-        # Throttled: at most one line every 30 s, and only when asked for.
+    def _maybe_log(self) -> None:  # throttled: at most one line every 30 s, and only when asked for
         if self.config.enable_cache_logging and time.monotonic() - self._last_log > 30:
             self._last_log = time.monotonic()
             logger.info("cache stats: %s", self.cache_stats())

@@ -23,11 +23,13 @@ import io
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from zerokv.errors import CheckpointError
+from zerokv.io import TEMP_SUFFIX, HashingFile, atomic_write
 
 __all__ = [
     "CheckpointError",
@@ -50,12 +52,8 @@ _NAME_RE = re.compile(r"ckpt_(\d{9})\.pt")
 _PLAIN_TYPES = (str, int, float, bool, type(None))
 _SIZE_DIGITS = 20
 """The size field is zero-padded to this width, so the placeholder header has the final length."""
-TEMP_SUFFIX = ".tmp"
-"""Every temporary file or directory of an unfinished save is named `.{final name}.*.tmp`."""
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, truncated, corrupted or tampered with."""
 
 
 def checkpoint_path(directory: str | os.PathLike[str], step: int) -> Path:
@@ -127,21 +125,6 @@ def _check_payload(value: Any, where: str) -> None:
         )
 
 
-class _HashingWriter:
-    """A write-only file wrapper that hashes and counts what passes through (for `torch.save`)."""
-
-    def __init__(self, file) -> None:
-        self.file, self.sha256, self.size = file, hashlib.sha256(), 0
-
-    def write(self, data) -> int:
-        self.sha256.update(data)
-        self.size += len(data)
-        return self.file.write(data)
-
-    def flush(self) -> None:
-        self.file.flush()
-
-
 def _header(digest: str, size: int) -> bytes:
     return b"%s %d sha256=%s size=%0*d\n" % (MAGIC, FORMAT_VERSION, digest.encode(), _SIZE_DIGITS, size)
 
@@ -156,42 +139,12 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> No
     if not isinstance(payload, dict):
         raise ValueError(f"payload is a {type(payload).__name__}; it must be a dict")
     _check_payload(payload, "payload")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    try:
-        os.chmod(tmp_name, 0o644)  # mkstemp makes 0600; checkpoints are ordinary files
-        with os.fdopen(fd, "wb") as f:
-            f.write(_header("0" * 64, 0))  # placeholder of the final header's length
-            body = _HashingWriter(f)
-            torch.save(payload, body)
-            f.seek(0)
-            f.write(_header(body.sha256.hexdigest(), body.size))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except OSError as e:  # a full disk, a quota, an I/O error: say what is left
-        Path(tmp_name).unlink(missing_ok=True)
-        raise OSError(e.errno, f"checkpoint {path} could not be written ({e.strerror or e}); "
-                               f"{'the previous one there is unchanged' if path.exists() else 'nothing was written'}"
-                      ) from e
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    fsync_directory(path.parent)
-
-
-def fsync_directory(directory: Path) -> None:
-    """Makes the rename durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with atomic_write(path, what="checkpoint") as f:
+        f.write(_header("0" * 64, 0))  # placeholder of the final header's length
+        body = HashingFile(f)
+        torch.save(payload, body)
+        f.seek(0)
+        f.write(_header(body.digest.hexdigest(), body.size))
 
 
 def load_checkpoint(

@@ -1,8 +1,8 @@
 """``TrainConfig``: every flag of ``zerokv train``, one typed dataclass (the CLI is built from it).
 
 Where a run's values come from, lowest first: the defaults here, a ``--preset`` shipped with
-zerokv, a ``--config`` file, the command line's flags (:func:`file_overrides` merges the middle
-two). ``out`` left unset becomes a new directory per run, as cleanrl names them
+zerokv, a ``--config`` file, the command line's flags (``zerokv.rl.config_files.file_overrides`` merges
+the middle two). ``out`` left unset becomes a new directory per run, as cleanrl names them
 (:func:`default_out`).
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated
 
 import tyro
@@ -28,13 +27,8 @@ from zerokv.checks import (
 from zerokv.envs import check_memory_fit, is_memory_env
 from zerokv.model.config import DTYPES, CacheBackend, Dtype, Encoder, WorldModelConfig
 from zerokv.presets import Preset, preset_path
-from zerokv.rl.envs import VECTOR_ENV_MODES, VectorEnvMode, check_env_id, is_atari
+from zerokv.rl.envs import VECTOR_ENV_MODES, VectorEnvMode, is_atari
 from zerokv.rl.learner import VALUE_BOOTSTRAPS, ValueBootstrap
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
 
 DeviceName = Annotated[str, tyro.conf.arg(metavar="{cpu,cuda,cuda:N,mps}")]
 """A torch device name: not a ``Literal`` because of ``cuda:N``; ``--help`` shows the choices and
@@ -391,14 +385,12 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
-        """The config as YAML, in field order: what a run prints at start, and a valid
-        ``--config`` file."""
+        """The config as YAML in field order: what a run prints at start; a valid ``--config`` file."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
 
 
 def default_out(cfg: TrainConfig, now: float | None = None) -> str:
-    """A new run directory per run, as cleanrl names them: ``runs/{env}__{seed}__{date-time}``
-    (``/`` in the env id becomes ``-``: ``runs/ALE-Pong-v5__0__20261130-141500``)."""
+    """A new run directory per run, as cleanrl names them: ``runs/ALE-Pong-v5__0__20261130-141500``."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
     return f"{RUNS_DIR}/{cfg.env.replace('/', '-')}__{cfg.seed}__{stamp}"
 
@@ -406,46 +398,3 @@ def default_out(cfg: TrainConfig, now: float | None = None) -> str:
 def with_out(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with ``out`` made concrete (:func:`default_out` if unset)."""
     return cfg if cfg.out is not None else dataclasses.replace(cfg, out=default_out(cfg))
-
-
-FILE_REFUSED_KEYS = ("allow_env_import",)  # a config file cannot allow itself to import code
-
-
-def file_overrides(preset: str | None, config: str | Path | None, *, allow_env_import: bool = False) -> dict:
-    """The keys a ``--preset`` and a ``--config`` file set, the file's over the preset's (a
-    file may name its own ``preset``, used when none is given); an ``env`` in either must pass
-    :func:`zerokv.rl.envs.check_env_id` (``allow_env_import``: the caller's opt-in or a typed --env)."""
-    data = load_overrides(config, allow_env_import=allow_env_import) if config is not None else {}
-    preset = preset if preset is not None else data.get("preset")
-    base = load_overrides(preset_path(preset), allow_env_import=allow_env_import) if preset is not None else {}
-    return {**base, **data, **({"preset": preset} if preset is not None else {})}
-
-
-def load_overrides(path: str | Path, *, allow_env_import: bool = False) -> dict:
-    """Keys of a YAML (.yaml/.yml) or TOML (.toml) file; unknown keys raise ValueError naming them,
-    and so do keys of :data:`FILE_REFUSED_KEYS` and an ``env`` that :func:`check_env_id` refuses."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"config file {path} does not exist")
-    if path.suffix not in (".toml", ".yaml", ".yml"):
-        raise ValueError(f"config file {path}: unknown suffix {path.suffix!r}; allowed: .yaml, .yml, .toml")
-    text = path.read_text()
-    try:
-        data = tomllib.loads(text) if path.suffix == ".toml" else (yaml.safe_load(text) or {})
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
-        raise ValueError(f"config file {path} is not valid {path.suffix[1:].upper()}: {e}") from e
-    except RecursionError:
-        raise ValueError(f"config file {path} nests too deeply: expected a flat mapping of flags to values") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"config file {path} must hold a mapping of flag names to values")
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"config file {path}: unknown keys {unknown}; allowed: {sorted(known)}")
-    refused = sorted(set(data) & set(FILE_REFUSED_KEYS))
-    if refused:
-        raise ValueError(f"config file {path} sets {refused}: only the command line (or Python) may set it")
-    if "env" in data:  # a file's env is data: a registered id, or imported only when allowed
-        check_env_id(data["env"], source=f"config file {path}", allow_import=allow_env_import)
-    return data
-

@@ -1,9 +1,10 @@
 """Collectors on Ray, one learner: ``zerokv train --collectors N``.
 
-`DistributedTrainer` is the in-process `Trainer` — learner, replay, evaluation, checkpoints,
-progress log, early stop, ``best.pt`` — with collection moved to N Ray actors (`CollectorPool`),
-each a `zerokv.rl.worker.CollectorWorker` with its own ``--num-envs`` envs, search model and
-caches. One driver *iteration* handles one collector's report:
+`RaySource` is the training loop's collection source when collection runs on N Ray actors
+(`CollectorPool`), each a `zerokv.rl.worker.CollectorWorker` with its own ``--num-envs`` envs,
+search model and caches; the loop (`zerokv.rl.trainer.Trainer`: learner, replay, evaluation,
+checkpoints, progress log, early stop, ``best.pt``) is the in-process one. One driver
+*iteration* handles one collector's report:
 
 1. the collector gets its next call at once (the newest weights offered with it), so it keeps
    searching while the driver learns; each collector has ``1 + collector_queue`` calls in flight
@@ -37,14 +38,14 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from zerokv.rl.collector import SegmentSink
 from zerokv.rl.config import TrainConfig
 from zerokv.rl.factory import temperature
-from zerokv.rl.progress import memory_scalars
 from zerokv.rl.raycluster import Cluster, check_capacity, connect, disconnect, import_ray
-from zerokv.rl.trainer import Trainer
+from zerokv.rl.sources import Collected
 from zerokv.rl.worker import CollectorWorker, CollectReport, WeightsOffer
 
-__all__ = ["CollectorPool", "DistributedTrainer", "RayCollector"]
+__all__ = ["CollectorPool", "RayCollector", "RaySource"]
 
 
 class RayCollector(CollectorWorker):
@@ -149,56 +150,77 @@ class CollectorPool:
         self.in_flight = [0] * len(self.actors)
 
 
-class DistributedTrainer(Trainer):
-    """`Trainer` with ``cfg.collectors`` collector actors on Ray (see the module docstring)."""
+class RaySource:
+    """The `zerokv.rl.sources.CollectionSource` of ``--collectors N``: collector actors on Ray
+    (see the module docstring); one `collect` is one collector's report."""
 
-    def _build(self, cfg: TrainConfig) -> None:
+    refreshes_search_model = False  # the driver's search model serves reanalysis only
+
+    def __init__(self, cfg: TrainConfig, replay: SegmentSink, learner) -> None:
         import_ray()  # fails before the run starts if the extra is missing
-        super()._build(cfg)
+        self.cfg, self.replay, self.learner = cfg, replay, learner
+        self.progress_fields = ("weights/version", "collectors/restarts", "policy_lag/max",
+                                *(_speed_key(i) for i in range(cfg.collectors)))
         self.cluster: Cluster | None = None
         self.pool: CollectorPool | None = None
         self.offer: WeightsOffer | None = None
+        self.env_steps = 0
+        """Env steps reported so far (the loop's count)."""
         self.arrivals: deque[tuple[float, int]] = deque(maxlen=2 * cfg.collectors + 1)
         """(time, env steps) of the latest reports: the total env steps/s over a short window."""
         self.collector_speed: dict[str, float] = {}
         """Each collector's env steps/s in its latest report (while it searched)."""
 
-    # ------------------------------------------------------------------ collection hooks
-    def _make_collector(self) -> None:
-        return None
-
-    def _collection_state(self) -> None:
-        return None  # the collectors restart fresh on resume
-
-    def _restore_collection(self, state: dict | None) -> None:
-        pass
-
-    def _progress_fields(self) -> tuple[str, ...]:
-        return ("weights/version", "collectors/restarts", "policy_lag/max",
-                *(_speed_key(i) for i in range(self.cfg.collectors)))
-
     # ------------------------------------------------------------------ life cycle
-    def _start(self) -> None:
-        super()._start()
+    def start(self, *, env_steps: int, run_id: str) -> None:
+        """Connects to the cluster, starts the collectors and gives each its first calls."""
+        self.env_steps = env_steps
         self.cluster = connect(self.cfg.ray_address)
         check_capacity(self.cfg.collectors, self.cfg.collector_cpus,
                        float(import_ray().cluster_resources().get("CPU", 0.0)))
         tqdm.write(f"Ray cluster at {self.cluster.gcs_address}: {self.cfg.collectors} collectors × "
                    f"{self.cfg.num_envs} envs")
-        self.pool = CollectorPool(self.cfg, name=f"zerokv-{self.run_id}", start_env_steps=self.env_steps)
+        self.pool = CollectorPool(self.cfg, name=f"zerokv-{run_id}", start_env_steps=env_steps)
         for i in range(self.cfg.collectors):
             for _ in range(self.pool.capacity):
                 self._submit(i)
 
     def close(self) -> None:
         try:
-            if getattr(self, "pool", None) is not None:
+            if self.pool is not None:
                 self.pool.stop()
                 self.pool = None
         finally:
-            disconnect(getattr(self, "cluster", None))
+            disconnect(self.cluster)
             self.cluster = None
-            super().close()
+
+    def state_dict(self) -> None:
+        return None  # the collectors restart fresh on resume
+
+    def load_state_dict(self, state: dict | None, *, weights_version: int) -> None:
+        pass  # new collectors start from the restored weights, offered with their first call
+
+    def weights_updated(self, version: int) -> None:
+        pass  # published when the next call is sent (`_newest_offer`)
+
+    # ------------------------------------------------------------------ one report
+    def collect(self, env_steps: int) -> Collected:
+        report = self.pool.next_report()
+        self.env_steps = env_steps + report.env_steps
+        self._submit(report.index)  # keeps it searching while this process learns
+        self.arrivals.append((time.monotonic(), report.env_steps))
+        lags = [self.learner.updates - seg.weights_version for seg in report.segments]
+        for seg in report.segments:
+            self.replay.add(seg)
+        self.collector_speed[_speed_key(report.index)] = report.env_steps / max(report.search_seconds, 1e-9)
+        row: dict[str, float] = {"speed/env_steps_per_s": self._total_speed(), **self.collector_speed,
+                                 "collectors/restarts": sum(self.pool.restarts),
+                                 "weights/version": self.offer.version}
+        if lags:
+            row.update({"policy_lag": float(np.mean(lags)), "policy_lag/max": float(max(lags))})
+        return Collected(env_steps=report.env_steps, finished_returns=report.finished_returns, cache=report.cache,
+                         hit_rate=report.hit_rate, simulations=report.simulations,
+                         search_seconds=report.search_seconds, local=False, row=row)
 
     def _submit(self, i: int) -> None:
         """Collector i's next call, unless the calls in flight already reach the budget."""
@@ -211,45 +233,9 @@ class DistributedTrainer(Trainer):
         made since (one ``ray.put`` of the float32 state dict, on the CPU)."""
         updates = self.learner.updates
         if self.offer is None or updates - self.offer.version >= self.cfg.weight_sync_every:
-            state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+            state = {k: v.detach().cpu() for k, v in self.learner.model.state_dict().items()}
             self.offer = WeightsOffer(updates, self.pool.ray.put(state))
         return self.offer
-
-    # ------------------------------------------------------------------ one report
-    def _iteration(self) -> dict[str, float]:
-        cfg = self.cfg
-        report = self.pool.next_report()
-        self.env_steps += report.env_steps
-        self._submit(report.index)  # keeps it searching while this process learns
-        self.arrivals.append((time.monotonic(), report.env_steps))
-        lags = [self.learner.updates - seg.weights_version for seg in report.segments]
-        for seg in report.segments:
-            self.replay.add(seg)
-        self.recent_returns = (self.recent_returns + report.finished_returns)[-100:]
-        for key in self.cache_totals:
-            self.cache_totals[key] += report.cache[key]
-        self.collector_speed[_speed_key(report.index)] = report.env_steps / max(report.search_seconds, 1e-9)
-        row: dict[str, float] = {
-            "env_steps": self.env_steps, "iteration": self.iteration,
-            "temperature": temperature(cfg, self.env_steps),
-            "cache/hit_rate": report.hit_rate, "cache/hits": report.cache["hits"],
-            "cache/evictions": report.cache["evictions"],
-            "cache/fallbacks": report.cache["fallbacks"], "cache/misses": report.cache["misses"],
-            "time/wall_s": self.wall_seconds(), **memory_scalars(),
-            "speed/sims_per_s": report.simulations / max(report.search_seconds, 1e-9),
-            "speed/env_steps_per_s": self._total_speed(), **self.collector_speed,
-            "collectors/restarts": sum(self.pool.restarts),
-        }
-        if lags:
-            row.update({"policy_lag": float(np.mean(lags)), "policy_lag/max": float(max(lags))})
-        losses = self._update(report.env_steps, row)
-        if self.reanalyzer is not None and losses:
-            self._refresh_search_model()  # the driver's search model serves reanalysis only
-            row.update(self._reanalyze())
-            self.search_model.reset_cache_stats()
-        row["weights/version"] = self.offer.version
-        self.iteration += 1
-        return row
 
     def _total_speed(self) -> float:
         """Env steps/s over the latest reports of all collectors (0 until two have arrived)."""

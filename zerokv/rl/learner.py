@@ -13,7 +13,6 @@ import torch
 
 from zerokv.checks import check_choice, check_float, check_positive_int
 from zerokv.model.config import DTYPES
-from zerokv.model.linear import forget_packed_weights
 from zerokv.model.support import support_to_scalar
 from zerokv.rl.compiled import compile_update_parts
 from zerokv.rl.observations import observations_as_float
@@ -195,10 +194,7 @@ class Learner:
             losses.total.backward()
         with self._phase("optimizer"):
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-            self.optimizer.step()
-            # The fused step writes the weights without bumping their version counters: drop any
-            # oneDNN-packed copies so inference (search, the next bootstrap values) repacks them.
-            forget_packed_weights(self.model)
+            self.optimizer.step()  # (the oneDNN-packed copies of the weights follow: zerokv.model.linear)
         with self._phase("momentum"), torch.no_grad():
             target, online = ((self.target_encoder, self.model.encoder) if self.target_model is None
                               else (self.target_model, self.model))

@@ -31,6 +31,7 @@ from zerokv.checks import (
     check_positive_int,
     install_hint,
 )
+from zerokv.io import atomic_write_bytes
 from zerokv.model.config import DTYPES, Dtype
 from zerokv.rl.agent import TrainedPolicy, load_policy  # noqa: F401  (re-exported: their home before zerokv.Agent)
 from zerokv.rl.config import DeviceName
@@ -169,7 +170,7 @@ def evaluate_policy(args: EvalArgs) -> dict:
         print(json.dumps(report, indent=2))
         return report
     if args.json is not None:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        atomic_write_bytes(args.json, (json.dumps(report, indent=2) + "\n").encode())
     print("episode     return   steps")
     for i, episode in enumerate(report["episodes"]):
         cut = "  (cut at max_steps)" if episode["capped"] else ""

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import tyro
 
+from zerokv.io import atomic_write
+
 __all__ = ["Curve", "PlotArgs", "plot", "read_curve", "reward_threshold", "y_limits"]
 
 PROGRESS_NAME = "progress.csv"
@@ -149,8 +151,8 @@ def plot(args: PlotArgs) -> Path:
         axes[0][1].set_xlabel("training wall time (hours)")
     fig.suptitle(args.title or (", ".join(envs) if envs else "zerokv"))
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
+    with atomic_write(out) as f:  # creates the parent directory
+        fig.savefig(f, format=out.suffix.lstrip(".").lower() or "png")
     plt.close(fig)
     print(f"wrote {out}")
     return out

@@ -26,7 +26,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
 from zerokv.checks import install_hint
-from zerokv.rl.checkpoint import TEMP_SUFFIX
+from zerokv.io import atomic_write
 
 __all__ = ["CSV_FIELDS", "ProgressLog", "Tracking", "memory_scalars", "truncate_progress"]
 
@@ -171,17 +171,9 @@ def truncate_progress(path: Path, env_steps: int) -> int:
     keep = [rows[0]] + [r for r in rows[1:len(rows) - len(cut)] if len(r) == width
                         and (step := _number(r[col])) is not None and step <= env_steps]
     dropped = len(rows) - len(keep)
-    if dropped or unterminated:
-        tmp = path.parent / f".{path.name}.{os.getpid()}{TEMP_SUFFIX}"
-        try:
-            with tmp.open("w", newline="") as f:
-                csv.writer(f).writerows(keep)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)  # the old file stays as it was
-            raise
+    if dropped or unterminated:  # the old file stays as it was until the repaired one replaces it
+        with atomic_write(path, "w", newline="") as f:
+            csv.writer(f).writerows(keep)
     return dropped
 
 

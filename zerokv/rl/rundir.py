@@ -28,7 +28,9 @@ import shutil
 from collections.abc import Collection
 from pathlib import Path
 
-from zerokv.rl.checkpoint import TEMP_SUFFIX, remove_orphans
+from zerokv.errors import RunDirError
+from zerokv.io import TEMP_SUFFIX, atomic_write_bytes
+from zerokv.rl.checkpoint import remove_orphans
 from zerokv.rl.config import TrainConfig
 from zerokv.rl.envs import check_env_id
 
@@ -49,8 +51,6 @@ _NOT_COMPARED = ("resume", "config", "preset", "out", "overwrite", "allow_env_im
 """How this invocation was made, not what the run is."""
 
 
-class RunDirError(ValueError):
-    """--out cannot be used for this run (one line, naming the path and what to do)."""
 
 
 class RunDir:
@@ -166,9 +166,7 @@ class RunDir:
 
     def write_config(self, config: dict) -> None:
         """`config.json`, replaced atomically."""
-        tmp = self.path / f".config.json.{os.getpid()}{TEMP_SUFFIX}"
-        tmp.write_text(json.dumps(config, indent=2, sort_keys=True))
-        os.replace(tmp, self.path / "config.json")
+        atomic_write_bytes(self.path / "config.json", json.dumps(config, indent=2, sort_keys=True).encode())
 
 
 def _empty_dir(path: Path) -> bool:

@@ -33,10 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-from zerokv.rl.checkpoint import TEMP_SUFFIX, fsync_directory
+from zerokv.errors import ReplaySnapshotError
+from zerokv.io import TEMP_SUFFIX, HashingFile, fsync_directory
 from zerokv.rl.replay import ReplayBuffer, SegmentTable
 
-__all__ = ["SnapshotError", "SnapshotRef", "list_snapshots", "read_snapshot", "snapshot_path",
+__all__ = ["ReplaySnapshotError", "SnapshotRef", "list_snapshots", "read_snapshot", "restore_replay", "snapshot_path",
            "write_snapshot"]
 
 SNAPSHOT_VERSION = 2
@@ -50,8 +51,6 @@ _ADDED_IN_2 = "segment_weights_version"
 """Absent from version-1 snapshots, whose segments read as collected with weights version 0."""
 
 
-class SnapshotError(ValueError):
-    """A replay snapshot is missing, damaged, or belongs to another run or step."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +120,7 @@ def _write_npy(path: Path, views: tuple[np.ndarray, ...]) -> str:
     shape = (sum(len(v) for v in views), *first.shape[1:])
     digest = hashlib.sha256()
     with open(path, "wb") as f:
-        writer = _Hashing(f, digest)
+        writer = HashingFile(f, digest)
         header = {"descr": np.lib.format.dtype_to_descr(first.dtype), "fortran_order": False, "shape": shape}
         np.lib.format.write_array_header_1_0(writer, header)
         for view in views:
@@ -136,6 +135,7 @@ def _write_npy(path: Path, views: tuple[np.ndarray, ...]) -> str:
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
+    """A file inside the unpublished temporary directory (the directory's rename publishes it)."""
     with open(path, "wb") as f:
         f.write(data)
         f.flush()
@@ -160,7 +160,7 @@ def read_snapshot(
 ) -> None:
     """Loads the snapshot at `path` into `replay` (its contents are replaced; its rng is kept).
 
-    Raises `SnapshotError` if the snapshot is of another run or step than (`run_id`,
+    Raises `ReplaySnapshotError` if the snapshot is of another run or step than (`run_id`,
     `env_steps`), if any file is missing, damaged or of the wrong shape, or if it does not fit
     `replay`. An error found before the fields are read leaves `replay` as it was; one found
     while streaming them into the ring leaves it empty.
@@ -171,14 +171,14 @@ def read_snapshot(
         meta_bytes = meta_file.read_bytes()
         meta = json.loads(meta_bytes)
     except (OSError, ValueError) as e:
-        raise SnapshotError(f"replay snapshot {path}: cannot read meta.json ({e})") from e
+        raise ReplaySnapshotError(f"replay snapshot {path}: cannot read meta.json ({e})") from e
     if (meta.get("run_id"), meta.get("env_steps")) != (run_id, env_steps):
-        raise SnapshotError(
+        raise ReplaySnapshotError(
             f"replay snapshot {path} is of run {meta.get('run_id')} at {meta.get('env_steps')} env "
             f"steps, but the checkpoint is of run {run_id} at {env_steps} env steps; delete the "
             "snapshot to resume with replay refilled by collecting")
     if hashlib.sha256(meta_bytes).hexdigest() != meta_sha256:
-        raise SnapshotError(f"replay snapshot {meta_file} fails its SHA-256 check: corrupted or tampered")
+        raise ReplaySnapshotError(f"replay snapshot {meta_file} fails its SHA-256 check: corrupted or tampered")
     _check_fits(path, meta, replay)
     hashes = meta["sha256"]
     columns = {name: _read_npy(path / f"{name}.npy", hashes.get(name), np.dtype(dtype), None)
@@ -200,10 +200,10 @@ def _check_fits(path: Path, meta: dict, replay: ReplayBuffer) -> None:
     theirs = (tuple(meta["observation_shape"]), np.dtype(meta["observation_dtype"]), meta["action_space_size"])
     ours = (replay.observation_shape, replay.observation_dtype, replay.action_space_size)
     if theirs != ours:
-        raise SnapshotError(f"replay snapshot {path} holds observations {theirs[0]} {theirs[1]} and "
+        raise ReplaySnapshotError(f"replay snapshot {path} holds observations {theirs[0]} {theirs[1]} and "
                             f"{theirs[2]} actions; this run's replay has {ours[0]} {ours[1]} and {ours[2]}")
     if meta["num_steps"] > replay.capacity_steps:
-        raise SnapshotError(f"replay snapshot {path} holds {meta['num_steps']} steps; this run's "
+        raise ReplaySnapshotError(f"replay snapshot {path} holds {meta['num_steps']} steps; this run's "
                             f"replay_capacity is {replay.capacity_steps}")
 
 
@@ -213,51 +213,49 @@ def _read_npy(path: Path, sha256: str | None, dtype: np.dtype, into: np.ndarray 
     digest = hashlib.sha256()
     try:
         with open(path, "rb") as f:
-            reader = _Hashing(f, digest)
+            reader = HashingFile(f, digest)
             version = np.lib.format.read_magic(reader)
             read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             shape, fortran, file_dtype = read_header(reader)
             if fortran or file_dtype != dtype or (into is not None and shape != into.shape) or (
                     into is None and len(shape) != 1):
                 want = "1-d" if into is None else into.shape
-                raise SnapshotError(f"replay snapshot file {path} holds {file_dtype} {shape}; expected {dtype} {want}")
+                raise ReplaySnapshotError(f"replay snapshot file {path} holds {file_dtype} {shape}; expected {dtype} {want}")
             out = np.empty(shape, dtype) if into is None else into
             data = memoryview(out).cast("B") if out.nbytes else memoryview(b"")
             got = 0
             while got < len(data):
                 n = reader.readinto(data[got:got + _CHUNK])
                 if not n:
-                    raise SnapshotError(f"replay snapshot file {path} is truncated: {got} of {len(data)} data bytes")
+                    raise ReplaySnapshotError(f"replay snapshot file {path} is truncated: {got} of {len(data)} data bytes")
                 got += n
             if f.read(1):
-                raise SnapshotError(f"replay snapshot file {path} has trailing bytes")
+                raise ReplaySnapshotError(f"replay snapshot file {path} has trailing bytes")
     except OSError as e:
-        raise SnapshotError(f"replay snapshot file {path} cannot be read: {e}") from e
+        raise ReplaySnapshotError(f"replay snapshot file {path} cannot be read: {e}") from e
     except ValueError as e:
-        if isinstance(e, SnapshotError):
+        if isinstance(e, ReplaySnapshotError):
             raise
-        raise SnapshotError(f"replay snapshot file {path} is not a valid .npy file: {e}") from e
+        raise ReplaySnapshotError(f"replay snapshot file {path} is not a valid .npy file: {e}") from e
     if digest.hexdigest() != sha256:
-        raise SnapshotError(f"replay snapshot file {path} fails its SHA-256 check: corrupted or tampered")
+        raise ReplaySnapshotError(f"replay snapshot file {path} fails its SHA-256 check: corrupted or tampered")
     return out
 
 
-class _Hashing:
-    """File wrapper that hashes every byte written or read through it."""
-
-    def __init__(self, file, digest) -> None:
-        self.file, self.digest = file, digest
-
-    def write(self, data) -> int:
-        self.digest.update(data)
-        return self.file.write(data)
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.file.read(size)
-        self.digest.update(data)
-        return data
-
-    def readinto(self, buffer) -> int:
-        n = self.file.readinto(buffer)
-        self.digest.update(buffer[:n])
-        return n
+def restore_replay(directory: Path, replay: ReplayBuffer, saved: dict, *, run_id: str,
+                   env_steps: int) -> tuple[str, int | None]:
+    """Loads a training checkpoint's replay snapshot (``saved``: its ``"replay"`` entry) from the
+    checkpoint ``directory`` into ``replay``; returns a note for the log and None, or, when the
+    snapshot was not saved or is missing, the note and the steps replay held (to refill by
+    collecting). A snapshot of another run or step is refused (`ReplaySnapshotError` names both)."""
+    ref = saved["snapshot"]
+    if ref is not None and (directory / ref["name"]).is_dir():
+        read_snapshot(directory / ref["name"], replay, run_id=run_id, env_steps=env_steps,
+                      meta_sha256=ref["meta_sha256"])
+        return f"replay: {replay.num_steps} steps from {ref['name']}", None
+    others = list_snapshots(directory)
+    if others:  # never train on another step's replay: this names it and the checkpoint
+        read_snapshot(others[-1], replay, run_id=run_id, env_steps=env_steps,
+                      meta_sha256=ref["meta_sha256"] if ref else "")
+    why = "was not saved (--no-save-replay)" if ref is None else f"{ref['name']} is missing"
+    return f"replay: the snapshot {why}", int(saved["num_steps"])

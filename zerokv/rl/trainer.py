@@ -11,20 +11,20 @@ interrupted-and-resumed run ends with the same weights as an uninterrupted one. 
 early once an evaluation reaches ``stop_return`` (by default the env's registered reward
 threshold), and ``OUT/best.pt`` always holds the best-evaluated weights (and config, nothing else).
 
-A checkpoint comes in two parts, written in this order: the replay snapshot
-``checkpoints/replay_{step}/`` (``zerokv.rl.snapshot``: streamed, atomic), then the training
-checkpoint ``checkpoints/ckpt_{step}.pt`` (weights, optimizer, counters, RNG states, resolved
-config, and the snapshot's name and hash); then all but the newest ``keep_checkpoints`` training
-checkpoints and every other snapshot are deleted. A crash between the steps leaves a complete
-older pair. The run directory (``zerokv.rl.rundir``) is locked, checked and cleaned before the
-model is built; ``--resume`` runs with the saved config. With ``collectors`` > 0, ``train`` runs
-``zerokv.rl.distributed.DistributedTrainer``: this loop with collection on Ray actors.
+Checkpoints (replay snapshot, then training checkpoint, then pruning; ``best.pt``) are
+``zerokv.rl.checkpointing``; a crash between the steps leaves a complete older pair. Checkpoints
+are also taken every ``checkpoint_every_minutes`` of wall time and on SIGTERM/SIGINT
+(``zerokv.rl.stopping``), whatever the source. The run directory (``zerokv.rl.rundir``) is
+locked, checked and cleaned before the model is built; ``--resume`` runs with the saved config
+(with the fields the user set again: ``explicit``), for either source.
+
+Where collection happens is the loop's collection source (``zerokv.rl.sources``): in this
+process (`InProcessSource`), or with ``collectors`` > 0 on Ray actors
+(``zerokv.rl.distributed.RaySource``, imported only then); the loop is the same.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import shutil
 import time
 import uuid
 from collections.abc import Collection
@@ -35,17 +35,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from zerokv.model.linear import forget_packed_weights
 from zerokv.model.world_model import WorldModel
 from zerokv.rl.checkpoint import (
     CheckpointError,
-    checkpoint_path,
     latest_checkpoint,
     load_checkpoint,
-    prune_checkpoints,
-    save_checkpoint,
 )
-from zerokv.rl.collector import Collector
+from zerokv.rl.checkpointing import CHECKPOINT_SCHEMA, Checkpointing
 from zerokv.rl.compiled import compile_note
 from zerokv.rl.config import TrainConfig, with_out
 from zerokv.rl.envs import env_spec
@@ -54,7 +50,6 @@ from zerokv.rl.factory import (
     env_options,
     make_collector,
     make_replay,
-    model_config_dict,
     resolve_env_defaults,
     search_config,
     temperature,
@@ -63,13 +58,15 @@ from zerokv.rl.factory import (
 from zerokv.rl.learner import Learner
 from zerokv.rl.observations import observations_as_float
 from zerokv.rl.progress import ProgressLog, Tracking, memory_scalars, truncate_progress
-from zerokv.rl.rundir import RunDir, resume_changes, resume_config, saved_collectors
-from zerokv.rl.snapshot import list_snapshots, read_snapshot, snapshot_path, write_snapshot
+from zerokv.rl.rundir import RunDir, resume_changes, resume_config
+from zerokv.rl.sources import (
+    CACHE_COUNTERS,
+    CollectionSource,
+    InProcessSource,
+    refresh_search_model,
+)
 from zerokv.rl.stopping import StopSignals
 from zerokv.search import Reanalyzer
-
-CHECKPOINT_SCHEMA = 2
-"""Layout of a training checkpoint's payload; 2: replay in a separate snapshot, no frames."""
 
 
 @dataclass(slots=True)
@@ -83,7 +80,7 @@ class TrainResult:
     """Env steps at the evaluation that reached the stop return (the run stopped there), if any."""
 
 
-class Trainer:
+class Trainer(Checkpointing):
     """One training run in ``cfg.out``. Constructing it opens (locks and checks) the run
     directory and, with ``cfg.resume``, loads the latest checkpoint and its config; ``run``
     trains and releases the directory, ``close`` releases it without training."""
@@ -126,7 +123,7 @@ class Trainer:
         spec = env_spec(cfg.env, env_options(cfg))
         self.replay = make_replay(cfg, self.model_config)
         self.search = search_config(cfg)
-        self.collector: Collector | None = self._make_collector()
+        self.source = self._make_source()
         self.reanalyzer = None
         if cfg.reanalyze_per_iteration:
             self.reanalyzer = Reanalyzer(self.search_model, self.search, min(cfg.reanalyze_batch, cfg.reanalyze_per_iteration))
@@ -142,7 +139,7 @@ class Trainer:
         """Env steps of the latest evaluation (None: none yet in this process)."""
         self.best_eval_return = -np.inf
         self.stop_return = cfg.stop_return if cfg.stop_return is not None else spec.reward_threshold
-        self.cache_totals = {"hits": 0, "misses": 0, "evictions": 0, "fallbacks": 0}  # summed over iterations
+        self.cache_totals = dict.fromkeys(CACHE_COUNTERS, 0)  # summed over iterations
         self.wall_before = 0.0
         """Training wall seconds of the sessions before this one (from the checkpoint resumed)."""
         self.session_start = time.monotonic()
@@ -153,114 +150,25 @@ class Trainer:
 
     def close(self) -> None:
         """Closes the envs and releases the run directory (``run`` does it when it ends)."""
-        if getattr(self, "collector", None) is not None:
-            self.collector.close()
-        self.run_dir.close()
+        try:
+            if getattr(self, "source", None) is not None:
+                self.source.close()
+        finally:
+            self.run_dir.close()
 
-    # ------------------------------------------ collection (DistributedTrainer replaces these)
-    def _make_collector(self) -> Collector | None:
-        return make_collector(self.cfg, self.search_model, self.replay, seed=self.cfg.seed)
+    def _make_source(self) -> CollectionSource:
+        """Collection in this process, or on ``cfg.collectors`` Ray actors."""
+        if self.cfg.collectors:  # ray is imported only here, when it is asked for
+            from zerokv.rl.distributed import RaySource
 
-    def _collection_state(self) -> dict | None:
-        """What a checkpoint keeps of collection: the collector's episodes."""
-        return self.collector.state_dict()
-
-    def _restore_collection(self, state: dict | None) -> None:
-        """Continues the checkpoint's episodes, root contexts rebuilt (the caches are empty)."""
-        self.collector.load_state_dict(state)
-        self.collector.weights_version = self.learner.updates
-        self.collector.rebuild_contexts()
-
-    def _progress_fields(self) -> tuple[str, ...]:
-        """progress.csv columns beyond `CSV_FIELDS`."""
-        return ()
+            return RaySource(self.cfg, self.replay, self.learner)
+        return InProcessSource(self.cfg, make_collector(self.cfg, self.search_model, self.replay, seed=self.cfg.seed))
 
     def _make_search_model(self) -> WorldModel:
         """The model the searches use: the training model itself, or a copy in ``search_dtype``."""
         if self.cfg.search_dtype == self.model_config.dtype:
             return self.model
         return self.model.copy_with(dtype=self.cfg.search_dtype)  # leaves training's RNG untouched
-
-    def _refresh_search_model(self) -> None:
-        """After a weight update: clear the search caches (stale keys/values would mix old and new
-        weights); a separate search copy gets the new weights, which clears its caches too."""
-        if self.search_model is self.model:
-            forget_packed_weights(self.model)  # safe whatever optimizer wrote the weights (see packed_weight)
-            self.model.clear_caches()
-        else:
-            self.search_model.load_weights_from(self.model)
-
-    # ---------------------------------------------------------------- checkpoints
-    def save(self) -> Path:
-        """Writes the replay snapshot (unless ``save_replay`` is off), then the training
-        checkpoint, then deletes the checkpoints and snapshots beyond what is kept."""
-        directory, step = self.run_dir.checkpoints, self.env_steps
-        ref = None
-        if self.cfg.save_replay:
-            ref = write_snapshot(snapshot_path(directory, step), self.replay, run_id=self.run_id, env_steps=step)
-        path = checkpoint_path(directory, step)
-        save_checkpoint(path, {
-            "schema": CHECKPOINT_SCHEMA,
-            "learner": self.learner.state_dict(), "collector": self._collection_state(),
-            "torch_rng": torch.get_rng_state(),
-            "counters": {"env_steps": self.env_steps, "iteration": self.iteration, "run_id": self.run_id,
-                         "recent_returns": list(self.recent_returns),
-                         "best_eval_return": float(self.best_eval_return),
-                         "refill_target": self.refill_target, "replay_rng": self.replay.rng_state(),
-                         "wall_seconds": self.wall_seconds(),
-                         "reanalysis_rng": self.reanalysis_rng.bit_generator.state},
-            "replay": {"snapshot": None if ref is None else ref.to_dict(), "num_steps": self.replay.num_steps},
-            "config": self.cfg.to_dict(), "model_config": model_config_dict(self.model_config),
-        })
-        prune_checkpoints(directory, self.cfg.keep_checkpoints)
-        for old in list_snapshots(directory):
-            if ref is None or old.name != ref.name:
-                shutil.rmtree(old)
-        return path
-
-    def save_best(self) -> None:
-        """``OUT/best.pt``: the best-evaluated weights and the config, nothing to resume from."""
-        save_checkpoint(self.out / "best.pt", {
-            "schema": CHECKPOINT_SCHEMA, "learner": {"model": self.model.state_dict()},
-            "counters": {"env_steps": self.env_steps, "best_eval_return": float(self.best_eval_return)},
-            "config": self.cfg.to_dict(), "model_config": model_config_dict(self.model_config),
-        })
-
-    def restore(self, state: dict) -> str:
-        """Continues from a training checkpoint's ``state``; returns what became of replay."""
-        self.learner.load_state_dict(state["learner"])
-        torch.set_rng_state(state["torch_rng"])
-        counters = state["counters"]
-        self.env_steps, self.iteration = counters["env_steps"], counters["iteration"]
-        self.run_id, self.refill_target = counters["run_id"], counters["refill_target"]
-        self.recent_returns = list(counters["recent_returns"])
-        self.best_eval_return = counters["best_eval_return"]
-        self.wall_before = counters.get("wall_seconds", 0.0)  # absent in checkpoints of older zerokvs
-        self.session_start = time.monotonic()
-        self.reanalysis_rng.bit_generator.state = counters["reanalysis_rng"]
-        self.replay.set_rng_state(counters["replay_rng"])
-        replay_note = self._restore_replay(state["replay"])
-        if self.search_model is not self.model:
-            self.search_model.load_weights_from(self.model)  # the copy is derived, never saved
-        self._restore_collection(state["collector"])
-        return replay_note
-
-    def _restore_replay(self, saved: dict) -> str:
-        """Loads the checkpoint's replay snapshot; without one, replay refills by collecting. A
-        snapshot of another run or step is refused (`SnapshotError` names both)."""
-        directory, ref = self.run_dir.checkpoints, saved["snapshot"]
-        if ref is not None and (directory / ref["name"]).is_dir():
-            read_snapshot(directory / ref["name"], self.replay, run_id=self.run_id, env_steps=self.env_steps,
-                          meta_sha256=ref["meta_sha256"])
-            return f"replay: {self.replay.num_steps} steps from {ref['name']}"
-        others = list_snapshots(directory)
-        if others:  # never train on another step's replay: this names it and the checkpoint
-            read_snapshot(others[-1], self.replay, run_id=self.run_id, env_steps=self.env_steps,
-                          meta_sha256=ref["meta_sha256"] if ref else "")
-        self.refill_target = min(int(saved["num_steps"]), self.cfg.replay_capacity)
-        why = "was not saved (--no-save-replay)" if ref is None else f"{ref['name']} is missing"
-        return (f"replay: the snapshot {why}; refilling it by collecting {self.refill_target} steps before "
-                "updates resume (this run will not match an uninterrupted one)")
 
     # ----------------------------------------------------------------------- loop
     def run(self) -> TrainResult:
@@ -306,6 +214,7 @@ class Trainer:
             print(replay_note)
         self.run_dir.write_config(self.cfg.to_dict())
         print(f"config (saved in {self.out / 'config.json'}):\n" + self.cfg.to_yaml().rstrip())
+        self.source.start(env_steps=self.env_steps, run_id=self.run_id)
 
     def _loop(self) -> int | None:
         """Iterations until the budget is spent, an evaluation reaches the stop return (whose
@@ -313,7 +222,7 @@ class Trainer:
         ``128 + signal``)."""
         cfg = self.cfg
         tracking = Tracking(cfg.wandb_project, cfg.wandb_entity, self.run_id) if cfg.track else None
-        log = ProgressLog(self.out, self.env_steps, self._progress_fields(), config=cfg.to_dict(),
+        log = ProgressLog(self.out, self.env_steps, self.source.progress_fields, config=cfg.to_dict(),
                           tracking=tracking)
         bar = tqdm(total=cfg.total_env_steps, initial=self.env_steps, disable=not cfg.progress,
                    unit="step", dynamic_ncols=True)
@@ -356,44 +265,42 @@ class Trainer:
         return solved_at
 
     def _iteration(self) -> dict[str, float]:
-        cfg, model = self.cfg, self.search_model
+        """Collect (the source adds the segments to replay), update, refresh the search model,
+        rebuild the root contexts; the iteration's progress row."""
+        cfg = self.cfg
         t0 = time.monotonic()
-        sims = search_seconds = env_seconds = 0.0
-        for _ in range(cfg.collect_steps):
-            result = self.collector.step(temperature(cfg, self.env_steps))
-            search_seconds += result.search_seconds
-            env_seconds += result.env_seconds
-            sims += cfg.num_simulations
-            self.env_steps += cfg.num_envs
-            self.recent_returns = (self.recent_returns + result.finished_returns)[-100:]
+        got = self.source.collect(self.env_steps)
         collect_seconds = time.monotonic() - t0
-        row: dict[str, float] = {"env_steps": self.env_steps, "iteration": self.iteration,
-                                 "temperature": temperature(cfg, self.env_steps),
-                                 "policy_lag": 0.0}  # its segments were searched with the current weights
+        self.env_steps += got.env_steps
+        self.recent_returns = (self.recent_returns + got.finished_returns)[-100:]
+        for key in CACHE_COUNTERS:
+            self.cache_totals[key] += got.cache[key]
+        row: dict[str, float] = {
+            "env_steps": self.env_steps, "iteration": self.iteration, "temperature": temperature(cfg, self.env_steps),
+            "cache/hit_rate": got.hit_rate, "cache/hits": got.cache["hits"], "cache/evictions": got.cache["evictions"],
+            "cache/fallbacks": got.cache["fallbacks"], "cache/misses": got.cache["misses"],
+            "speed/sims_per_s": got.simulations / max(got.search_seconds, 1e-9), **got.row,
+        }
         t_learn = time.monotonic()
-        losses = self._update(cfg.iteration_env_steps, row)
+        losses = self._update(got.env_steps, row)
         learner_seconds = time.monotonic() - t_learn
-        stats = model.cache_stats()  # logged before the caches are cleared
-        for key in self.cache_totals:
-            self.cache_totals[key] += getattr(stats, key)
-        self._refresh_search_model()
-        if self.reanalyzer is not None and losses:  # with the new weights, in an arena of its own
+        reanalyze = self.reanalyzer is not None and bool(losses)
+        if self.source.refreshes_search_model or reanalyze:
+            refresh_search_model(self.search_model, self.model)
+        if reanalyze:  # with the new weights, in an arena of its own
             row.update(self._reanalyze())
-        model.reset_cache_stats()
-        self.collector.weights_version = self.learner.updates
-        self.collector.rebuild_contexts()
+        self.search_model.reset_cache_stats()
+        self.source.weights_updated(self.learner.updates)
         self.iteration += 1
-        row.update({
-            "cache/hit_rate": stats.hit_rate, "cache/hits": stats.hits, "cache/evictions": stats.evictions,
-            "cache/fallbacks": stats.fallbacks, "cache/misses": stats.misses,
-            "speed/sims_per_s": sims / max(search_seconds, 1e-9),
-            "speed/env_steps_per_s": cfg.iteration_env_steps / max(time.monotonic() - t0, 1e-9),
-            "speed/collect_share": collect_seconds / max(time.monotonic() - t0, 1e-9),
-            # Where the iteration's wall time went; the rest (rebuilding root contexts, refreshing
-            # the search copy, reanalysis, bookkeeping) is time/iteration_s minus these three.
-            "time/search_s": search_seconds, "time/env_s": env_seconds, "time/learner_s": learner_seconds,
-            "time/iteration_s": time.monotonic() - t0, "time/wall_s": self.wall_seconds(), **memory_scalars(),
-        })
+        row.update({"time/learner_s": learner_seconds, "time/wall_s": self.wall_seconds(), **memory_scalars()})
+        if got.local:
+            elapsed = max(time.monotonic() - t0, 1e-9)
+            row.update({
+                "speed/env_steps_per_s": got.env_steps / elapsed, "speed/collect_share": collect_seconds / elapsed,
+                # Where the iteration's wall time went; the rest (rebuilding root contexts, refreshing
+                # the search copy, reanalysis, bookkeeping) is time/iteration_s minus these three.
+                "time/search_s": got.search_seconds, "time/env_s": got.env_seconds, "time/iteration_s": elapsed,
+            })
         return row
 
     def _update(self, new_env_steps: int, row: dict[str, float]) -> list[dict[str, float]]:
@@ -446,13 +353,7 @@ def _next_multiple(value: int, every: int) -> int:
 
 
 def train(cfg: TrainConfig, *, explicit: Collection[str] | None = None) -> TrainResult:
-    """Trains in this process, or with ``cfg.collectors`` collector actors on Ray. ``explicit``
-    names the fields the user set (a ``--resume`` keeps the saved value of every other field)."""
-    if cfg.resume and cfg.collectors == 0 and (explicit is None or "collectors" not in explicit):
-        cfg = dataclasses.replace(cfg, collectors=saved_collectors(Path(cfg.out)))
-    if cfg.collectors:  # ray is imported only here, when it is asked for
-        from zerokv.rl.distributed import DistributedTrainer
-
-        return DistributedTrainer(cfg, explicit=explicit).run()
+    """Trains in this process, or with ``cfg.collectors`` collector actors on Ray (a ``--resume``
+    keeps the saved ``collectors`` unless set again). ``explicit`` names the fields the user set
+    (a ``--resume`` keeps the saved value of every other field)."""
     return Trainer(cfg, explicit=explicit).run()
-

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from zerokv.model.linear import forget_packed_weights
 from zerokv.model.world_model import WorldModel
 from zerokv.rl.config import TrainConfig
 from zerokv.rl.factory import make_collector, world_model_config
 from zerokv.rl.segment import GameSegment
+from zerokv.rl.sources import cache_counts, refresh_search_model
 
 __all__ = ["NO_WEIGHTS", "CollectReport", "CollectorWorker", "WeightsOffer", "collector_seed"]
 
@@ -115,7 +115,7 @@ class CollectorWorker:
         return CollectReport(
             index=self.index, pid=os.getpid(), segments=segments, finished_returns=finished,
             env_steps=steps * self.cfg.num_envs, weights_version=self.weights_version,
-            cache={key: int(getattr(stats, key)) for key in ("hits", "misses", "evictions", "fallbacks")},
+            cache=cache_counts(stats),
             hit_rate=float(stats.hit_rate), search_seconds=search_seconds, seconds=time.monotonic() - t0,
             simulations=steps * self.cfg.num_simulations,
         )
@@ -123,9 +123,7 @@ class CollectorWorker:
     def load_weights(self, version: int, state: dict[str, torch.Tensor]) -> None:
         """The learner's float32 ``state`` into the search model (cast to its dtype); then every
         cache is cleared and the root contexts are rebuilt with these weights."""
-        self.model.load_state_dict(state)
-        forget_packed_weights(self.model)  # load_state_dict's copies are seen anyway; cheap insurance
-        self.model.clear_caches()
+        refresh_search_model(self.model, state)
         self.weights_version = self.collector.weights_version = version
         self.collector.rebuild_contexts()
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from zerokv.errors import CacheValidationError
 from zerokv.model.backends.protocol import PastPair
-from zerokv.model.context import CacheValidationError
 
 
 class _ValidatingBatch:

@@ -1,7 +1,7 @@
 """Learner benchmark: updates/s at an Atari-sized preset and where one update's time goes.
 
-    python -m zerokv.rl.learner_bench --dtypes float32,bfloat16 --updates 10
-    python -m zerokv.rl.learner_bench --compile   # each dtype eager and torch.compile'd
+    python -m zerokv.bench.learner --dtypes float32,bfloat16 --updates 10
+    python -m zerokv.bench.learner --compile   # each dtype eager and torch.compile'd
 
 Builds the ``atari`` world model (3×64×64 observations, embed 768, 2 layers, 8 heads, support
 601 bins, 6 actions) and a replay buffer of random frames cut into segments as the collector
@@ -290,7 +290,7 @@ def report(bench: LearnerBench, timings: Sequence[LearnerTiming], sample_seconds
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    bench = tyro.cli(LearnerBench, args=argv, prog="python -m zerokv.rl.learner_bench")
+    bench = tyro.cli(LearnerBench, args=argv, prog="python -m zerokv.bench.learner")
     timings, sample_seconds = run(bench)
     print(report(bench, timings, sample_seconds))
 

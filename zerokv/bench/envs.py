@@ -1,6 +1,6 @@
 """Env stepping alone, sync vs async: env steps/s of ``make_vector_env`` in each ``--vector-env`` mode.
 
-    python -m zerokv.rl.env_bench --env ALE/Pong-v5 --num-envs 8 --steps 2000 --chunk 200
+    python -m zerokv.bench.envs --env ALE/Pong-v5 --num-envs 8 --steps 2000 --chunk 200
 
 Builds both vector envs (the same ids, seeds and preprocessing as training), warms each up, then
 steps them with random actions in alternating chunks (sync, async, async, sync, …: each pair in
