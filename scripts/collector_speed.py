@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from zerokv.presets import preset_path
-from zerokv.rl.config import TrainConfig, load_overrides
+from zerokv.rl.config import TrainConfig
+from zerokv.rl.config_files import load_overrides
 from zerokv.rl.replay import GameSegment
 
 

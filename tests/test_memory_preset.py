@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from zerokv.presets import preset_path
-from zerokv.rl.config import TrainConfig, load_overrides
+from zerokv.rl.config import TrainConfig
+from zerokv.rl.config_files import load_overrides
 from zerokv.rl.envs import EnvOptions, make_env
 from zerokv.rl.factory import env_options, world_model_config
 
