@@ -133,7 +133,7 @@ def test_an_empty_batch_of_observations_is_a_clear_error():
 
 
 def test_validation_mode_reports_a_latent_that_is_not_its_parents():
-    from zerokv.model.context import CacheValidationError
+    from zerokv.errors import CacheValidationError
 
     wm = WorldModel(WorldModelConfig(**{**TINY_MODEL, "env_num": 2, "num_simulations": 4, "cache_backend": "paged",
                                         "cache_validation_mode": True}))

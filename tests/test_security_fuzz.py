@@ -84,8 +84,9 @@ def test_a_mutated_replay_snapshot_is_refused_and_leaves_replay_whole(tmp_path_f
     import numpy as np
     from test_snapshot import FRAME, assert_same_contents, atari_buffer
 
+    from zerokv.errors import ReplaySnapshotError as SnapshotError
     from zerokv.rl.replay import ReplayBuffer
-    from zerokv.rl.snapshot import SnapshotError, read_snapshot, write_snapshot
+    from zerokv.rl.snapshot import read_snapshot, write_snapshot
 
     tmp = tmp_path_factory.mktemp("replay")
     ref = write_snapshot(tmp / "replay_000000060", atari_buffer(60), run_id="r", env_steps=60)
