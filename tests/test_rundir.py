@@ -144,12 +144,3 @@ def test_a_field_the_checkpoint_predates_takes_the_given_value():
     resumed = resume_config(saved, TrainConfig(out="runs/x", resume=True, eval_max_steps=7), explicit=set())
     assert resumed.eval_max_steps == 7
 
-
-def test_saved_collectors_reads_the_runs_config_or_says_zero(tmp_path):
-    from zerokv.rl.rundir import saved_collectors
-
-    assert saved_collectors(tmp_path) == 0
-    (tmp_path / "config.json").write_text('{"collectors": 2}')
-    assert saved_collectors(tmp_path) == 2
-    (tmp_path / "config.json").write_text("not json")
-    assert saved_collectors(tmp_path) == 0

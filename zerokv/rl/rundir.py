@@ -34,7 +34,7 @@ from zerokv.rl.checkpoint import remove_orphans
 from zerokv.rl.config import TrainConfig
 from zerokv.rl.envs import check_env_id
 
-__all__ = ["RESUMABLE_FIELDS", "RunDir", "RunDirError", "resume_changes", "resume_config", "saved_collectors"]
+__all__ = ["RESUMABLE_FIELDS", "RunDir", "RunDirError", "resume_changes", "resume_config"]
 
 LOCK_NAME = ".lock"
 RUN_ENTRIES = ("checkpoints", "tb", "progress.csv", "config.json", "best.pt", "wandb", "curve.png")
@@ -215,12 +215,3 @@ def resume_changes(saved: dict, resumed: TrainConfig) -> list[str]:
             for f in dataclasses.fields(TrainConfig)
             if f.name in saved and f.name not in _NOT_COMPARED and saved[f.name] != getattr(resumed, f.name)]
 
-
-def saved_collectors(out: Path) -> int:
-    """The ``collectors`` of the run in ``out`` (its config.json), so that a ``--resume`` without
-    ``--collectors`` continues a Ray run on Ray; 0 if there is none to read (the resume then
-    reports what is missing)."""
-    try:
-        return int(json.loads((Path(out) / "config.json").read_text()).get("collectors", 0))
-    except (OSError, ValueError, TypeError, AttributeError):
-        return 0
