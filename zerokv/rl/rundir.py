@@ -214,4 +214,3 @@ def resume_changes(saved: dict, resumed: TrainConfig) -> list[str]:
     return [f"--resume: {f.name} changed from {saved[f.name]!r} to {getattr(resumed, f.name)!r}"
             for f in dataclasses.fields(TrainConfig)
             if f.name in saved and f.name not in _NOT_COMPARED and saved[f.name] != getattr(resumed, f.name)]
-
