@@ -118,6 +118,7 @@ def cartpole(out, **overrides) -> TrainConfig:
     return TrainConfig(**{**base, **overrides})
 
 
+@pytest.mark.slow
 def test_checkpoints_follow_wall_time_as_well_as_steps(tmp_path):
     train(cartpole(tmp_path / "steps"))
     assert list_checkpoints(tmp_path / "steps" / "checkpoints") == ["ckpt_000000024.pt"]
@@ -135,6 +136,7 @@ def test_checkpoints_follow_wall_time_as_well_as_steps(tmp_path):
         cartpole(tmp_path / "bad", checkpoint_every_minutes=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_stop_signal_checkpoints_then_exits_and_the_resumed_run_is_exact(tmp_path, signum):
     full = tmp_path / "full"
