@@ -14,7 +14,7 @@ from zerokv.rl import EvalArgs
 
 TINY_TRAIN = ["--total-env-steps", "8", "--num-envs", "2", "--collect-steps", "4", "--num-simulations", "2",
               "--embed-dim", "16", "--num-layers", "1", "--context-length", "4", "--support-size", "5",
-              "--eval-episodes", "1", "--eval-every", "0", "--no-progress"]
+              "--eval-episodes", "1", "--eval-every", "0", "--no-progress", "--threads", "1"]
 
 
 def one_error_line(capsys, exc, command: str) -> str:

@@ -23,7 +23,8 @@ from zerokv.rl.plot import read_curve, reward_threshold, y_limits
 TINY = ["--total-env-steps", "16", "--num-envs", "2", "--collect-steps", "4", "--num-simulations", "2",
         "--embed-dim", "16", "--num-layers", "1", "--context-length", "4", "--support-size", "5",
         "--batch-size", "4", "--unroll-steps", "2", "--td-steps", "2", "--min-replay-steps", "8",
-        "--eval-episodes", "2", "--eval-every", "0", "--eval-max-steps", "20", "--no-progress"]
+        "--eval-episodes", "2", "--eval-every", "0", "--eval-max-steps", "20", "--no-progress",
+        "--threads", "1"]
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ def tiny(out, **overrides) -> TrainConfig:
         batch_size=4, unroll_steps=2, td_steps=2, min_replay_steps=8, segment_length=5,
         eval_episodes=1, eval_every=0, checkpoint_every=8, progress=False, history_steps=4,
         eval_max_steps=20,  # a better-trained tiny model must not make a test play 500 CartPole steps
+        threads=1,
     )
     base.update(overrides)
     return TrainConfig(**base)
