@@ -51,7 +51,7 @@ from blake3 import blake3
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from zerokv.cache.paged import RootRows
+from zerokv.cache.protocol import RootRows
 from zerokv.cache.storage import SCALED, Quantized
 from zerokv.errors import CacheSnapshotError
 from zerokv.io import atomic_write_bytes
@@ -231,7 +231,7 @@ class CacheSnapshots:
         ``initial_inference`` extends), the config and a fingerprint of the weights, as bytes. "paged"
         backend only."""
         self._owner.check("caches_to_bytes")
-        return snapshot_bytes(self.config, self, self._cache.export_state())
+        return snapshot_bytes(self.config, self, self.context_cache.export_state())
 
     def save_caches(self, path) -> None:
         """:meth:`caches_to_bytes`, written to ``path`` atomically (safetensors with a JSON header)."""
@@ -243,7 +243,7 @@ class CacheSnapshots:
         taken from would have. Refused (``CacheSnapshotError``, naming the mismatch; nothing
         changed) for a damaged file, or one taken with other weights, another config or another backend."""
         self._owner.claim("load_caches")
-        self._cache.import_state(restore(self.config, self, self.key_hash, data))
+        self.context_cache.import_state(restore(self.config, self, self.key_hash, data))
         self._nodes.start([])  # no search is open: the next call is a root call
 
     def load_caches(self, path) -> None:
