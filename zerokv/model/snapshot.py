@@ -66,6 +66,9 @@ FORMAT = "zerokv-root-contexts/1"
 IDENTITY: tuple[str, ...] = (*ARCHITECTURE, "kv_storage", "cache_backend", "env_num")
 """Config fields a snapshot must share with the model loading it (``kv_storage``: the resolved
 storage dtype, so None and the model's own dtype match)."""
+# Largest |key| or |value| a snapshot may hold. Real ones are projections of layer-normed tokens (tens
+# at most); a forged or bit-flipped one near float32's limit would overflow attention into NaN.
+KV_MAGNITUDE_LIMIT = 1e4
 
 
 
@@ -177,6 +180,14 @@ def _check_forged(cfg: WorldModelConfig, t: dict[str, torch.Tensor], epoch: int)
     for name in ("payload", "scale"):
         if name in t and t[name].is_floating_point() and not bool(torch.isfinite(t[name].float()).all()):
             raise CacheSnapshotError(f"snapshot {name} holds NaN or infinite values: keys and values must be finite")
+    payload = t["payload"].float().abs()
+    largest = float(payload.max()) if payload.numel() else 0.0
+    if "scale" in t and t["scale"].is_floating_point() and t["scale"].numel():
+        largest *= float(t["scale"].float().abs().max())  # int8 rows: value = code × row scale
+    if largest > KV_MAGNITUDE_LIMIT:
+        raise CacheSnapshotError(f"snapshot keys or values reach {largest:.3g}; stored keys and values are "
+                                 f"bounded by {KV_MAGNITUDE_LIMIT:g} (projections of layer-normed tokens): "
+                                 "the file is damaged or forged")
     latents = t["key_payloads"].contiguous().view(torch.float32) if len(t["key_envs"]) else None
     if latents is not None and not bool(torch.isfinite(latents).all()):
         raise CacheSnapshotError("snapshot root keys hold NaN or infinite latents")
