@@ -62,7 +62,7 @@ def test_a_tiny_visual_match_run_trains_on_whole_episodes(tmp_path):
                       num_envs=2, collect_steps=9, num_simulations=2, embed_dim=16, num_heads=2, num_layers=1,
                       context_length=40, unroll_steps=18, segment_length=18, td_steps=18, support_size=5,
                       batch_size=2, min_replay_steps=0, eval_episodes=1, eval_every=0, checkpoint_every=36,
-                      progress=False, history_steps=18)
+                      progress=False, history_steps=18, replay_sampling="segment_start")
     result = train(cfg)
     assert result.env_steps >= 36 and len(result.eval_returns) == 1
     assert result.eval_returns[0] in (0.0, 1.0)  # VisualMatch pays 1 or nothing (apples are worth 0)

@@ -34,7 +34,7 @@ TRAIN_SECTIONS: dict[str, tuple[str, ...]] = {
     "learning": ("batch_size", "unroll_steps", "td_steps", "learning_rate", "weight_decay", "grad_clip",
                  "fresh_value_targets", "value_bootstrap", "target_update_rate", "target_label_smoothing",
                  "replay_ratio", "collect_steps", "segment_length",
-                 "min_replay_steps", "replay_capacity", "reanalyze_per_iteration", "reanalyze_batch",
+                 "min_replay_steps", "replay_capacity", "replay_sampling", "reanalyze_per_iteration", "reanalyze_batch",
                  "learner_dtype"),
     "evaluation": ("eval_every", "eval_episodes", "final_eval_episodes", "eval_max_steps", "stop_return"),
     "checkpoints": ("checkpoint_every", "checkpoint_every_minutes", "keep_checkpoints", "save_replay"),

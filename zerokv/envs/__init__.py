@@ -43,10 +43,13 @@ def episode_steps(env_id: str, memory_length: int | None = None) -> int:
     return cls(memory_length=memory).episode_steps
 
 
-def check_memory_fit(env_id: str, memory_length: int | None, *, context_length: int, unroll_steps: int) -> None:
+def check_memory_fit(env_id: str, memory_length: int | None, *, context_length: int, unroll_steps: int,
+                     history_steps: int | None = None) -> None:
     """Refuse a memory task whose whole episode does not fit the model: the search context must hold
-    every step of an episode (2 tokens a step) and training must unroll over the whole episode
-    (UniZero's setting: unroll = episode length). Each error names both numbers."""
+    every step of an episode (2 tokens a step), training must unroll over the whole episode
+    (UniZero's setting: unroll = episode length) and, given ``history_steps``, a root context
+    rebuilt after a weight update mid-episode must start at the episode's reset. Each error names
+    both numbers."""
     steps = episode_steps(env_id, memory_length)
     if 2 * steps > context_length:
         raise ValueError(
@@ -59,4 +62,10 @@ def check_memory_fit(env_id: str, memory_length: int | None, *, context_length: 
             f"memory_length={memory_length} makes {env_id} episodes of {steps} steps, longer than the training "
             f"context unroll_steps={unroll_steps}: training must unroll over whole episodes; use unroll_steps "
             f">= {steps} or a shorter memory_length"
+        )
+    if history_steps is not None and history_steps < steps:
+        raise ValueError(
+            f"memory_length={memory_length} makes {env_id} episodes of {steps} steps, more than history_steps="
+            f"{history_steps}: a root context rebuilt after a weight update mid-episode would lose the first "
+            f"phase; use history_steps >= {steps} or a shorter memory_length"
         )

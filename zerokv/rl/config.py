@@ -1,9 +1,8 @@
 """``TrainConfig``: every flag of ``zerokv train``, one typed dataclass (the CLI is built from it).
 
-Where a run's values come from, lowest first: the defaults here, a ``--preset`` shipped with
-zerokv, a ``--config`` file, the command line's flags (``zerokv.rl.config_files.file_overrides`` merges
-the middle two). ``out`` left unset becomes a new directory per run, as cleanrl names them
-(:func:`default_out`).
+Where a run's values come from, lowest first: the defaults here, a ``--preset`` shipped with zerokv,
+a ``--config`` file, the command line's flags (``zerokv.rl.config_files.file_overrides`` merges the
+middle two). ``out`` left unset becomes a new directory per run, as cleanrl names them (:func:`default_out`).
 """
 
 from __future__ import annotations
@@ -29,12 +28,11 @@ from zerokv.model.config import DTYPES, CacheBackend, Dtype, Encoder, WorldModel
 from zerokv.presets import Preset, preset_path
 from zerokv.rl.envs import VECTOR_ENV_MODES, VectorEnvMode, is_atari
 from zerokv.rl.learner import VALUE_BOOTSTRAPS, ValueBootstrap
+from zerokv.rl.replay import ReplaySampling, check_sampling
 
 DeviceName = Annotated[str, tyro.conf.arg(metavar="{cpu,cuda,cuda:N,mps}")]
-"""A torch device name: not a ``Literal`` because of ``cuda:N``; ``--help`` shows the choices and
-:func:`zerokv.checks.check_device` checks the value (and that this machine has it)."""
-RUNS_DIR = "runs"
-"""Where the default ``--out`` directories go (relative to the working directory)."""
+"""A torch device name (not a ``Literal``: ``cuda:N``); checked by :func:`zerokv.checks.check_device`."""
+RUNS_DIR = "runs"  # where the default --out directories go (relative to the working directory)
 
 
 @dataclass
@@ -163,6 +161,9 @@ class TrainConfig:
     """Env steps stored before the first update."""
     replay_capacity: int = 100_000
     """Replay buffer capacity in env steps."""
+    replay_sampling: ReplaySampling = "uniform"
+    """Where training sequences start: "uniform" over all stored steps, or "segment_start" (at a segment's
+    first step; unroll_steps + 1 >= segment_length: whole segments, i.e. episodes, as memory tasks need)."""
     reanalyze_per_iteration: int = 0
     """Stored positions whose search policy and root value are recomputed each iteration with
     the current weights (MuZero Reanalyse; value targets follow); 0: off."""
@@ -290,7 +291,10 @@ class TrainConfig:
         check_float("target_update_rate", self.target_update_rate, low=0.0, high=1.0, low_open=True)
         check_float("target_label_smoothing", self.target_label_smoothing, low=0.0, high=1.0, high_open=True,
                     note=" (0: plain two-hot targets)")
-        check_choice("value_bootstrap", self.value_bootstrap, VALUE_BOOTSTRAPS)
+        for name, choices in (("value_bootstrap", VALUE_BOOTSTRAPS), ("vector_env", VECTOR_ENV_MODES),
+                              ("search_dtype", DTYPES), ("learner_dtype", DTYPES)):
+            check_choice(name, getattr(self, name), choices)
+        check_sampling(self.replay_sampling, unroll_steps=self.unroll_steps, segment_length=self.segment_length)
         if self.value_bootstrap == "target" and self.fresh_value_targets is not True:
             raise ValueError("value_bootstrap='target' bootstraps the fresh value targets; it needs "
                              f"fresh_value_targets=True (got {self.fresh_value_targets!r})")
@@ -302,7 +306,8 @@ class TrainConfig:
         if self.stop_return is not None:
             check_float("stop_return", self.stop_return, allow_inf=True,
                         note=", inf (never stop early) or None (the env's threshold)")
-        for name in ("resume", "keep_root_context", "fresh_value_targets", "progress", "track", "allow_env_import"):
+        for name in ("resume", "keep_root_context", "fresh_value_targets", "progress", "track", "allow_env_import",
+                     "full_action_space", "overwrite", "save_replay", "compile"):
             check_bool(name, getattr(self, name))
         for name in ("env", "wandb_project"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
@@ -315,12 +320,9 @@ class TrainConfig:
             raise ValueError("resume=True needs --out: the run directory to continue")
         if self.preset is not None:
             preset_path(self.preset)  # a ValueError naming the presets
-        check_choice("vector_env", self.vector_env, VECTOR_ENV_MODES)
-        check_choice("search_dtype", self.search_dtype, DTYPES)
         check_device("device", self.device)
         self._check_model_fields()
         self._check_run_fields()
-        check_choice("learner_dtype", self.learner_dtype, DTYPES)
         self._check_collector_fields()
 
     def _check_model_fields(self) -> None:
@@ -341,8 +343,6 @@ class TrainConfig:
         for name in ("clip_rewards", "terminal_on_life_loss"):
             if getattr(self, name) is not None:
                 check_bool(name, getattr(self, name))
-        for name in ("full_action_space", "overwrite", "save_replay", "resume", "compile"):
-            check_bool(name, getattr(self, name))
         check_positive_int("frame_skip", self.frame_skip)
         check_positive_int("keep_checkpoints", self.keep_checkpoints)
         if self.sticky_action_prob is not None:
@@ -355,8 +355,8 @@ class TrainConfig:
         if self.memory_length is not None or is_memory_env(self.env):
             if self.memory_length is not None:
                 check_positive_int("memory_length", self.memory_length)
-            check_memory_fit(self.env, self.memory_length, context_length=self.context_length,
-                             unroll_steps=self.unroll_steps)  # also: an env that takes no memory_length
+            check_memory_fit(self.env, self.memory_length, context_length=self.context_length,  # or: takes none
+                             unroll_steps=self.unroll_steps, history_steps=self.history_steps if self.keep_root_context else None)
         if self.terminal_on_life_loss and not is_atari(self.env):
             raise ValueError(f"terminal_on_life_loss=True needs an Atari env with lives; env={self.env!r} is not one")
         if self.overwrite and self.resume:

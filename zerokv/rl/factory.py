@@ -76,7 +76,8 @@ def make_replay(cfg: TrainConfig, model_config: WorldModelConfig) -> ReplayBuffe
     spec = env_spec(cfg.env, env_options(cfg))
     return ReplayBuffer(cfg.replay_capacity, model_config.observation_shape, model_config.action_space_size,
                         observation_dtype=spec.observation_dtype, unroll_steps=cfg.unroll_steps,
-                        td_steps=cfg.td_steps, discount=cfg.discount, seed=cfg.seed)
+                        td_steps=cfg.td_steps, discount=cfg.discount, seed=cfg.seed,
+                        sampling=cfg.replay_sampling)
 
 
 def make_collector(cfg: TrainConfig, search_model, sink: SegmentSink, *, seed: int) -> Collector:

@@ -1,7 +1,8 @@
 """The replay buffer: whole game segments in flat ring arrays, sampled with one gather per field.
 
-`ReplayBuffer` keeps closed `GameSegment`s, samples start positions t uniformly over all stored
-steps and returns a `Batch` of K+1 = unroll_steps+1 consecutive positions t..t+K per row.
+`ReplayBuffer` keeps closed `GameSegment`s, samples start positions t (uniformly over all stored
+steps, or each a segment's first step: `ReplaySampling`) and returns a `Batch` of K+1 =
+unroll_steps+1 consecutive positions t..t+K per row.
 Positions past the segment end are padded and masked out. Observations stay in the env's dtype
 (uint8 frames: 12 KiB a 3x64x64 step instead of 48 KiB in float32); the learner turns a batch
 into floats on its own device (`zerokv.rl.observations`).
@@ -13,15 +14,37 @@ import json
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 from numpy.typing import DTypeLike
 
-from zerokv.checks import check_float, check_int, check_positive_int
+from zerokv.checks import check_choice, check_float, check_int, check_positive_int
+from zerokv.rl.replay_records import Histories, Positions, ReplayContents, SegmentTable
 from zerokv.rl.segment import GameSegment, Step, n_step_bootstrap, n_step_value_targets
 
-__all__ = ["Batch", "GameSegment", "Histories", "Positions", "ReplayBuffer", "ReplayContents",
-           "SegmentTable", "Step", "n_step_bootstrap", "n_step_value_targets"]
+__all__ = ["REPLAY_SAMPLINGS", "Batch", "GameSegment", "Histories", "Positions", "ReplayBuffer", "ReplayContents",
+           "ReplaySampling", "SegmentTable", "Step", "check_sampling", "n_step_bootstrap", "n_step_value_targets"]
+
+ReplaySampling = Literal["uniform", "segment_start"]
+"""Where a sampled row starts: "uniform" over every stored step, or "segment_start": at the first
+step of a stored segment drawn uniformly (segments weighted alike, whatever their length), so a row
+unrolled over a whole segment holds its first step and its last; with segments of whole episodes
+(segment_length >= the episode), each row is an episode from its reset (LightZero's
+sample_type='episode', which memory tasks need: the cue is seen at an episode's first steps)."""
+REPLAY_SAMPLINGS: tuple[str, ...] = get_args(ReplaySampling)
+
+
+def check_sampling(sampling: str, *, unroll_steps: int, segment_length: int) -> str:
+    """``sampling`` if it is a `ReplaySampling` and, for "segment_start", rows of unroll_steps + 1
+    positions cover segments of up to ``segment_length`` steps (else later steps would never be
+    trained); otherwise a ValueError naming the numbers."""
+    check_choice("replay_sampling", sampling, REPLAY_SAMPLINGS)
+    if sampling == "segment_start" and unroll_steps + 1 < segment_length:
+        raise ValueError(f"replay_sampling='segment_start' trains the first unroll_steps + 1 = {unroll_steps + 1} "
+                         f"steps of each segment, fewer than segment_length={segment_length}: use "
+                         f"unroll_steps >= {segment_length - 1} or replay_sampling='uniform'")
+    return sampling
 
 SNAPSHOT_FIELDS = ("obs", "actions", "rewards", "root_values", "policies")
 """Per-step arrays a snapshot must hold; the others are derived from them and the segment table."""
@@ -57,54 +80,6 @@ class Batch:
     bootstrap_scale: np.ndarray | None = None
     """`[B, K+1]` float32: g^(m-j) where the bootstrap state is in the segment, else 0, so that
     value_targets = value_known + bootstrap_scale * (stored root value of o_m)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Positions:
-    """Distinct stored positions (e.g. for reanalysis); valid until the next `add`."""
-
-    slots: np.ndarray
-    """`[n]` int64 ring slots of the positions."""
-    steps: np.ndarray
-    """`[n]` int64: each position's step index t within its segment."""
-
-
-@dataclass(frozen=True, slots=True)
-class Histories:
-    """Each position's observation with up to H real steps before it, right-aligned."""
-
-    obs: np.ndarray
-    """`[n, H+1, *obs_shape]` in the buffer's observation dtype: row i's last `lengths[i]`
-    entries are real (its segment may start fewer than H steps back), zeros before; the
-    position's own observation is last."""
-    actions: np.ndarray
-    """`[n, H]` int64: the actions between those observations (0 where not real)."""
-    lengths: np.ndarray
-    """`[n]` int64: real observations per row."""
-
-
-@dataclass(frozen=True, slots=True)
-class SegmentTable:
-    """The stored segments, oldest first (S segments)."""
-
-    lengths: np.ndarray
-    """`[S]` int64 steps per segment."""
-    terminated: np.ndarray
-    """`[S]` bool."""
-    bootstrap_values: np.ndarray
-    """`[S]` float32 value of the state after each segment's last step (0 when terminated)."""
-    weights_versions: np.ndarray
-    """`[S]` int64 version of the weights each segment was collected with (`GameSegment`)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayContents:
-    """What a snapshot needs, without copying: the stored steps oldest first, per field as one
-    or two contiguous views of the ring (two when the stored arc wraps around its end)."""
-
-    fields: dict[str, tuple[np.ndarray, ...]]
-    """Name in `SNAPSHOT_FIELDS` → views whose concatenation is `[num_steps, ...]`."""
-    segments: SegmentTable
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,12 +125,14 @@ class ReplayBuffer:
         td_steps: int = 5,
         discount: float = 0.997,
         seed: int = 0,
+        sampling: ReplaySampling = "uniform",
     ) -> None:
         for name, value in (("capacity_steps", capacity_steps), ("action_space_size", action_space_size),
                             ("td_steps", td_steps)):
             check_positive_int(name, value, owner="ReplayBuffer")
         check_int("unroll_steps", unroll_steps, low=0, owner="ReplayBuffer")
         check_float("discount", discount, low=0.0, high=1.0, owner="ReplayBuffer")
+        self.sampling = check_choice("sampling", sampling, REPLAY_SAMPLINGS, owner="ReplayBuffer")
         self.capacity_steps = capacity_steps
         self.observation_shape = tuple(observation_shape)
         self.observation_dtype = np.dtype(observation_dtype)
@@ -253,15 +230,20 @@ class ReplayBuffer:
 
     # ------------------------------------------------------------------ sampling
     def sample(self, batch_size: int) -> Batch:
-        """`batch_size` rows with start positions drawn uniformly (with replacement) over all
-        stored steps. Shapes are given on `Batch`."""
+        """`batch_size` rows whose start positions are drawn (with replacement) as `sampling`
+        says: uniformly over all stored steps, or at the first steps of uniformly drawn segments.
+        Shapes are given on `Batch`."""
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
         self._check_not_empty()
         c, num_actions = self.capacity_steps, self.action_space_size
-        first = self._rng.integers(self._num_steps, size=batch_size)
+        if self.sampling == "uniform":
+            start = (self._segments[0].start + self._rng.integers(self._num_steps, size=batch_size)) % c
+        # start: [B] ring slot of each row's t
+        else:  # "segment_start": the drawn segments' first steps
+            starts = np.fromiter((s.start for s in self._segments), np.int64, len(self._segments))
+            start = starts[self._rng.integers(len(starts), size=batch_size)]
         pad_actions = self._rng.integers(num_actions, size=(batch_size, self.unroll_steps + 1))
-        start = (self._segments[0].start + first) % c                # [B] ring slot of t
         k = np.arange(self.unroll_steps + 1)                          # [K+1]
         left = self._left[start][:, None]                             # [B, 1] steps after t
         real = k <= left                                              # [B, K+1]
