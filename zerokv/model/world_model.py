@@ -31,6 +31,7 @@ from zerokv.model.config import WorldModelConfig
 from zerokv.model.context import KeyHash, default_key_hash
 from zerokv.model.context_cache import CacheReport, ContextCache
 from zerokv.model.encoders import SimNorm, make_encoder, mlp_head
+from zerokv.model.linear import Linear
 from zerokv.model.outputs import InferenceOutput, SequenceOutput
 from zerokv.model.pretrained import PretrainedMixin
 from zerokv.model.seeds import SeedsNames
@@ -79,10 +80,12 @@ class WorldModel(SeedsNames, PretrainedMixin, nn.Module):
         if share_weights_with is None:
             e = config.embed_dim
             self.encoder = make_encoder(config)
-            self.action_embedding = nn.Embedding(config.action_space_size, e)
+            # Discrete: a table of A embeddings. Continuous: a learned projection of the action vector.
+            self.action_embedding = (Linear(config.action_dim, e) if config.continuous
+                                     else nn.Embedding(config.action_space_size, e))
             self.transformer = Transformer(config)
             self.head_value = mlp_head(e, config.support_bins)
-            self.head_policy = mlp_head(e, config.action_space_size)
+            self.head_policy = mlp_head(e, config.policy_size)
             self.head_reward = mlp_head(e, config.support_bins)
             self.head_latent = nn.Sequential(mlp_head(e, e), SimNorm(config.latent_group_size))
             self.to(config.device, config.torch_dtype)
@@ -188,15 +191,15 @@ class WorldModel(SeedsNames, PretrainedMixin, nn.Module):
         obs = inputs.observations(obs, cfg.observation_shape, steps=False, name="obs")
         b = obs.shape[0]
         env_ids = inputs.env_ids(env_ids, b, cfg.env_num, unique=True)
-        actions = inputs.actions(last_actions, b, cfg.action_space_size, name="last_actions", allow_no_action=True)
+        actions, marks = self._actions(last_actions, b, name="last_actions", allow_no_action=True)
         inputs.finite(obs, env_ids, "obs")
         latents = self.encoder(obs.to(cfg.device, cfg.torch_dtype))  # (B, E)
-        pasts = self._cache.previous_roots(env_ids, actions)
+        pasts = self._cache.previous_roots(env_ids, marks)
         extend = [i for i in range(b) if pasts[i] is not None]
         fresh = [i for i in range(b) if pasts[i] is None]
         groups = []
         if extend:
-            act = self.action_embedding(torch.as_tensor([actions[i] for i in extend], device=latents.device))
+            act = self._embed([actions[i] for i in extend], latents.device)
             tokens = torch.stack([act, latents[extend]], dim=1)  # (n, 2, E): [a_{t-1}, o_t]
             groups.append(_RootGroup(extend, tokens, [pasts[i] for i in extend]))
         if fresh:
@@ -224,11 +227,7 @@ class WorldModel(SeedsNames, PretrainedMixin, nn.Module):
         obs = inputs.observations(observations, cfg.observation_shape, steps=True, name="observations")
         b, t = obs.shape[:2]  # (B, T, *obs_shape)
         env_ids = inputs.env_ids(env_ids, b, cfg.env_num, unique=True)
-        acts = inputs.integers(actions, "actions")
-        if acts.size != b * (t - 1):
-            raise ValueError(f"{acts.size} actions for {b} histories of {t} observations (need [B, T-1])")
-        acts = acts.reshape(b, t - 1)
-        inputs.actions(acts.reshape(-1), acts.size, cfg.action_space_size, name="actions", allow_no_action=False)
+        acts = self._history_actions(actions, b, t)
         lengths = inputs.history_lengths(lengths, b, t)
         inputs.finite(obs, env_ids, "observations", used=torch.from_numpy(np.arange(t) >= t - lengths[:, None]))
         obs = obs.to(cfg.device, cfg.torch_dtype)
@@ -240,7 +239,7 @@ class WorldModel(SeedsNames, PretrainedMixin, nn.Module):
             tokens = latents.new_zeros(len(rows), 2 * n - 1, cfg.embed_dim)  # [o, a, o, …, o]
             tokens[:, 0::2] = latents
             if n > 1:
-                tokens[:, 1::2] = self.action_embedding(torch.as_tensor(acts[rows, t - n:], device=obs.device))
+                tokens[:, 1::2] = self._embed(acts[rows, t - n:], obs.device)
             root_latents[rows] = latents[:, -1]
             groups.append(_RootGroup(rows, tokens))
         return self._store_roots(env_ids, root_latents, groups, rebuilt=True)
@@ -252,7 +251,7 @@ class WorldModel(SeedsNames, PretrainedMixin, nn.Module):
         cfg, b = self.config, len(env_ids)
         keys = self._cache.root_keys_of(env_ids, latents)  # once for the whole batch
         value_logits = latents.new_zeros(b, cfg.support_bins)
-        policy_logits = latents.new_zeros(b, cfg.action_space_size)
+        policy_logits = latents.new_zeros(b, cfg.policy_size)
         for group in groups:
             pasts = group.pasts if group.pasts is not None else [self._cache.empty() for _ in group.rows]
             batch = self._cache.assemble(pasts, group.tokens.shape[1])
@@ -300,12 +299,12 @@ class WorldModel(SeedsNames, PretrainedMixin, nn.Module):
             raise ValueError("recurrent_inference before any root: call initial_inference first (or pass env_ids)")
         env_ids = self._nodes.root_envs if env_ids is None else inputs.env_ids(env_ids, None, cfg.env_num, unique=False)
         latent = inputs.latent(latent_state, env_ids, cfg.embed_dim).to(cfg.device, cfg.torch_dtype)
-        actions = inputs.actions(action, len(env_ids), cfg.action_space_size, name="action", allow_no_action=False)
+        actions, _ = self._actions(action, len(env_ids), name="action", allow_no_action=False)
         ids = self._nodes.check(parent_ids, child_ids, env_ids)
         parents, children = (None, None) if ids is None else ids
         batch = self._cache.expand(latent, env_ids, parents)
         next_latent, value_logits, policy_logits, reward_logits = self._step(
-            batch, torch.as_tensor(actions, device=latent.device))
+            batch, self._action_tensor(actions, latent.device))
         self._cache.store_children(batch, env_ids, next_latent, children)
         if ids is not None:
             self._nodes.add(env_ids, children)
@@ -317,7 +316,8 @@ class WorldModel(SeedsNames, PretrainedMixin, nn.Module):
 
     # ------------------------------------------------------------------------ training
     def forward_sequence(self, obs: torch.Tensor, actions: torch.Tensor) -> SequenceOutput:
-        """Teacher-forced pass over ``obs [B, K+1, *obs_shape]`` and ``actions [B, K+1]``.
+        """Teacher-forced pass over ``obs [B, K+1, *obs_shape]`` and ``actions [B, K+1]`` (int64; continuous:
+        ``[B, K+1, D]`` float32 in [-1, 1]).
 
         The training pass: float32 models only (bfloat16 is a search-only mode; AdamW steps on
         bfloat16 weights would round most updates away).
@@ -327,11 +327,11 @@ class WorldModel(SeedsNames, PretrainedMixin, nn.Module):
                 f"forward_sequence on a model of dtype={self.config.dtype!r}; training needs dtype='float32' "
                 "(bfloat16 is search-only: train a float32 model and copy it with load_weights_from)"
             )
-        b, steps = actions.shape
+        b, steps = actions.shape[:2]
         if 2 * steps > self.config.max_tokens:
             raise ValueError(f"{steps} steps need {2 * steps} tokens > max_tokens={self.config.max_tokens}")
         latents = self.encoder(obs.flatten(0, 1)).view(b, steps, -1)
-        tokens = torch.stack([latents, self.action_embedding(actions)], dim=2).flatten(1, 2)  # (B, 2(K+1), E)
+        tokens = torch.stack([latents, self.action_embedding(actions.float() if self.config.continuous else actions)], dim=2).flatten(1, 2)  # (B, 2(K+1), E)
         pos = torch.arange(2 * steps, device=obs.device).expand(b, -1)
         h = self.transformer(tokens, pos)
         h_obs, h_act = h[:, 0::2], h[:, 1::2]
@@ -339,6 +339,48 @@ class WorldModel(SeedsNames, PretrainedMixin, nn.Module):
             value_logits=self.head_value(h_obs), policy_logits=self.head_policy(h_obs),
             reward_logits=self.head_reward(h_act), next_latent=self.head_latent(h_act), latents=latents,
         )
+
+    # ------------------------------------------------------------------------- actions
+    def _actions(self, values, batch: int, *, name: str, allow_no_action: bool) -> tuple:
+        """Checked actions of ``batch`` rows and, per row, ``NO_ACTION`` or 0 (an action was given).
+
+        Discrete: a list of ints. Continuous: a float32 array ``[batch, D]`` (see :func:`inputs.action_vectors`).
+        """
+        cfg = self.config
+        if not cfg.continuous:
+            acts = inputs.actions(values, batch, cfg.action_space_size, name=name, allow_no_action=allow_no_action)
+            return acts, acts
+        acts, present = inputs.action_vectors(values, batch, cfg.action_dim, name=name, allow_no_action=allow_no_action)
+        return acts, [0 if p else NO_ACTION for p in present]
+
+    def _history_actions(self, actions, b: int, t: int) -> np.ndarray:
+        """``actions`` of ``b`` histories of ``t`` observations: int64 ``[b, t-1]`` (continuous ``[b, t-1, D]``)."""
+        cfg = self.config
+        if cfg.continuous:
+            arr = np.asarray(actions.detach().cpu() if torch.is_tensor(actions) else actions, np.float32)
+            if arr.size != b * (t - 1) * cfg.action_dim:
+                raise ValueError(f"actions of shape {arr.shape} for {b} histories of {t} observations "
+                                 f"(need [B, T-1, {cfg.action_dim}])")
+            arr = arr.reshape(b, t - 1, cfg.action_dim)
+            inputs.action_vectors(arr.reshape(-1, cfg.action_dim), b * (t - 1), cfg.action_dim, name="actions",
+                                  allow_no_action=False)
+            return arr
+        acts = inputs.integers(actions, "actions")
+        if acts.size != b * (t - 1):
+            raise ValueError(f"{acts.size} actions for {b} histories of {t} observations (need [B, T-1])")
+        acts = acts.reshape(b, t - 1)
+        inputs.actions(acts.reshape(-1), acts.size, cfg.action_space_size, name="actions", allow_no_action=False)
+        return acts
+
+    def _action_tensor(self, actions, device) -> torch.Tensor:
+        """Checked actions as the action embedding takes them: int64, or ``[..., D]`` in the model's dtype."""
+        if self.config.continuous:
+            return torch.as_tensor(np.asarray(actions), device=device, dtype=self.config.torch_dtype)
+        return torch.as_tensor(actions, device=device)
+
+    def _embed(self, actions, device) -> torch.Tensor:
+        """Action tokens ``[..., E]`` of checked actions (ints, or float32 vectors ``[..., D]``)."""
+        return self.action_embedding(self._action_tensor(actions, device))
 
     def _maybe_log(self) -> None:
         # Throttled: at most one line every 30 s, and only when asked for.
