@@ -41,7 +41,8 @@ class WorldModelConfig:
     observation_shape: tuple[int, ...] = (4,)
     """Observation shape: a vector ``(D,)`` or an image ``(C, 64, 64)``."""
     action_space_size: int = 2
-    """Number of discrete actions (unused when ``action_dim`` > 0)."""
+    """Number of discrete actions; with ``action_dim`` > 0, the width of the search policies (K
+    sampled actions), which the network does not use."""
     action_dim: int = 0
     """0: discrete actions ``0 … action_space_size-1``. D > 0: continuous actions, vectors of D
     entries in [-1, 1] (an env's bounded ``Box`` rescaled): the action token is a learned linear

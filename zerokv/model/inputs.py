@@ -219,19 +219,23 @@ def history_lengths(lengths, batch: int, steps: int) -> np.ndarray:
     return out
 
 
-def right_aligned(histories: Sequence, actions: Sequence, shape: tuple[int, ...]):
+def right_aligned(histories: Sequence, actions: Sequence, shape: tuple[int, ...], action_dim: int = 0):
     """Histories of different lengths in one batch: ``histories[i] [T_i, *shape]`` and
     ``actions[i] [T_i - 1]`` → ``(obs [B, T, *shape] float32, acts [B, T-1] int64, lengths [B])``
-    with T the longest, each row right-aligned (zeros before it)."""
+    with T the longest, each row right-aligned (zeros before it). ``action_dim`` D > 0: continuous
+    actions, ``actions[i] [T_i - 1, D]`` and ``acts [B, T-1, D]`` float32."""
     lengths = [len(o) for o in histories]
     t = max(lengths)
     obs = np.zeros((len(histories), t, *shape), np.float32)
-    acts = np.zeros((len(histories), t - 1), np.int64)
+    acts = np.zeros((len(histories), t - 1, action_dim), np.float32) if action_dim else np.zeros((len(histories), t - 1), np.int64)
     for i, (o, a) in enumerate(zip(histories, actions, strict=True)):
         if len(a) != len(o) - 1:
             raise ValueError(f"history {i}: {len(o)} observations need {len(o) - 1} actions, got {len(a)}")
         obs[i, t - len(o):] = observations(o, shape, steps=False, name=f"observations[{i}]")
-        acts[i, t - len(o):] = integers(a, f"actions[{i}]")
+        if action_dim:
+            acts[i, t - len(o):] = np.asarray(a, np.float32).reshape(len(a), action_dim)
+        else:
+            acts[i, t - len(o):] = integers(a, f"actions[{i}]")
     return obs, acts, lengths
 
 

@@ -277,7 +277,8 @@ class WorldModel(SeedsNames, PretrainedMixin, nn.Module):
             raise ValueError(f"{len(env_ids)} env_ids, {len(observations)} histories, {len(actions)} action lists")
         if not max((len(o) for o in observations), default=0):
             return
-        obs, acts, lengths = inputs.right_aligned(observations, actions, self.config.observation_shape)
+        obs, acts, lengths = inputs.right_aligned(observations, actions, self.config.observation_shape,
+                                                  self.config.action_dim)
         self.initial_inference_from_history(obs, acts, env_ids=env_ids, lengths=lengths)
 
     @torch.no_grad()

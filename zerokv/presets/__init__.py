@@ -11,9 +11,9 @@ from typing import Literal
 
 __all__ = ["PRESETS", "Preset", "preset_path"]
 
-Preset = Literal["atari"]
+Preset = Literal["atari", "dmc"]
 """The preset names (``--preset`` lists them)."""
-PRESETS: tuple[str, ...] = ("atari",)
+PRESETS: tuple[str, ...] = ("atari", "dmc")
 
 
 def preset_path(name: str) -> Path:

@@ -46,7 +46,8 @@ class TrainConfig:
     """Train a UniZero agent on a gymnasium env. Defaults suit CartPole-v1 on 2 CPU cores."""
 
     env: str = "CartPole-v1"
-    """Gymnasium env id (Discrete actions, Box observations; Atari ids need zerokv[atari])."""
+    """Gymnasium env id (Discrete or bounded Box actions, Box observations; Atari ids need zerokv[atari],
+    dm_control/... ids zerokv[dmc])."""
     total_env_steps: int = 30_000
     """Stop after this many env steps (summed over the parallel envs)."""
     seed: int = 0
@@ -60,7 +61,8 @@ class TrainConfig:
     """A YAML or TOML file whose keys override these defaults and the preset (CLI flags override
     the file); --config FILE and --config=FILE alike."""
     preset: Preset | None = None
-    """A config shipped with zerokv (atari: UniZero on ALE/Pong-v5, zerokv/presets/atari.yaml);
+    """A config shipped with zerokv (atari: UniZero on ALE/Pong-v5, zerokv/presets/atari.yaml; dmc:
+    Sampled UniZero on dm_control/cartpole-swingup-v0, zerokv/presets/dmc.yaml);
     --config and flags override it."""
     device: DeviceName = "cpu"
     """Torch device."""
@@ -87,6 +89,10 @@ class TrainConfig:
     leaves_per_call: int = 1
     """Leaves per env in each batched model call of a search (>1: multi-leaf search with virtual
     visits; fewer, wider calls, a slightly different search policy; see zerokv.search.mcts)."""
+    num_sampled_actions: int = 20
+    """Continuous actions: K actions sampled at each search node (Sampled MuZero)."""
+    action_repeat: int = 1
+    """Non-Atari envs: repeat each action this many env steps (UniZero uses 2 on DMC)."""
     segment_length: int = 50
     """Steps per game segment pushed to the replay buffer."""
     vector_env: VectorEnvMode = "sync"
@@ -242,7 +248,7 @@ class TrainConfig:
         positive = ("total_env_steps", "num_envs", "num_simulations", "leaves_per_call", "segment_length",
                     "history_steps", "embed_dim", "num_layers", "num_heads", "context_length", "support_size",
                     "batch_size", "unroll_steps", "td_steps", "collect_steps", "replay_capacity", "eval_episodes",
-                    "checkpoint_every", "threads", "reanalyze_batch")
+                    "checkpoint_every", "threads", "reanalyze_batch", "num_sampled_actions", "action_repeat")
         for name in positive:
             check_positive_int(name, getattr(self, name))
         check_int("seed", self.seed, low=0)

@@ -239,7 +239,7 @@ def enjoy(args: EnjoyArgs) -> list[float]:
             while not done and (train_cfg.eval_max_steps is None or steps < train_cfg.eval_max_steps):
                 out = plan(model, observations_as_float(obs[None], model_cfg.device), config=search, rng=rng,
                            last_actions=[last], add_noise=False, temperature=0.0)
-                last = int(out.action[0])
+                last = out.action[0] if model_cfg.continuous else int(out.action[0])
                 obs, reward, terminated, truncated, _ = env.step(last)
                 total, steps, done = total + float(reward), steps + 1, terminated or truncated
                 if render == "rgb_array" and args.video is None:

@@ -49,6 +49,7 @@ from zerokv.rl.config import TrainConfig, with_out
 from zerokv.rl.envs import env_spec
 from zerokv.rl.evaluator import evaluate
 from zerokv.rl.factory import (
+    check_same_actions,
     env_options,
     make_collector,
     make_replay,
@@ -214,6 +215,7 @@ class Trainer:
 
     def restore(self, state: dict) -> str:
         """Continues from a training checkpoint's ``state``; returns what became of replay."""
+        check_same_actions(state["model_config"], self.model_config, "the checkpoint")
         self.learner.load_state_dict(state["learner"])
         torch.set_rng_state(state["torch_rng"])
         counters = state["counters"]

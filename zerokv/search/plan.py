@@ -44,7 +44,7 @@ def search_from_roots(
         value=roots.value.cpu().numpy(), policy_logits=roots.policy_logits.cpu().numpy(),
         latent=roots.latent_state,
     )
-    if world_model.config.continuous:
+    if _continuous(world_model):
         if legal_actions_mask is not None:
             raise ValueError("legal_actions_mask with a continuous-action model: a continuous search has no "
                              "action mask (pass None)")
@@ -52,6 +52,12 @@ def search_from_roots(
                               add_noise=add_noise, temperature=temperature)
     return muzero_search(root, model_recurrent_fn(world_model, env_ids), config, rng=rng,
                          legal_actions_mask=legal_actions_mask, add_noise=add_noise, temperature=temperature)
+
+
+def _continuous(world_model) -> bool:
+    """True for a continuous-action world model (a stand-in model without a config is discrete)."""
+    config = getattr(world_model, "config", None)
+    return bool(getattr(config, "action_dim", 0))
 
 
 def model_recurrent_fn(world_model, env_ids: Sequence[int] | None = None) -> RecurrentFn:
