@@ -127,3 +127,15 @@ def test_bad_continuous_actions_are_refused_by_name(bad, match):
     with pytest.raises(ValueError, match=match):
         wm.initial_inference(np.zeros((3, 5), np.float32), last_actions=bad)
     assert wm.cache_stats().fallbacks == 0
+
+
+def test_a_continuous_model_round_trips_through_save_pretrained(tmp_path):
+    wm = build("paged")
+    wm.save_pretrained(tmp_path / "agent")
+    loaded = WorldModel.from_pretrained(tmp_path / "agent")
+    assert loaded.config.action_dim == 2
+    obs, last = np.ones((3, 5), np.float32), np.full((3, 2), 0.5, np.float32)
+    wm.initial_inference(obs)
+    loaded.initial_inference(obs)
+    a, b = wm.initial_inference(obs, last_actions=last), loaded.initial_inference(obs, last_actions=last)
+    assert torch.equal(a.policy_logits, b.policy_logits)
