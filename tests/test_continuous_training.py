@@ -185,3 +185,13 @@ def test_a_discrete_checkpoint_is_refused_on_a_continuous_env():
                                                                                        resume=True))
     with pytest.raises(ValueError, match="reanalysis of sampled searches"):
         world_model_config(TrainConfig(env="Pendulum-v1", reanalyze_per_iteration=8))
+
+
+def test_the_dmc_preset_has_unizeros_dmc_settings():
+    from zerokv.rl.config import TrainConfig, file_overrides
+    from zerokv.rl.factory import env_options, search_config, world_model_config
+
+    cfg = TrainConfig(**{**TrainConfig().to_dict(), **file_overrides("dmc", None)})
+    model, search = world_model_config(cfg), search_config(cfg)
+    assert (search.num_sampled_actions, search.num_simulations, model.context_length, cfg.unroll_steps) == (20, 50, 8, 10)
+    assert (cfg.replay_ratio, cfg.batch_size, env_options(cfg).action_repeat, model.action_dim) == (0.25, 64, 2, 1)
