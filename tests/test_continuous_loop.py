@@ -91,3 +91,23 @@ def test_compile_is_refused_for_continuous_actions_in_one_line(tmp_path, capsys)
         main(["train", "--env", "Pendulum-v1", "--compile", "--out", str(tmp_path / "c"), "--total-env-steps", "8"])
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("zerokv train: error:") and "compile=True with action_dim=1" in err[-1]
+
+
+@pytest.mark.slow
+def test_a_continuous_run_on_ray_collectors_trains_and_resumes(tmp_path):
+    from zerokv.rl import raycluster
+
+    ray = raycluster.import_ray()
+    if ray.is_initialized():
+        ray.shutdown()
+    raycluster.connect(None, num_cpus=2)
+    try:
+        cfg = dict(collectors=2, collector_cpus=0.5, total_env_steps=64, checkpoint_every=32)
+        result = train(tiny(tmp_path / "r", **cfg))
+        assert result.env_steps == 64 and result.cache_stats["fallbacks"] == 0 and result.cache_stats["hits"] > 0
+        ckpt = load_checkpoint(latest_checkpoint(tmp_path / "r" / "checkpoints"))
+        assert ckpt["learner"]["updates"] > 0 and ckpt["model_config"]["action_dim"] == 1
+        resumed = train(tiny(tmp_path / "r", **{**cfg, "resume": True, "total_env_steps": 96}))
+        assert resumed.env_steps == 96
+    finally:
+        ray.shutdown()

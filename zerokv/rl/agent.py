@@ -132,7 +132,9 @@ class Agent:
         self._model: WorldModel | None = None
         self.last_search: SearchOutput | SampledSearchOutput | None = None
         """The latest ``predict``'s search (root values, visit counts, search policy per env)."""
-        self._last: list = []  # per env: the action since its previous search (NO_ACTION: a start)
+        # Per env, the action since its previous search (NO_ACTION: a start): int64 [N], or (continuous)
+        # a list of N float32 vectors [D] and NO_ACTIONs.
+        self._last: np.ndarray | list = np.zeros(0, np.int64)
         self.model_config(1)  # the file's model config is checked now (unknown fields, bad values) ...
         self._model_for(1)  # ... and against its weights' sizes, before anything plays
 
@@ -196,22 +198,21 @@ class Agent:
                              f"[N, {', '.join(map(str, shape))}] (N envs)")
         model = self._model_for(obs.shape[0])
         out = plan(model, observations_as_float(obs, self.device), config=self.search, rng=self.rng,
-                   last_actions=list(self._last), add_noise=False,
+                   last_actions=list(self._last) if model.config.continuous else self._last.tolist(), add_noise=False,
                    temperature=0.0 if deterministic else self.temperature)
         continuous = model.config.continuous
         actions = np.array(out.action, np.float32 if continuous else np.int64)  # [N, D] or [N]
-        self._last = list(actions)
+        self._last = list(actions) if continuous else actions
         self.last_search = out
         if single:
             return actions[0] if continuous else int(actions[0])
-        return actions
+        return actions.copy()
 
     def reset(self, env_ids: Iterable[int] | int | None = None) -> None:
         """The next observation of these envs (all if None) starts an episode: their context
         is not extended with the previous one's."""
         if env_ids is None:
-            self._last = [NO_ACTION] * len(self._last)
-            return
+            env_ids = range(len(self._last))
         ids = [env_ids] if isinstance(env_ids, int | np.integer) else [int(e) for e in env_ids]
         for e in ids:
             if not 0 <= e < len(self._last):
@@ -235,5 +236,5 @@ class Agent:
             check_weights(weights, {k: tuple(v.shape) for k, v in model.state_dict().items()}, self.policy.source)
             model.load_state_dict(weights)
             self._model = model
-            self._last = [NO_ACTION] * envs
+            self._last = [NO_ACTION] * envs if config.continuous else np.full(envs, NO_ACTION, np.int64)
         return self._model
