@@ -21,7 +21,7 @@ def run(tmp_path_factory):
                       num_simulations=4, embed_dim=16, num_heads=2, num_layers=1, context_length=4, support_size=5,
                       batch_size=4, unroll_steps=2, td_steps=2, min_replay_steps=8, segment_length=5,
                       eval_episodes=1, eval_every=0, checkpoint_every=8, progress=False, history_steps=4,
-                      eval_max_steps=20))
+                      eval_max_steps=20, threads=1))
     return out
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from zerokv.bench import CONFIGS
@@ -47,6 +48,7 @@ def tiny_pong(out, **overrides) -> TrainConfig:
     return preset(**{**small, **overrides})
 
 
+@pytest.mark.slow
 def test_a_tiny_pong_run_with_the_preset_resumes_exactly_and_evaluates_under_the_cap(tmp_path):
     full = train(tiny_pong(tmp_path / "full"))
     assert full.env_steps == 24 and len(full.eval_returns) == 1

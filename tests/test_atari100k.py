@@ -114,10 +114,11 @@ def cartpole(out, **overrides) -> TrainConfig:
                 num_simulations=3, embed_dim=16, num_heads=2, num_layers=1, context_length=4, support_size=5,
                 batch_size=4, unroll_steps=2, td_steps=2, min_replay_steps=8, segment_length=5, eval_episodes=1,
                 eval_every=0, checkpoint_every=1000, keep_checkpoints=10, progress=False, history_steps=4,
-                eval_max_steps=10)
+                eval_max_steps=10, threads=1)
     return TrainConfig(**{**base, **overrides})
 
 
+@pytest.mark.slow
 def test_checkpoints_follow_wall_time_as_well_as_steps(tmp_path):
     train(cartpole(tmp_path / "steps"))
     assert list_checkpoints(tmp_path / "steps" / "checkpoints") == ["ckpt_000000024.pt"]
@@ -135,6 +136,7 @@ def test_checkpoints_follow_wall_time_as_well_as_steps(tmp_path):
         cartpole(tmp_path / "bad", checkpoint_every_minutes=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_stop_signal_checkpoints_then_exits_and_the_resumed_run_is_exact(tmp_path, signum):
     full = tmp_path / "full"

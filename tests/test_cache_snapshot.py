@@ -134,4 +134,4 @@ def test_backends_without_snapshots_refuse_clearly():
             wm.caches_to_bytes()
     paged = build()
     with pytest.raises(ValueError, match="cannot load cache snapshots with cache_backend='paged\\+validation'"):
-        build(cache_validation_mode=True)._cache.import_state(paged._cache.export_state())
+        build(cache_validation_mode=True).context_cache.import_state(paged.context_cache.export_state())

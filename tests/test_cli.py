@@ -14,7 +14,7 @@ from zerokv.rl import EvalArgs
 
 TINY_TRAIN = ["--total-env-steps", "8", "--num-envs", "2", "--collect-steps", "4", "--num-simulations", "2",
               "--embed-dim", "16", "--num-layers", "1", "--context-length", "4", "--support-size", "5",
-              "--eval-episodes", "1", "--eval-every", "0", "--no-progress"]
+              "--eval-episodes", "1", "--eval-every", "0", "--no-progress", "--threads", "1"]
 
 
 def one_error_line(capsys, exc, command: str) -> str:
@@ -264,6 +264,7 @@ def test_list_presets_names_each_preset_its_env_and_what_it_reached(capsys):
         assert f"\n{name}" in out and env in out and f"zerokv train --preset {name}" in out
 
 
+@pytest.mark.slow
 def test_resume_from_the_command_line_keeps_saved_values_and_takes_passed_ones(tmp_path, capsys):
     out = str(tmp_path / "run")
     main(["train", *TINY_TRAIN, "--out", out, "--eval-every", "8", "--checkpoint-every", "8", "--eval-episodes", "2"])
@@ -279,6 +280,7 @@ def test_resume_from_the_command_line_keeps_saved_values_and_takes_passed_ones(t
     assert "eval_every changed from 8 to 2000" in capsys.readouterr().out  # the default value, passed
 
 
+@pytest.mark.slow
 def test_track_is_kept_on_resume_and_continues_the_same_wandb_run(tmp_path, capsys, monkeypatch):
     ids = []
     monkeypatch.setattr("zerokv.rl.progress._start_wandb", lambda out, config, tracking: ids.append(tracking.run_id))

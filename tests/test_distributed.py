@@ -95,6 +95,7 @@ def test_collectors_play_different_episodes(tmp_path):
 
 
 # ------------------------------------------------------------------ import rules and config
+@pytest.mark.slow
 def test_zerokv_never_imports_ray_unless_collectors_are_asked_for():
     code = ("import sys, zerokv, zerokv.cli, zerokv.rl.trainer, zerokv.rl.distributed, zerokv.rl.worker; "
             "print('ray' in sys.modules)")

@@ -23,7 +23,8 @@ from zerokv.rl.plot import read_curve, reward_threshold, y_limits
 TINY = ["--total-env-steps", "16", "--num-envs", "2", "--collect-steps", "4", "--num-simulations", "2",
         "--embed-dim", "16", "--num-layers", "1", "--context-length", "4", "--support-size", "5",
         "--batch-size", "4", "--unroll-steps", "2", "--td-steps", "2", "--min-replay-steps", "8",
-        "--eval-episodes", "2", "--eval-every", "0", "--eval-max-steps", "20", "--no-progress"]
+        "--eval-episodes", "2", "--eval-every", "0", "--eval-max-steps", "20", "--no-progress",
+        "--threads", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +43,7 @@ def tracked_run(tmp_path_factory):
     return run, out.getvalue()
 
 
+@pytest.mark.slow
 def test_train_prints_its_config_once_into_a_run_directory_per_run(tracked_run):
     run, stdout = tracked_run
     assert run.name.startswith("CartPole-v1__0__")
@@ -50,6 +52,7 @@ def test_train_prints_its_config_once_into_a_run_directory_per_run(tracked_run):
     assert yaml.safe_load(printed) == json.loads((run / "config.json").read_text())
 
 
+@pytest.mark.slow
 def test_the_final_evaluation_reaches_the_csv_tensorboard_and_wandb(tracked_run):
     run, _ = tracked_run
     with (run / "progress.csv").open() as f:
@@ -66,6 +69,7 @@ def test_the_final_evaluation_reaches_the_csv_tensorboard_and_wandb(tracked_run)
     assert data.count(b"cache/hit_rate") >= 2 and b"final/return/eval" in data and b'"CartPole-v1"' in data
 
 
+@pytest.mark.slow
 def test_eval_prints_each_episode_and_writes_json(tracked_run, tmp_path, capsys):
     run, _ = tracked_run
     main(["eval", "--checkpoint", str(run / "best.pt"), "--episodes", "3", "--json", str(tmp_path / "e.json"),
@@ -79,6 +83,7 @@ def test_eval_prints_each_episode_and_writes_json(tracked_run, tmp_path, capsys)
     assert json.loads(capsys.readouterr().out)["episodes"] == report["episodes"]  # JSON only, same episodes
 
 
+@pytest.mark.slow
 def test_enjoy_records_a_video_of_one_episode(tracked_run, tmp_path, capsys):
     run, _ = tracked_run
     main(["enjoy", "--checkpoint", str(run / "best.pt"), "--video", str(tmp_path / "videos"), "--episodes", "1"])
@@ -87,6 +92,7 @@ def test_enjoy_records_a_video_of_one_episode(tracked_run, tmp_path, capsys):
     assert "episode 0: return" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_export_loads_with_from_pretrained_and_plays_like_the_checkpoint(tracked_run, tmp_path, capsys):
     run, _ = tracked_run
     main(["export", "--checkpoint", str(run / "best.pt"), "--out", str(tmp_path / "model")])
@@ -121,6 +127,7 @@ def test_from_pretrained_names_a_missing_or_mismatched_file(tmp_path):
         zerokv.WorldModel.from_pretrained(tmp_path / "a")
 
 
+@pytest.mark.slow
 def test_plot_draws_one_run_or_several_with_returns_of_any_sign(tracked_run, tmp_path):
     run, _ = tracked_run
     main(["plot", str(run)])

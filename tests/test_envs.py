@@ -176,6 +176,7 @@ def test_vector_env_same_step_autoreset_and_seeds():
         make_vector_env("CartPole-v1", num_envs=0)
 
 
+@pytest.mark.slow
 def test_an_atari_id_with_every_option_given_is_made_in_a_fresh_process():
     # The ALE ids are registered on first use, whichever options are given (a resumed run
     # passes a concrete sticky probability and once failed here).

@@ -28,6 +28,7 @@ def test_a_second_trainer_is_refused_and_the_lock_is_released_at_close(tmp_path)
     opened(tmp_path / "run").close()
 
 
+@pytest.mark.slow
 def test_a_second_process_is_refused(tmp_path):
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys; from zerokv.rl.rundir import RunDir; r = RunDir(sys.argv[1]); "

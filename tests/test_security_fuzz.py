@@ -78,6 +78,28 @@ def test_a_checkpoint_with_a_mutated_field_and_a_recomputed_hash_is_refused_or_e
     assert _matches_reference(model)
 
 
+def test_a_replay_snapshot_with_an_unparsable_npy_header_is_refused(tmp_path):
+    """numpy parses an .npy header with ``ast``: a damaged one raises SyntaxError or TokenError,
+    which the loader names like any other damage."""
+    import numpy as np
+    from test_snapshot import FRAME, atari_buffer
+
+    from zerokv.errors import ReplaySnapshotError
+    from zerokv.rl.replay import ReplayBuffer
+    from zerokv.rl.snapshot import read_snapshot, write_snapshot
+
+    ref = write_snapshot(tmp_path / "replay_000000060", atari_buffer(60), run_id="r", env_steps=60)
+    for damage in (b"{'descr': (", b"{'descr': '<u1', 'fortran_order': Fal se"):
+        file = next(p for p in (tmp_path / ref.name).iterdir() if p.suffix == ".npy")
+        raw = bytearray(file.read_bytes())
+        raw[10:10 + len(damage)] = damage
+        file.write_bytes(bytes(raw))
+        target = ReplayBuffer(200, FRAME, 6, observation_dtype=np.uint8)
+        with pytest.raises(ReplaySnapshotError, match="not a valid .npy file|SHA-256"):
+            read_snapshot(tmp_path / ref.name, target, run_id="r", env_steps=60, meta_sha256=ref.meta_sha256)
+        assert target.num_steps == 0
+
+
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_a_mutated_replay_snapshot_is_refused_and_leaves_replay_whole(tmp_path_factory, data):

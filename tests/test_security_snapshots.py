@@ -60,10 +60,13 @@ def _cases(data: bytes):
     duplicated[1] = duplicated[0]
     nan = payload.clone()
     nan.view(-1)[3] = float("nan")
+    huge = payload.float().clone()
+    huge.view(-1)[3] = 1.5e38  # finite, but attention over it overflows into NaN
     return [
         ({"last": negative}, {}, "before position 0"),
         ({"envs": duplicated}, {}, "repeat an env"),
         ({"payload": nan}, {}, "payload holds NaN"),
+        ({"payload": huge.to(payload.dtype)}, {}, "reach 1.5e"),
         ({"lengths": t["lengths"].double()}, {}, "expected a vector of int64"),
         ({}, {"epoch": 1.5}, "epoch 1.5"),
         ({}, {"epoch": 2**70}, "epoch"),

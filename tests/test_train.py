@@ -29,6 +29,7 @@ def tiny(out, **overrides) -> TrainConfig:
         batch_size=4, unroll_steps=2, td_steps=2, min_replay_steps=8, segment_length=5,
         eval_episodes=1, eval_every=0, checkpoint_every=8, progress=False, history_steps=4,
         eval_max_steps=20,  # a better-trained tiny model must not make a test play 500 CartPole steps
+        threads=1,
     )
     base.update(overrides)
     return TrainConfig(**base)
@@ -285,6 +286,7 @@ def test_resume_and_overwrite_exclude_each_other_and_life_loss_is_for_atari():
     assert TrainConfig(env="ALE/Pong-v5", terminal_on_life_loss=True).terminal_on_life_loss
 
 
+@pytest.mark.slow
 def test_a_run_never_mixes_with_an_earlier_one_in_the_same_out(tmp_path, capsys):
     train(tiny(tmp_path / "r", total_env_steps=16))
     with pytest.raises(RunDirError, match=r"already holds a run .*pass --resume to continue it, or --overwrite"):
@@ -302,6 +304,7 @@ def test_a_run_never_mixes_with_an_earlier_one_in_the_same_out(tmp_path, capsys)
     assert [r.split(",")[0] for r in rows] == ["env_steps", "8"]
 
 
+@pytest.mark.slow
 def test_resume_runs_with_the_saved_config(tmp_path):
     train(tiny(tmp_path / "r", total_env_steps=16, learning_rate=2e-3))
     with pytest.raises(RunDirError, match=r"embed_dim=32 \(the run has 16\)"):  # not a size-mismatch traceback
@@ -327,6 +330,7 @@ def test_unwritable_out_fails_before_training(tmp_path):
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [".lock", "checkpoints"]  # nothing ran
 
 
+@pytest.mark.slow
 def test_rotation_keeps_n_checkpoints_one_snapshot_and_a_weights_only_best(tmp_path):
     result = train(tiny(tmp_path / "r", total_env_steps=40, eval_every=16, keep_checkpoints=2, stop_return=float("inf")))
     assert result.env_steps == 40
@@ -344,6 +348,7 @@ def test_rotation_keeps_n_checkpoints_one_snapshot_and_a_weights_only_best(tmp_p
     assert int(rows[-1][steps_col]) > 0 and int(rows[-1][bytes_col]) == int(rows[-1][steps_col]) * (16 + 4 * 9)
 
 
+@pytest.mark.slow
 def test_a_resume_without_a_replay_snapshot_refills_by_collecting(tmp_path, capsys):
     train(tiny(tmp_path / "r", total_env_steps=16, save_replay=False))
     assert not list((tmp_path / "r" / "checkpoints").glob("replay_*"))
@@ -376,6 +381,7 @@ train(TrainConfig(**json.loads(sys.argv[1])))
 """
 
 
+@pytest.mark.slow
 def test_kill_9_mid_save_then_resume_repeats_no_row_leaves_no_orphan_and_is_exact(tmp_path, full_run):
     cfg = tiny(tmp_path / "killed")
     proc = subprocess.run([sys.executable, "-c", _KILLED_RUN, json.dumps(cfg.to_dict())], capture_output=True, text=True)

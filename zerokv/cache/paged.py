@@ -48,8 +48,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from zerokv.cache.protocol import RootRows
 from zerokv.cache.stats import CacheStats
-from zerokv.cache.storage import KV_STORAGE_DTYPES, KVStorage, Quantized
+from zerokv.cache.storage import KV_STORAGE_DTYPES, KVStorage
 from zerokv.checks import check_choice, check_positive_int
 
 __all__ = ["NO_TOKEN", "ROOT_NODE", "Gathered", "PagedArena", "RootRows"]
@@ -81,25 +82,6 @@ class Gathered:
     valid: torch.Tensor
     last: np.ndarray
     lengths: np.ndarray
-
-
-@dataclass(frozen=True, slots=True)
-class RootRows:
-    """Root contexts of n envs, in the arena's stored form (what :meth:`PagedArena.export_roots` gives).
-
-    envs:    ``(n,)`` int64 env ids
-    keys:    n root keys (what :meth:`PagedArena.has_root` compares)
-    lengths: ``(n,)`` int64 real tokens in each window (≤ W, right-aligned)
-    last:    ``(n,)`` int64 absolute position of each window's newest token
-    stored:  payload ``(L, 2, H, n·W, hd)`` in the storage dtype (env i's window is rows
-             ``i·W … i·W + W − 1``, oldest first), scale ``(L, 2, H, n·W)`` or None
-    """
-
-    envs: np.ndarray
-    keys: list
-    lengths: np.ndarray
-    last: np.ndarray
-    stored: Quantized
 
 
 class PagedArena:

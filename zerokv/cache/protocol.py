@@ -1,14 +1,19 @@
-"""The stores' protocols: the statistics every store reports, and the seeds' KV store interface."""
+"""The stores' protocols and records: the statistics every store reports, the seeds' KV store
+interface, and the neutral record of copied-out root contexts (:class:`RootRows`)."""
 
 from __future__ import annotations
 
 from collections.abc import Hashable
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+import numpy as np
 
 from zerokv.cache.kv import KeysValues
 from zerokv.cache.stats import CacheStats
+from zerokv.cache.storage import Quantized
 
-__all__ = ["KVStore", "StatsSource"]
+__all__ = ["KVStore", "RootRows", "StatsSource"]
 
 
 @runtime_checkable
@@ -59,3 +64,23 @@ class KVStore(StatsSource, Protocol):
     def hierarchical_get(self, env_id: int, cache_key: Hashable) -> KeysValues | None: ...
 
     def clear_all(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RootRows:
+    """Root contexts of n envs copied out of a store, in its stored form (what
+    :meth:`~zerokv.cache.PagedArena.export_roots` gives and ``import_roots`` takes back).
+
+    envs:    ``(n,)`` int64 env ids
+    keys:    n root keys (what the store compares on lookup)
+    lengths: ``(n,)`` int64 real tokens in each window (≤ W, right-aligned)
+    last:    ``(n,)`` int64 absolute position of each window's newest token
+    stored:  payload ``(L, 2, H, n·W, hd)`` in the storage dtype (env i's window is rows
+             ``i·W … i·W + W − 1``, oldest first), scale ``(L, 2, H, n·W)`` or None
+    """
+
+    envs: np.ndarray
+    keys: list
+    lengths: np.ndarray
+    last: np.ndarray
+    stored: Quantized

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from zerokv.cache.paged import RootRows
+from zerokv.cache.protocol import KVStore, RootRows, StatsSource
 from zerokv.model.backends import make_backend
 from zerokv.model.backends.protocol import ContextBackend, ContextBatch, RootSnapshots
 from zerokv.model.config import WorldModelConfig
@@ -80,14 +80,25 @@ class ContextCache:
     def __init__(self, cfg: WorldModelConfig, transformer: Transformer, key_hash: KeyHash) -> None:
         self.cfg, self.key_hash = cfg, key_hash
         self.work = CacheWork()
-        self.backend: ContextBackend = make_backend(cfg, transformer, self.work, key_hash)
+        self._backend: ContextBackend = make_backend(cfg, transformer, self.work, key_hash)
         self.epoch = 0  # one per root call: content keys of different searches never meet
         self.root_keys: list = [None] * cfg.env_num  # each env's latest root key
         self.hits = self.misses = self.fallbacks = self.rebuilds = 0
         self._handed_out = 0.0  # perf_counter when expand() returned its batch
-        # The seeds' per-batch lists, for stores that do not have their own (paged, none).
-        self.keys_values_wm_list: list = []
-        self.keys_values_wm_size_list: list[int] = []
+        # The seeds' per-batch lists (pasts found last, their sizes): the seeds' stores' own
+        # (KVCacheManager, LegacyKVStore), new lists for the others (paged, none).
+        store = self._backend.store
+        self.keys_values_wm_list: list = store.keys_values_wm_list if isinstance(store, KVStore) else []
+        self.keys_values_wm_size_list: list[int] = store.keys_values_wm_size_list if isinstance(store, KVStore) else []
+
+    @property
+    def store(self) -> StatsSource:
+        """The backend's store (the seeds' ``kv_cache_manager``)."""
+        return self._backend.store
+
+    def sizes(self, pasts: Sequence) -> list[int]:
+        """Tokens in each past (as :meth:`parents` returns them)."""
+        return self._backend.sizes(pasts)
 
     def start_search(self) -> None:
         """A new search: content keys get a new epoch, so no key of an earlier search matches."""
@@ -101,7 +112,7 @@ class ContextCache:
         """
         self.start_search()
         keys = [self.root_keys[e] if a != NO_ACTION else None for e, a in zip(env_ids, actions, strict=True)]
-        pasts = self.backend.lookup_roots(env_ids, keys)
+        pasts = self._backend.lookup_roots(env_ids, keys)
         found = sum(p is not None for p in pasts)
         lost = sum(k is not None and p is None for k, p in zip(keys, pasts, strict=True))
         self.hits += found
@@ -111,10 +122,10 @@ class ContextCache:
 
     def root_keys_of(self, env_ids: Sequence[int], latents: torch.Tensor) -> list:
         """Keys of new roots (one device→host copy for the whole batch on content-keyed backends)."""
-        return self.backend.root_keys(env_ids, latents, self.epoch)
+        return self._backend.keys.roots(env_ids, latents, self.epoch)
 
     def store_roots(self, batch: ContextBatch, env_ids: Sequence[int], keys: Sequence, *, rebuilt: bool) -> None:
-        self.backend.store_roots(batch, env_ids, keys)
+        self._backend.store_roots(batch, env_ids, keys)
         for e, k in zip(env_ids, keys, strict=True):
             self.root_keys[e] = k
         if rebuilt:
@@ -124,14 +135,14 @@ class ContextCache:
     def parents(self, latents: torch.Tensor, env_ids: Sequence[int], parent_ids: np.ndarray | None) -> list:
         """The past of each parent (``latents (B, E)``, node ids or None); a lost one is generated
         from its latent alone: a counted fallback."""
-        keys = self.backend.node_keys(env_ids, latents, parent_ids, self.epoch)
-        pasts = self.backend.lookup_nodes(env_ids, keys)
+        keys = self._backend.keys.nodes(env_ids, latents, parent_ids, self.epoch)
+        pasts = self._backend.lookup_nodes(env_ids, keys)
         missing = [i for i, p in enumerate(pasts) if p is None]
         self.hits += len(pasts) - len(missing)
         self.misses += len(missing)
         self.fallbacks += len(missing)
         if missing:
-            generated = self.backend.generate(latents[missing], [env_ids[i] for i in missing],
+            generated = self._backend.generate(latents[missing], [env_ids[i] for i in missing],
                                               [keys[i] for i in missing])
             for i, past in zip(missing, generated, strict=True):
                 pasts[i] = past
@@ -140,7 +151,7 @@ class ContextCache:
     def expand(self, latents: torch.Tensor, env_ids: Sequence[int], parent_ids: np.ndarray | None) -> ContextBatch:
         """The batch of one search expansion: every parent's past, with room for 2 new tokens."""
         t0 = time.perf_counter()
-        batch = self.backend.assemble(self.parents(latents, env_ids, parent_ids), 2)
+        batch = self._backend.assemble(self.parents(latents, env_ids, parent_ids), 2)
         self._handed_out = time.perf_counter()
         self.work.cache_seconds += self._handed_out - t0
         return batch
@@ -155,17 +166,15 @@ class ContextCache:
 
     def store_nodes(self, batch: ContextBatch, env_ids: Sequence[int], latents: torch.Tensor,
                     node_ids: np.ndarray | None) -> None:
-        self.backend.store_nodes(batch, env_ids, self.backend.node_keys(env_ids, latents, node_ids, self.epoch))
+        self._backend.store_nodes(batch, env_ids, self._backend.keys.nodes(env_ids, latents, node_ids, self.epoch))
 
     # ---------------------------------------------------------------------- shared
     def assemble(self, pasts: Sequence, new_tokens: int) -> ContextBatch:
-        return self.backend.assemble(pasts, new_tokens)
-
-    def empty(self):
-        return self.backend.empty()
+        """One batch of ``pasts`` (None: a row without a past), with room for ``new_tokens`` per row."""
+        return self._backend.assemble(pasts, new_tokens)
 
     def clear(self) -> None:
-        self.backend.clear()
+        self._backend.clear()
         self.keys_values_wm_list.clear()
         self.keys_values_wm_size_list.clear()
 
@@ -189,23 +198,23 @@ class ContextCache:
         self.epoch = max(self.epoch, state.epoch)
 
     def _snapshots(self, verb: str) -> RootSnapshots:
-        if not isinstance(self.backend, RootSnapshots):
-            raise ValueError(f"cannot {verb} cache snapshots with cache_backend={self.backend.name!r}: only "
+        if not isinstance(self._backend, RootSnapshots):
+            raise ValueError(f"cannot {verb} cache snapshots with cache_backend={self._backend.name!r}: only "
                              "cache_backend='paged' (without cache_validation_mode) can copy its root contexts out "
                              "and back exactly")
-        return self.backend
+        return self._backend
 
     def report(self) -> CacheReport:
-        store = self.backend.store
+        store = self._backend.store
         totals = store.totals()
         queries = self.hits + self.misses
         return CacheReport(
-            backend=self.backend.name, hits=self.hits, misses=self.misses,
+            backend=self._backend.name, hits=self.hits, misses=self.misses,
             hit_rate=self.hits / queries if queries else 0.0, evictions=totals.evictions,
             fallbacks=self.fallbacks, rebuilds=self.rebuilds, size=totals.size, nbytes=store.nbytes,
             summary=store.get_stats_summary(),
         )
 
     def reset_stats(self) -> None:
-        self.backend.store.reset_stats()
+        self._backend.store.reset_stats()
         self.hits = self.misses = self.fallbacks = self.rebuilds = 0

@@ -1,5 +1,8 @@
 """The seeds' world-model names (docs/design.md, "The seeds' API"), as a thin adapter over the context cache.
 
+It uses only the public methods of the model's cache layer (``model.context_cache``, a
+:class:`~zerokv.model.context_cache.ContextCache`), never a backend or a store directly.
+
 The entry points (``initial_inference``, ``recurrent_inference``) do not go through these names:
 they call the cache layer directly. These are for code written against the seeds' API, e.g. one
 search expansion by hand::
@@ -35,18 +38,18 @@ class SeedsNames:
     @property
     def kv_cache_manager(self):
         """The backend's store: a KVCacheManager, a LegacyKVStore, a PagedArena, or the reference's TokenStore."""
-        return self._cache.backend.store
+        return self.context_cache.store
 
     @property
     def keys_values_wm_list(self) -> list:
         """The pasts of the batch ``retrieve_or_generate_kvcache`` found last (the store's own list
         on the seeds' stores)."""
-        return getattr(self.kv_cache_manager, "keys_values_wm_list", self._cache.keys_values_wm_list)
+        return self.context_cache.keys_values_wm_list
 
     @property
     def keys_values_wm_size_list(self) -> list[int]:
         """Their sizes in tokens."""
-        return getattr(self.kv_cache_manager, "keys_values_wm_size_list", self._cache.keys_values_wm_size_list)
+        return self.context_cache.keys_values_wm_size_list
 
     def retrieve_or_generate_kvcache(self, latent_state: torch.Tensor, env_ids: Sequence[int],
                                      node_ids=None) -> list[int]:
@@ -60,15 +63,15 @@ class SeedsNames:
         env_ids = inputs.env_ids(env_ids, len(env_ids), self.config.env_num, unique=False)
         latent = inputs.latent(latent_state, env_ids, self.config.embed_dim)
         ids = None if node_ids is None else self._node_range(node_ids, len(env_ids), low=0)
-        pasts = self._cache.parents(latent.to(self.config.device, self.config.torch_dtype), env_ids, ids)
+        pasts = self.context_cache.parents(latent.to(self.config.device, self.config.torch_dtype), env_ids, ids)
         self.keys_values_wm_list[:] = pasts
-        self.keys_values_wm_size_list[:] = self._cache.backend.sizes(pasts)
+        self.keys_values_wm_size_list[:] = self.context_cache.sizes(pasts)
         return list(self.keys_values_wm_size_list)
 
     def trim_and_pad_kv_cache(self, new_tokens: int = 2) -> ContextBatch:
         """Assemble ``keys_values_wm_list`` into one batch with room for ``new_tokens`` per row."""
         self._owner.claim("trim_and_pad_kv_cache")
-        return self._cache.assemble(list(self.keys_values_wm_list), new_tokens)
+        return self.context_cache.assemble(list(self.keys_values_wm_list), new_tokens)
 
     def update_cache_context(self, batch: ContextBatch, env_ids: Sequence[int], latent_state: torch.Tensor,
                              node_ids=None, *, is_init_infer: bool) -> None:
@@ -79,12 +82,12 @@ class SeedsNames:
         env_ids = inputs.env_ids(env_ids, len(env_ids), self.config.env_num, unique=is_init_infer)
         latent = inputs.latent(latent_state, env_ids, self.config.embed_dim).to(self.config.torch_dtype)
         if is_init_infer:
-            self._cache.start_search()
-            self._cache.store_roots(batch, env_ids, self._cache.root_keys_of(env_ids, latent), rebuilt=False)
+            self.context_cache.start_search()
+            self.context_cache.store_roots(batch, env_ids, self.context_cache.root_keys_of(env_ids, latent), rebuilt=False)
             self._nodes.start(env_ids)
             return
         ids = None if node_ids is None else self._node_range(node_ids, len(env_ids), low=1)
-        self._cache.store_nodes(batch, env_ids, latent, ids)
+        self.context_cache.store_nodes(batch, env_ids, latent, ids)
         if ids is not None:
             self._nodes.add(env_ids, ids)
 
@@ -96,7 +99,7 @@ class SeedsNames:
         self._owner.check("clear_caches")
         if self.config.enable_cache_logging:
             logger.info("cache stats before clear: %s", self.cache_stats())
-        self._cache.clear()
+        self.context_cache.clear()
 
     def _node_range(self, node_ids, batch: int, *, low: int) -> np.ndarray:
         ids = inputs.integers(node_ids, "node_ids")

@@ -51,7 +51,7 @@ from blake3 import blake3
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from zerokv.cache.paged import RootRows
+from zerokv.cache.protocol import RootRows
 from zerokv.cache.storage import SCALED, Quantized
 from zerokv.errors import CacheSnapshotError
 from zerokv.io import atomic_write_bytes
@@ -66,6 +66,9 @@ FORMAT = "zerokv-root-contexts/1"
 IDENTITY: tuple[str, ...] = (*ARCHITECTURE, "kv_storage", "cache_backend", "env_num")
 """Config fields a snapshot must share with the model loading it (``kv_storage``: the resolved
 storage dtype, so None and the model's own dtype match)."""
+# Largest |key| or |value| a snapshot may hold. Real ones are projections of layer-normed tokens (tens
+# at most); a forged or bit-flipped one near float32's limit would overflow attention into NaN.
+KV_MAGNITUDE_LIMIT = 1e4
 
 
 
@@ -177,6 +180,14 @@ def _check_forged(cfg: WorldModelConfig, t: dict[str, torch.Tensor], epoch: int)
     for name in ("payload", "scale"):
         if name in t and t[name].is_floating_point() and not bool(torch.isfinite(t[name].float()).all()):
             raise CacheSnapshotError(f"snapshot {name} holds NaN or infinite values: keys and values must be finite")
+    payload = t["payload"].float().abs()
+    largest = float(payload.max()) if payload.numel() else 0.0
+    if "scale" in t and t["scale"].is_floating_point() and t["scale"].numel():
+        largest *= float(t["scale"].float().abs().max())  # int8 rows: value = code × row scale
+    if largest > KV_MAGNITUDE_LIMIT:
+        raise CacheSnapshotError(f"snapshot keys or values reach {largest:.3g}; stored keys and values are "
+                                 f"bounded by {KV_MAGNITUDE_LIMIT:g} (projections of layer-normed tokens): "
+                                 "the file is damaged or forged")
     latents = t["key_payloads"].contiguous().view(torch.float32) if len(t["key_envs"]) else None
     if latents is not None and not bool(torch.isfinite(latents).all()):
         raise CacheSnapshotError("snapshot root keys hold NaN or infinite latents")
@@ -231,7 +242,7 @@ class CacheSnapshots:
         ``initial_inference`` extends), the config and a fingerprint of the weights, as bytes. "paged"
         backend only."""
         self._owner.check("caches_to_bytes")
-        return snapshot_bytes(self.config, self, self._cache.export_state())
+        return snapshot_bytes(self.config, self, self.context_cache.export_state())
 
     def save_caches(self, path) -> None:
         """:meth:`caches_to_bytes`, written to ``path`` atomically (safetensors with a JSON header)."""
@@ -243,7 +254,7 @@ class CacheSnapshots:
         taken from would have. Refused (``CacheSnapshotError``, naming the mismatch; nothing
         changed) for a damaged file, or one taken with other weights, another config or another backend."""
         self._owner.claim("load_caches")
-        self._cache.import_state(restore(self.config, self, self.key_hash, data))
+        self.context_cache.import_state(restore(self.config, self, self.key_hash, data))
         self._nodes.start([])  # no search is open: the next call is a root call
 
     def load_caches(self, path) -> None:

@@ -93,7 +93,7 @@ class WorldModel(SeedsNames, CacheSnapshots, PretrainedMixin, WeightsMixin, nn.M
             for name, module in share_weights_with.named_children():
                 self.add_module(name, module)
             self.train(share_weights_with.training)
-        self._cache = ContextCache(config, self.transformer, key_hash)
+        self.context_cache = ContextCache(config, self.transformer, key_hash)  # the one door to the backend
         self._step = RecurrentStep(self, compile=config.compile)  # eager or torch.compile'd
         self._nodes = SearchNodes(config.env_num, config.num_simulations)
         self._owner = ThreadOwner()
@@ -113,11 +113,11 @@ class WorldModel(SeedsNames, CacheSnapshots, PretrainedMixin, WeightsMixin, nn.M
     @property
     def work(self):
         """What the cache costs (:class:`~zerokv.model.context.CacheWork`; the benchmark reads it)."""
-        return self._cache.work
+        return self.context_cache.work
 
     def cache_stats(self) -> CacheReport:
         """Lookups (hits, misses, hit_rate), evictions, fallbacks, rebuilds, size, bytes, store summary since :meth:`reset_cache_stats`."""
-        return self._cache.report()
+        return self.context_cache.report()
 
     @property
     def compile_report(self):
@@ -125,7 +125,7 @@ class WorldModel(SeedsNames, CacheSnapshots, PretrainedMixin, WeightsMixin, nn.M
         return self._step.report
 
     def reset_cache_stats(self) -> None:
-        self._cache.reset_stats()
+        self.context_cache.reset_stats()
 
     def release_thread(self) -> None:
         """Unbind the model from its thread (call it there): the next entry-point call binds it
@@ -154,7 +154,7 @@ class WorldModel(SeedsNames, CacheSnapshots, PretrainedMixin, WeightsMixin, nn.M
         inputs.finite(obs, env_ids, "obs")
         latents = self.encoder(obs.to(cfg.device, cfg.torch_dtype))  # (B, E)
         inputs.finite(latents, env_ids, LATENT_OF_OBS)  # before the search starts: a refusal leaves no trace
-        pasts = self._cache.previous_roots(env_ids, marks)
+        pasts = self.context_cache.previous_roots(env_ids, marks)
         extend = [i for i in range(b) if pasts[i] is not None]
         fresh = [i for i in range(b) if pasts[i] is None]
         groups = []
@@ -191,7 +191,7 @@ class WorldModel(SeedsNames, CacheSnapshots, PretrainedMixin, WeightsMixin, nn.M
         lengths = inputs.history_lengths(lengths, b, t)
         inputs.finite(obs, env_ids, "observations", used=torch.from_numpy(np.arange(t) >= t - lengths[:, None]))
         obs = obs.to(cfg.device, cfg.torch_dtype)
-        self._cache.start_search()
+        self.context_cache.start_search()
         groups, root_latents = [], obs.new_zeros(b, cfg.embed_dim)
         for n in np.unique(lengths).tolist():
             rows = np.flatnonzero(lengths == n).tolist()
@@ -216,17 +216,16 @@ class WorldModel(SeedsNames, CacheSnapshots, PretrainedMixin, WeightsMixin, nn.M
         # batches never share a gather buffer) and is checked finite before any root is stored.
         batches = []
         for group in groups:
-            pasts = group.pasts if group.pasts is not None else [self._cache.empty() for _ in group.rows]
-            batch = self._cache.assemble(pasts, group.tokens.shape[1])
+            batch = self.context_cache.assemble(group.pasts or [None] * len(group.rows), group.tokens.shape[1])
             h = batch.forward(group.tokens)[:, -1]  # (n, E)
             rows = [env_ids[i] for i in group.rows]
             inputs.finite(h, rows, "the transformer's output")
             value_logits[group.rows], policy_logits[group.rows] = self.head_value(h), self.head_policy(h)
             batches.append((batch, group.rows, rows))
         inputs.finite(torch.cat([value_logits, policy_logits], 1), env_ids, "value/policy logits")
-        keys = self._cache.root_keys_of(env_ids, latents)  # once for the whole batch
+        keys = self.context_cache.root_keys_of(env_ids, latents)  # once for the whole batch
         for batch, positions, rows in batches:
-            self._cache.store_roots(batch, rows, [keys[i] for i in positions], rebuilt=rebuilt)
+            self.context_cache.store_roots(batch, rows, [keys[i] for i in positions], rebuilt=rebuilt)
         self._nodes.start(env_ids)
         return InferenceOutput(
             value=support_to_scalar(value_logits, cfg.support_size), reward=latents.new_zeros(b),
@@ -271,12 +270,12 @@ class WorldModel(SeedsNames, CacheSnapshots, PretrainedMixin, WeightsMixin, nn.M
         actions, _ = action_inputs.checked(cfg, action, len(env_ids), name="action", allow_no_action=False)
         ids = self._nodes.check(parent_ids, child_ids, env_ids)
         parents, children = (None, None) if ids is None else ids
-        batch = self._cache.expand(latent, env_ids, parents)
+        batch = self.context_cache.expand(latent, env_ids, parents)
         next_latent, value_logits, policy_logits, reward_logits = self._step(
             batch, action_inputs.as_tensor(cfg, actions, latent.device))
         inputs.finite(torch.cat([next_latent, value_logits, policy_logits, reward_logits], 1), env_ids,
                       "the model's outputs (next latent, logits)")  # checked before anything is stored
-        self._cache.store_children(batch, env_ids, next_latent, children)
+        self.context_cache.store_children(batch, env_ids, next_latent, children)
         if ids is not None:
             self._nodes.add(env_ids, children)
         value, reward = support_to_scalar(torch.stack([value_logits, reward_logits]), cfg.support_size)

@@ -30,6 +30,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from tokenize import TokenError
 
 import numpy as np
 
@@ -233,7 +234,7 @@ def _read_npy(path: Path, sha256: str | None, dtype: np.dtype, into: np.ndarray 
                 raise ReplaySnapshotError(f"replay snapshot file {path} has trailing bytes")
     except OSError as e:
         raise ReplaySnapshotError(f"replay snapshot file {path} cannot be read: {e}") from e
-    except ValueError as e:
+    except (ValueError, SyntaxError, TokenError) as e:  # numpy parses the header with ast: a damaged one is a syntax error
         if isinstance(e, ReplaySnapshotError):
             raise
         raise ReplaySnapshotError(f"replay snapshot file {path} is not a valid .npy file: {e}") from e

@@ -1,8 +1,8 @@
 """How a node gets its past: the context backends, chosen once when the world model is built.
 
-Every backend implements :class:`~zerokv.model.backends.protocol.ContextBackend` (keys, lookups
-of roots and of search nodes, context-free fallbacks, batch assembly, storing), each with its
-own ``Past`` type:
+Every backend implements :class:`~zerokv.model.backends.protocol.ContextBackend` (lookups of
+roots and of search nodes, context-free fallbacks, batch assembly, storing), each with its own
+``Past`` and ``Batch`` types and a key strategy (:mod:`zerokv.model.backends.keys`):
 
 * ``none``    :class:`RecomputeBackend`, the reference: recompute from input tokens.
 * ``legacy``  :class:`KVStoreBackend` over :class:`~zerokv.cache.LegacyKVStore` (the seeds' old system).
@@ -14,23 +14,31 @@ own ``Past`` type:
 from __future__ import annotations
 
 from zerokv.cache import CacheConfig, KVCacheManager, LegacyKVStore
+from zerokv.model.backends.keys import (
+    EMPTY_REF,
+    ContentKeys,
+    KeyMaker,
+    NodeIdKeys,
+    NodeRef,
+    PairedKeys,
+)
 from zerokv.model.backends.kvstore import KVStoreBackend
 from zerokv.model.backends.paged import PagedBackend
-from zerokv.model.backends.protocol import (
-    EMPTY_REF,
-    ContextBackend,
-    ContextBatch,
-    NodeRef,
-    PastPair,
+from zerokv.model.backends.protocol import ContextBackend, ContextBatch, PastPair
+from zerokv.model.backends.recompute import (
+    RecomputeBackend,
+    RecomputeBatch,
+    TokenHistory,
+    TokenStore,
 )
-from zerokv.model.backends.recompute import RecomputeBackend, TokenHistory, TokenStore
-from zerokv.model.backends.validating import ValidatingBackend
+from zerokv.model.backends.validating import ValidatingBackend, ValidatingBatch
 from zerokv.model.config import WorldModelConfig
 from zerokv.model.context import CacheWork, KeyHash
 from zerokv.model.transformer import Transformer
 
-__all__ = ["EMPTY_REF", "ContextBackend", "ContextBatch", "KVStoreBackend", "NodeRef", "PagedBackend", "PastPair",
-           "RecomputeBackend", "TokenHistory", "TokenStore", "ValidatingBackend", "make_backend"]
+__all__ = ["EMPTY_REF", "ContentKeys", "ContextBackend", "ContextBatch", "KVStoreBackend", "KeyMaker", "NodeIdKeys",
+           "NodeRef", "PagedBackend", "PairedKeys", "PastPair", "RecomputeBackend", "RecomputeBatch", "TokenHistory",
+           "TokenStore", "ValidatingBackend", "ValidatingBatch", "make_backend"]
 
 
 def make_backend(cfg: WorldModelConfig, transformer: Transformer, work: CacheWork, key_hash: KeyHash) -> ContextBackend:

@@ -18,7 +18,7 @@ from zerokv.model.context import CacheWork, NodeKey
 from zerokv.model.transformer import BatchContext, Transformer
 
 
-class KVStoreBackend(ContentKeys):
+class KVStoreBackend:
     """Keeps each node's keys/values of its last ``context_length - 1`` tokens in a KV store.
 
     Batch assembly and storage copy per row, as the seeds do (clone from pool → pad into the
@@ -30,7 +30,7 @@ class KVStoreBackend(ContentKeys):
         key_hash,
     ) -> None:
         self.cfg, self.transformer, self.store, self.name, self.work = cfg, transformer, store, name, work
-        self.key_hash = key_hash
+        self.keys = ContentKeys(key_hash, work)  # the seeds' way: nodes by their latents
         # Bytes of one token's keys and values over all layers.
         self.token_bytes = 2 * cfg.num_layers * cfg.embed_dim * cfg.torch_dtype.itemsize
         self.window = cfg.context_length - 1  # past tokens a new token can see
@@ -64,11 +64,9 @@ class KVStoreBackend(ContentKeys):
     def sizes(self, pasts) -> list[int]:
         return [p.size for p in pasts]
 
-    def empty(self) -> KeysValues:
-        return self._new_kv()
-
-    def assemble(self, pasts: Sequence[KeysValues], new_tokens: int) -> BatchContext:
+    def assemble(self, pasts: Sequence[KeysValues | None], new_tokens: int) -> BatchContext:
         """``trim_and_pad_kv_cache``: right-align each row's past in a fresh batch context."""
+        pasts = [self._new_kv() if kv is None else kv for kv in pasts]
         p = max((kv.size for kv in pasts), default=0)
         self.work.bytes_copied += self.token_bytes * sum(kv.size for kv in pasts)
         ctx = BatchContext.empty(self.transformer, len(pasts), p + new_tokens)

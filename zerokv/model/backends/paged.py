@@ -15,10 +15,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from zerokv.cache.paged import ROOT_NODE, Gathered, PagedArena, RootRows
-from zerokv.model.backends.protocol import EMPTY_REF, NodeRef
+from zerokv.cache.paged import ROOT_NODE, Gathered, PagedArena
+from zerokv.cache.protocol import RootRows
+from zerokv.model.backends.keys import EMPTY_REF, NodeIdKeys, NodeRef
 from zerokv.model.config import WorldModelConfig
-from zerokv.model.context import CacheWork, NodeKey, make_keys
+from zerokv.model.context import CacheWork, NodeKey
 from zerokv.model.transformer import BatchContext, TokenRunner, Transformer, attention, window_mask
 
 
@@ -72,21 +73,12 @@ class PagedBackend:
     name = "paged"
 
     def __init__(self, cfg: WorldModelConfig, transformer: Transformer, work: CacheWork, key_hash) -> None:
-        self.cfg, self.transformer, self.work, self.key_hash = cfg, transformer, work, key_hash
+        self.cfg, self.transformer, self.work = cfg, transformer, work
+        self.keys = NodeIdKeys(key_hash, work)
         self.window = cfg.context_length - 1
         self.store = PagedArena(cfg.env_num, cfg.num_simulations, self.window, cfg.num_layers,
                                 cfg.num_heads, cfg.head_dim, cfg.device, cfg.torch_dtype, cfg.kv_storage)
         self.token_bytes = 2 * cfg.num_layers * cfg.embed_dim * cfg.torch_dtype.itemsize
-
-    # ------------------------------------------------------------------------ keys
-    def root_keys(self, env_ids: Sequence[int], latents: torch.Tensor, epoch: int) -> list[NodeKey]:
-        return make_keys(latents, env_ids, epoch, self.key_hash, self.work)  # once per search
-
-    def node_keys(self, env_ids: Sequence[int], latents: torch.Tensor, node_ids, epoch: int) -> list[NodeRef]:
-        if node_ids is None:
-            raise ValueError("the paged backend addresses nodes by id: pass node ids from the search "
-                             "(recurrent_inference(..., parent_ids=, child_ids=), as zerokv.plan does)")
-        return [NodeRef(e, n) for e, n in zip(env_ids, np.asarray(node_ids).tolist(), strict=True)]
 
     # ---------------------------------------------------------------------- lookup
     def lookup_roots(self, env_ids: Sequence[int], keys: Sequence[NodeKey | None]) -> list[NodeRef | None]:
@@ -97,9 +89,6 @@ class PagedBackend:
         refs = np.array(keys, np.int64).reshape(len(keys), 2)  # one vectorised check
         live = self.store.live_mask(refs[:, 0], refs[:, 1])
         return [k if ok else None for k, ok in zip(keys, live.tolist(), strict=True)]
-
-    def empty(self) -> NodeRef:
-        return EMPTY_REF
 
     def sizes(self, pasts: Sequence[NodeRef]) -> list[int]:
         refs = np.array(pasts, np.int64).reshape(len(pasts), 2)
@@ -115,8 +104,9 @@ class PagedBackend:
         return list(keys)
 
     # -------------------------------------------------------------------- assembly
-    def assemble(self, pasts: Sequence[NodeRef], new_tokens: int) -> PagedContext:
+    def assemble(self, pasts: Sequence[NodeRef | None], new_tokens: int) -> PagedContext:
         """The arena's one gather for all layers and heads: each row's visible past."""
+        pasts = [EMPTY_REF if p is None else p for p in pasts]
         refs = np.array(pasts, np.int64).reshape(len(pasts), 2)  # env, node; EMPTY_REF = (-1, -1)
         gathered = self.store.gather(refs[:, 0], refs[:, 1], new_tokens)
         self.work.bytes_copied += self.token_bytes * len(pasts) * (self.window + new_tokens)

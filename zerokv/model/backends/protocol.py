@@ -9,12 +9,14 @@ backend         Past                                       Key (roots / search n
 ``none``        :class:`TokenHistory` (input tokens)       NodeKey / NodeKey
 ``legacy``      :class:`~zerokv.cache.KeysValues`          NodeKey / NodeKey
 ``manager``     :class:`~zerokv.cache.KeysValues`          NodeKey / NodeKey
-``paged``       :class:`NodeRef` (env, node) in the arena  NodeKey / NodeRef
+``paged``       ``NodeRef`` (env, node) in the arena       NodeKey / NodeRef
 validation      :class:`PastPair` (primary, reference)     pairs of both backends' keys
 ==============  =========================================  ===============================
 
-The world model never sees a Past's inside: it hands pasts back to the backend that made them
-(``assemble``) and runs tokens on the batch it gets (:class:`ContextBatch`). Counting — node hits,
+Keys are made by the backend's key strategy (``keys``, :mod:`zerokv.model.backends.keys`). The
+world model never sees a Past's inside: it hands pasts back to the backend that made them
+(``assemble``) and runs tokens on the batch it gets — each backend's own batch type (its ``Batch``,
+a :class:`ContextBatch`), which only that backend's ``store_*`` reads back. Counting — node hits,
 misses, context-free fallbacks — is the cache layer's (:class:`~zerokv.model.context_cache.ContextCache`),
 done once for every backend; a backend's ``store`` reports only its own storage
 (:class:`~zerokv.cache.protocol.StatsSource`).
@@ -28,21 +30,13 @@ from typing import NamedTuple, Protocol, TypeVar, runtime_checkable
 import numpy as np
 import torch
 
-from zerokv.cache.paged import RootRows
-from zerokv.cache.protocol import StatsSource
+from zerokv.cache.protocol import RootRows, StatsSource
+from zerokv.model.backends.keys import KeyMaker
+
+__all__ = ["ContextBackend", "ContextBatch", "PastPair", "RootSnapshots"]
 
 Past = TypeVar("Past")
 Key = TypeVar("Key")
-
-
-class NodeRef(NamedTuple):
-    """A paged past: node ``node`` of env ``env`` in the arena (``EMPTY_REF``: no past)."""
-
-    env: int
-    node: int
-
-
-EMPTY_REF = NodeRef(-1, -1)  # the past of an env starting an episode
 
 
 class PastPair(NamedTuple):
@@ -61,27 +55,23 @@ class ContextBatch(Protocol):
         ...
 
 
+Batch = TypeVar("Batch", bound=ContextBatch)
+
+
 @runtime_checkable
-class ContextBackend(Protocol[Key, Past]):
+class ContextBackend(Protocol[Key, Past, Batch]):
     """How a node gets its past; chosen once, by :func:`~zerokv.model.backends.make_backend`.
 
-    ``lookup_*`` and ``generate`` return one entry per row, in order. A fifth backend implements
-    these members and nothing else.
+    Lookups and ``generate`` return one entry per row, in order. A fifth backend implements
+    these members and nothing else; only :class:`~zerokv.model.context_cache.ContextCache` calls them.
     """
 
     name: str
     """Backend name in ``cache_stats()`` ("paged", "manager+validation", …)."""
     store: StatsSource
     """The storage (what ``WorldModel.kv_cache_manager`` returns): live size, bytes, summary."""
-
-    def root_keys(self, env_ids: Sequence[int], latents: torch.Tensor, epoch: int) -> list[Key]:
-        """Keys of new roots, from their latents ``(B, E)``."""
-        ...
-
-    def node_keys(self, env_ids: Sequence[int], latents: torch.Tensor, node_ids: np.ndarray | None,
-                  epoch: int) -> list[Key]:
-        """Keys of search nodes, from their latents ``(B, E)`` or the search's node ids ``[B]``."""
-        ...
+    keys: KeyMaker
+    """How roots and search nodes are named (content keys or node ids)."""
 
     def lookup_roots(self, env_ids: Sequence[int], keys: Sequence[Key | None]) -> list[Past | None]:
         """The stored past of each env's previous root (None: not found, or a None key)."""
@@ -95,23 +85,20 @@ class ContextBackend(Protocol[Key, Past]):
         """Context-free one-token pasts from latents ``(n, E)``, for nodes whose past is lost."""
         ...
 
-    def empty(self) -> Past:
-        """The past of an env starting an episode (no tokens)."""
-        ...
-
     def sizes(self, pasts: Sequence[Past]) -> list[int]:
-        """Tokens in each past."""
+        """Tokens in each past (the seeds' ``keys_values_wm_size_list``)."""
         ...
 
-    def assemble(self, pasts: Sequence[Past], new_tokens: int) -> ContextBatch:
-        """One batch of the pasts, with room for ``new_tokens`` per row."""
+    def assemble(self, pasts: Sequence[Past | None], new_tokens: int) -> Batch:
+        """One batch of the pasts (None: an env starting an episode, no past), with room for
+        ``new_tokens`` per row."""
         ...
 
-    def store_roots(self, batch: ContextBatch, env_ids: Sequence[int], keys: Sequence[Key]) -> None:
+    def store_roots(self, batch: Batch, env_ids: Sequence[int], keys: Sequence[Key]) -> None:
         """Keep each row's context (past + new tokens) as its env's root, under ``keys``."""
         ...
 
-    def store_nodes(self, batch: ContextBatch, env_ids: Sequence[int], keys: Sequence[Key]) -> None:
+    def store_nodes(self, batch: Batch, env_ids: Sequence[int], keys: Sequence[Key]) -> None:
         """Keep each row's context as a search node's past, under ``keys``."""
         ...
 

@@ -30,7 +30,7 @@ class TokenHistory:
         return self.tokens.shape[0]
 
 
-class _RecomputeBatch:
+class RecomputeBatch:
     """Keeps input tokens; every forward recomputes the transformer over past + new tokens.
 
     tokens, positions, valid: ``(B, P + T, E)``, ``(B, P + T)``, ``(B, P + T)``: the rows' pasts
@@ -72,13 +72,14 @@ class _RecomputeBatch:
         return TokenHistory(self.tokens[row, lo : self.fill].clone(), int(self.positions[row, lo]))
 
 
-class RecomputeBackend(ContentKeys):
+class RecomputeBackend:
     """The "none" backend: no KV cache; every node is recomputed from its input tokens."""
 
     name = "none"
 
     def __init__(self, cfg: WorldModelConfig, transformer: Transformer, work: CacheWork, key_hash) -> None:
-        self.cfg, self.transformer, self.work, self.key_hash = cfg, transformer, work, key_hash
+        self.cfg, self.transformer, self.work = cfg, transformer, work
+        self.keys = ContentKeys(key_hash, work)
         self.store = TokenStore()
 
     def lookup_roots(self, env_ids: Sequence[int], keys: Sequence[NodeKey | None]) -> list[TokenHistory | None]:
@@ -93,18 +94,17 @@ class RecomputeBackend(ContentKeys):
     def sizes(self, pasts) -> list[int]:
         return [p.size for p in pasts]
 
-    def empty(self) -> TokenHistory:
+    def assemble(self, pasts: Sequence[TokenHistory | None], new_tokens: int) -> RecomputeBatch:
         c = self.cfg
-        return TokenHistory(torch.zeros(0, c.embed_dim, device=c.device, dtype=c.torch_dtype), 0)
-
-    def assemble(self, pasts: Sequence[TokenHistory], new_tokens: int) -> _RecomputeBatch:
+        none = TokenHistory(torch.zeros(0, c.embed_dim, device=c.device, dtype=c.torch_dtype), 0)
+        pasts = [none if p is None else p for p in pasts]
         self.work.bytes_copied += sum(p.tokens.numel() * p.tokens.element_size() for p in pasts)
-        return _RecomputeBatch(self.transformer, pasts, new_tokens)
+        return RecomputeBatch(self.transformer, pasts, new_tokens)
 
-    def store_roots(self, batch: _RecomputeBatch, env_ids: Sequence[int], keys: Sequence[NodeKey]) -> None:
+    def store_roots(self, batch: RecomputeBatch, env_ids: Sequence[int], keys: Sequence[NodeKey]) -> None:
         self.store_nodes(batch, env_ids, keys)  # one dict: roots and nodes alike
 
-    def store_nodes(self, batch: _RecomputeBatch, env_ids: Sequence[int], keys: Sequence[NodeKey]) -> None:
+    def store_nodes(self, batch: RecomputeBatch, env_ids: Sequence[int], keys: Sequence[NodeKey]) -> None:
         self.work.host_syncs += 1  # history() reads row sizes
         for row, key in enumerate(keys):
             history = batch.history(row, self.cfg.receptive_field)

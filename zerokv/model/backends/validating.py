@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 
 from zerokv.errors import CacheValidationError
+from zerokv.model.backends.keys import PairedKeys
 from zerokv.model.backends.protocol import PastPair
 
 
-class _ValidatingBatch:
+class ValidatingBatch:
     """Both backends' batches; every forward runs on both and compares the hidden states."""
 
     def __init__(self, primary, reference, atol: float) -> None:
@@ -36,14 +37,7 @@ class ValidatingBackend:
         self.primary, self.reference, self.atol = primary, reference, atol
         self.name = f"{primary.name}+validation"
         self.store = primary.store
-
-    def root_keys(self, env_ids, latents, epoch):
-        return list(zip(self.primary.root_keys(env_ids, latents, epoch),
-                        self.reference.root_keys(env_ids, latents, epoch), strict=True))
-
-    def node_keys(self, env_ids, latents, node_ids, epoch):
-        return list(zip(self.primary.node_keys(env_ids, latents, node_ids, epoch),
-                        self.reference.node_keys(env_ids, latents, node_ids, epoch), strict=True))
+        self.keys = PairedKeys(primary.keys, reference.keys)
 
     def lookup_roots(self, env_ids, keys) -> list[PastPair | None]:
         prim, ref = _split(keys)
@@ -61,22 +55,19 @@ class ValidatingBackend:
     def sizes(self, pasts) -> list[int]:
         return self.primary.sizes([p.primary for p in pasts])
 
-    def empty(self) -> PastPair:
-        return PastPair(self.primary.empty(), self.reference.empty())
-
-    def assemble(self, pasts, new_tokens: int) -> _ValidatingBatch:
-        return _ValidatingBatch(
-            self.primary.assemble([p.primary for p in pasts], new_tokens),
-            self.reference.assemble([p.reference for p in pasts], new_tokens),
+    def assemble(self, pasts, new_tokens: int) -> ValidatingBatch:
+        return ValidatingBatch(
+            self.primary.assemble([None if p is None else p.primary for p in pasts], new_tokens),
+            self.reference.assemble([None if p is None else p.reference for p in pasts], new_tokens),
             self.atol,
         )
 
-    def store_roots(self, batch: _ValidatingBatch, env_ids, keys) -> None:
+    def store_roots(self, batch: ValidatingBatch, env_ids, keys) -> None:
         prim, ref = _split(keys)
         self.primary.store_roots(batch.primary, env_ids, prim)
         self.reference.store_roots(batch.reference, env_ids, ref)
 
-    def store_nodes(self, batch: _ValidatingBatch, env_ids, keys) -> None:
+    def store_nodes(self, batch: ValidatingBatch, env_ids, keys) -> None:
         prim, ref = _split(keys)
         self.primary.store_nodes(batch.primary, env_ids, prim)
         self.reference.store_nodes(batch.reference, env_ids, ref)
