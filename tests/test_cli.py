@@ -214,7 +214,7 @@ def test_help_lists_the_choices_of_devices_dtypes_backends_and_vector_envs(capsy
     main(["train", "--help"])
     text = capsys.readouterr().out
     for choices in ("{cpu,cuda,cuda:N,mps}", "{float32,bfloat16}", "{none,legacy,manager,paged}",
-                    "{sync,async}", "{cartpole,acrobot,lunarlander,atari,atari100k,atari100k-cpu,memory}"):
+                    "{sync,async}", "{cartpole,acrobot,lunarlander,atari,atari100k,atari100k-cpu,memory,pendulum,dmc}"):
         assert choices in text, choices
 
 

@@ -14,9 +14,9 @@ from zerokv.rl.envs import EnvOptions, EnvSpec, env_spec, is_atari, make_env, ma
 class _BoxObsEnv(gymnasium.Env):
     """A tiny env whose observation space is a Box of any shape (to test rank checks)."""
 
-    def __init__(self, shape: tuple[int, ...] = (2, 2)) -> None:
+    def __init__(self, shape: tuple[int, ...] = (2, 2), action_space: spaces.Space | None = None) -> None:
         self.observation_space = spaces.Box(0, 255, shape, np.uint8)
-        self.action_space = spaces.Discrete(3)
+        self.action_space = spaces.Discrete(3) if action_space is None else action_space
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
@@ -28,6 +28,10 @@ class _BoxObsEnv(gymnasium.Env):
 
 gymnasium.register("ZerokvTest/Rank2-v0", entry_point=_BoxObsEnv, kwargs={"shape": (2, 2)})
 gymnasium.register("ZerokvTest/Rank3-v0", entry_point=_BoxObsEnv, kwargs={"shape": (3, 4, 5)})
+gymnasium.register("ZerokvTest/UnboundedActions-v0", entry_point=_BoxObsEnv,
+                   kwargs={"shape": (3,), "action_space": spaces.Box(-np.inf, np.inf, (2,))})
+gymnasium.register("ZerokvTest/DictActions-v0", entry_point=_BoxObsEnv,
+                   kwargs={"shape": (3,), "action_space": spaces.Dict({"a": spaces.Discrete(2)})})
 
 
 def test_cartpole_spec_and_float32_obs():
@@ -66,9 +70,11 @@ def test_unknown_env_id_names_the_id_and_a_known_one():
         env_spec("CartPole-v99")
 
 
-def test_non_discrete_actions_rejected_naming_the_space():
-    with pytest.raises(ValueError, match=r"'Pendulum-v1' has action space Box\(.*Discrete"):
-        make_env("Pendulum-v1")
+def test_unusable_action_spaces_rejected_naming_the_space():
+    with pytest.raises(ValueError, match=r"'ZerokvTest/UnboundedActions-v0' has action space Box\(.*infinite bounds"):
+        make_env("ZerokvTest/UnboundedActions-v0")
+    with pytest.raises(ValueError, match=r"'ZerokvTest/DictActions-v0' has action space Dict\(.*Dict, Tuple"):
+        make_env("ZerokvTest/DictActions-v0")
 
 
 def test_non_box_observation_rejected_naming_the_space():

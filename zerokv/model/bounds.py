@@ -7,14 +7,16 @@ offsets must fit the file; a checkpoint's tensors are in memory already), so eac
 field is checked against a lower bound of the parameters it implies, before anything is built:
 
     num_layers * (4 + 2 * mlp_ratio) * embed_dim**2   (qkv, out projection and MLP of each block)
-    action_space_size * embed_dim                      (the action embedding)
+    action_space_size * embed_dim                      (the action embedding; discrete actions)
+    action_dim * embed_dim                             (the action projection; continuous actions)
     (2 * support_size + 1) * embed_dim                 (the value head's output layer)
     observation_shape[0] * embed_dim (vector) or C * 32 * 16 (image)   (the encoder's first layer)
 
 Each bound is below the real parameter count of :class:`zerokv.WorldModel`, so a genuine pair of
 files always passes. The fields that size the caches, not the weights (``env_num``,
-``num_simulations``, ``max_tokens``, ``max_cache_size``, pool sizes) are bounded by
-:data:`FILE_CACHE_CEILINGS`; a caller who wants more passes them explicitly.
+``num_simulations``, ``max_tokens``, ``max_cache_size``, pool sizes, and a continuous model's
+``action_space_size``: K, the actions sampled per search node, which no weight depends on) are
+bounded by :data:`FILE_CACHE_CEILINGS`; a caller who wants more passes them explicitly.
 """
 
 from __future__ import annotations
@@ -24,13 +26,17 @@ from collections.abc import Iterable
 
 from zerokv.model.config import WorldModelConfig
 
-__all__ = ["FILE_CACHE_CEILINGS", "FILE_NODE_CEILING", "check_config_fits", "parameter_count"]
+__all__ = ["FILE_CACHE_CEILINGS", "FILE_NODE_CEILING", "FILE_SAMPLED_ACTIONS_CEILING", "check_config_fits",
+           "parameter_count"]
 
 FILE_CACHE_CEILINGS: dict[str, int] = {
     "env_num": 4096, "num_simulations": 10_000, "max_tokens": 65_536, "max_cache_size": 1_000_000,
     "init_pool_size": 1_000_000, "recur_pool_size": 1_000_000,
 }
 """Largest cache-sizing value taken from a file (far above any published setting)."""
+FILE_SAMPLED_ACTIONS_CEILING = 1024
+"""Largest K (a continuous model's ``action_space_size``, samples per search node) taken from a file:
+the search's trees hold K children per node."""
 FILE_NODE_CEILING = 1 << 20
 """Largest ``env_num * num_simulations`` taken from a file: the paged arena preallocates rows for
 every node of one search."""
@@ -44,7 +50,10 @@ def _lower_bounds(config: WorldModelConfig, n: int) -> Iterable[tuple[str, int, 
     yield "embed_dim", e, block, math.isqrt(n // (4 + 2 * r))
     yield "mlp_ratio", r, 2 * r * e * e, n // (2 * e * e)
     yield "num_layers", layers, layers * block, n // block
-    yield "action_space_size", config.action_space_size, config.action_space_size * e, n // e
+    if config.continuous:
+        yield "action_dim", config.action_dim, config.action_dim * e, n // e
+    else:
+        yield "action_space_size", config.action_space_size, config.action_space_size * e, n // e
     yield "support_size", config.support_size, 2 * config.support_size * e, n // (2 * e)
     first = config.observation_shape[0]
     per = 32 * 16 if config.obs_is_image else 2 * e
@@ -61,6 +70,10 @@ def check_config_fits(config: WorldModelConfig, parameters: int, source: str, *,
             raise ValueError(f"{source}: {name}={value} needs at least {needed:,} parameters but the weights hold "
                              f"{parameters:,}; allowed: at most {allowed} with these weights")
     explicit = set(explicit)
+    k = config.action_space_size
+    if config.continuous and "action_space_size" not in explicit and k > FILE_SAMPLED_ACTIONS_CEILING:
+        raise ValueError(f"{source}: action_space_size={k} sampled actions per node (action_dim={config.action_dim}); "
+                         f"allowed from a file: at most {FILE_SAMPLED_ACTIONS_CEILING} (pass action_space_size= yourself)")
     for name, ceiling in FILE_CACHE_CEILINGS.items():
         value = getattr(config, name)
         if name not in explicit and value is not None and value > ceiling:

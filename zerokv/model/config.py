@@ -9,7 +9,14 @@ import torch
 
 from zerokv.cache.pool import EvictionStrategy
 from zerokv.cache.storage import KV_STORAGE_DTYPES
-from zerokv.checks import check_bool, check_choice, check_device, check_float, check_positive_int
+from zerokv.checks import (
+    check_bool,
+    check_choice,
+    check_device,
+    check_float,
+    check_int,
+    check_positive_int,
+)
 
 CacheBackend = Literal["none", "legacy", "manager", "paged"]
 """A cache backend's name (a ``Literal``, so ``--help`` lists the choices)."""
@@ -22,7 +29,7 @@ ENCODERS: tuple[str, ...] = get_args(Encoder)
 DTYPES: dict[str, torch.dtype] = dict(zip(get_args(Dtype), (torch.float32, torch.bfloat16), strict=True))
 """Allowed ``WorldModelConfig.dtype`` values and their torch dtypes."""
 ARCHITECTURE: tuple[str, ...] = (
-    "observation_shape", "action_space_size", "embed_dim", "num_layers", "num_heads", "context_length",
+    "observation_shape", "action_space_size", "action_dim", "embed_dim", "num_layers", "num_heads", "context_length",
     "support_size", "latent_group_size", "encoder", "encoder_channels", "encoder_blocks", "positional_encoding", "rope_theta", "mlp_ratio", "device", "dtype",
 )
 """The fields that shape the network's weights (the rest configure its caches and search)."""
@@ -45,7 +52,14 @@ class WorldModelConfig:
     """Observation shape: a vector ``(D,)``, an image ``(C, 64, 64)`` or a small view ``(C, H, W)``
     with H, W <= 16 (e.g. the memory envs' 3×5×5 egocentric view)."""
     action_space_size: int = 2
-    """Number of discrete actions."""
+    """Number of discrete actions; with ``action_dim`` > 0, the width of the search policies (K
+    sampled actions), which the network does not use."""
+    action_dim: int = 0
+    """0: discrete actions ``0 … action_space_size-1``. D > 0: continuous actions, vectors of D
+    entries in [-1, 1] (an env's bounded ``Box`` rescaled): the action token is a learned linear
+    projection of the vector and the policy head gives a Gaussian's mean and log standard
+    deviation (``policy_logits [B, 2D]``), squashed by tanh into [-1, 1]
+    (:mod:`zerokv.model.gaussian`)."""
     embed_dim: int = 64
     """Width of every token (the latent state size)."""
     num_layers: int = 2
@@ -147,6 +161,7 @@ class WorldModelConfig:
                      "max_cache_size", "mlp_ratio", "encoder_channels", "encoder_blocks"):
             setattr(self, name, check_positive_int(name, getattr(self, name)))
         check_device("device", self.device)
+        self.action_dim = check_int("action_dim", self.action_dim, low=0)
         for name in ("init_pool_size", "recur_pool_size"):
             if getattr(self, name) is not None:
                 setattr(self, name, check_positive_int(name, getattr(self, name)))
@@ -158,6 +173,9 @@ class WorldModelConfig:
         self.cache_validation_mode = check_bool("cache_validation_mode", self.cache_validation_mode)
         self.enable_cache_logging = check_bool("enable_cache_logging", self.enable_cache_logging)
         self.compile = check_bool("compile", self.compile)
+        if self.compile and self.action_dim:
+            raise ValueError(f"compile=True with action_dim={self.action_dim}: the compiled recurrent step takes "
+                             "discrete actions only; use compile=False for continuous actions")
         if self.embed_dim % self.num_heads or (self.embed_dim // self.num_heads) % 2:
             raise ValueError(
                 f"embed_dim={self.embed_dim} must be divisible by num_heads={self.num_heads} "
@@ -231,6 +249,16 @@ class WorldModelConfig:
     def kv_storage_is_lossy(self) -> bool:
         """True when the storage dtype rounds what the model computes (narrower than :attr:`dtype`)."""
         return self.kv_storage not in ("float32", self.dtype)
+
+    @property
+    def continuous(self) -> bool:
+        """True for continuous (vector) actions: ``action_dim`` > 0."""
+        return self.action_dim > 0
+
+    @property
+    def policy_size(self) -> int:
+        """Width of ``policy_logits``: A logits, or a Gaussian's D means and D log standard deviations."""
+        return 2 * self.action_dim if self.continuous else self.action_space_size
 
     @property
     def obs_is_image(self) -> bool:

@@ -113,6 +113,48 @@ def actions(values, batch: int, action_space: int, *, name: str, allow_no_action
     return acts
 
 
+def action_vectors(values, batch: int, dim: int, *, name: str, allow_no_action: bool) -> tuple[np.ndarray, list[bool]]:
+    """``batch`` continuous actions of ``dim`` entries in [-1, 1] → ``(float32 [batch, dim], present [batch])``.
+
+    Accepted: an array or tensor ``[batch, dim]`` (``[batch]`` when dim is 1), or a sequence of
+    ``batch`` vectors. ``allow_no_action``: None (all, or an entry) and :data:`NO_ACTION` mean "the
+    episode starts here" (a zero row, ``present`` False). NaN, ±inf and values outside [-1, 1] are
+    refused, naming the row.
+    """
+    out = np.zeros((batch, dim), np.float32)
+    present = [True] * batch
+    if values is None:
+        if not allow_no_action:
+            raise TypeError(f"{name} must be {dim}-entry action vectors; got None")
+        return out, [False] * batch
+    if torch.is_tensor(values):
+        values = values.detach().cpu().numpy()
+    if isinstance(values, np.ndarray) and values.dtype.kind != "O":
+        rows = list(values.reshape(batch, -1)) if values.size == batch * dim else None
+        if rows is None:
+            raise ValueError(f"{name} of shape {values.shape}; expected ({batch}, {dim}) continuous actions")
+    else:
+        rows = list(values)
+    if len(rows) != batch:
+        raise ValueError(f"{len(rows)} actions for a batch of {batch}")
+    for i, row in enumerate(rows):
+        if allow_no_action and (row is None or (isinstance(row, (int, np.integer)) and row == NO_ACTION)):
+            present[i] = False
+            continue
+        vec = np.asarray(row.detach().cpu() if torch.is_tensor(row) else row)
+        if vec.dtype.kind not in "fiu" or vec.size != dim:
+            raise ValueError(f"{name}[{i}] = {row!r}; expected a real vector of {dim} entries in [-1, 1]")
+        vec = vec.reshape(dim).astype(np.float32)
+        if not np.isfinite(vec).all():
+            raise ValueError(f"{name}[{i}] = {vec.tolist()} holds NaN or inf; continuous actions must be "
+                             "finite, in [-1, 1]; nothing was stored")
+        if np.abs(vec).max(initial=0.0) > 1.0:
+            raise ValueError(f"{name}[{i}] = {vec.tolist()} outside [-1, 1]: continuous actions are the env's "
+                             "bounded Box rescaled to [-1, 1]")
+        out[i] = vec
+    return out, present
+
+
 # ---------------------------------------------------------------------- real tensors
 def observations(obs, shape: tuple[int, ...], *, steps: bool, name: str) -> torch.Tensor:
     """``obs`` as a float32 tensor ``(B, *shape)`` (``(B, T, *shape)`` with ``steps``, T ≥ 1)."""
@@ -194,19 +236,23 @@ def history_lengths(lengths, batch: int, steps: int) -> np.ndarray:
     return out
 
 
-def right_aligned(histories: Sequence, actions: Sequence, shape: tuple[int, ...]):
+def right_aligned(histories: Sequence, actions: Sequence, shape: tuple[int, ...], action_dim: int = 0):
     """Histories of different lengths in one batch: ``histories[i] [T_i, *shape]`` and
     ``actions[i] [T_i - 1]`` → ``(obs [B, T, *shape] float32, acts [B, T-1] int64, lengths [B])``
-    with T the longest, each row right-aligned (zeros before it)."""
+    with T the longest, each row right-aligned (zeros before it). ``action_dim`` D > 0: continuous
+    actions, ``actions[i] [T_i - 1, D]`` and ``acts [B, T-1, D]`` float32."""
     lengths = [len(o) for o in histories]
     t = max(lengths)
     obs = np.zeros((len(histories), t, *shape), np.float32)
-    acts = np.zeros((len(histories), t - 1), np.int64)
+    acts = np.zeros((len(histories), t - 1, action_dim), np.float32) if action_dim else np.zeros((len(histories), t - 1), np.int64)
     for i, (o, a) in enumerate(zip(histories, actions, strict=True)):
         if len(a) != len(o) - 1:
             raise ValueError(f"history {i}: {len(o)} observations need {len(o) - 1} actions, got {len(a)}")
         obs[i, t - len(o):] = observations(o, shape, steps=False, name=f"observations[{i}]")
-        acts[i, t - len(o):] = integers(a, f"actions[{i}]")
+        if action_dim:
+            acts[i, t - len(o):] = np.asarray(a, np.float32).reshape(len(a), action_dim)
+        else:
+            acts[i, t - len(o):] = integers(a, f"actions[{i}]")
     return obs, acts, lengths
 
 

@@ -6,7 +6,9 @@
   o_{t+1}, as a KL between SimNorm groups (both sides are per-group distributions);
 * reward, value: cross-entropy against two-hot targets on the categorical support (with
   ``label_smoothing`` ε, mixed with the uniform distribution: (1-ε)·two_hot + ε/N, as LightZero);
-* policy: cross-entropy against the search's visit distribution.
+* policy: cross-entropy against the search's visit distribution; for continuous actions (Sampled
+  MuZero) the tanh-squashed Gaussian's log-likelihood of the root's K sampled actions weighted by
+  their visit shares, and the entropy is the pre-squash Gaussian's (:mod:`zerokv.model.gaussian`).
 Every term is averaged over the real (unmasked) steps only.
 """
 
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from zerokv.model import gaussian
 from zerokv.model.support import scalar_to_support, smooth_labels
 
 
@@ -52,11 +55,13 @@ def unizero_losses(
     out, *, target_latents: torch.Tensor, rewards: torch.Tensor, value_targets: torch.Tensor,
     policy_targets: torch.Tensor, mask: torch.Tensor, support_size: int, group_size: int,
     weights: LossWeights = LossWeights(), label_smoothing: float = 0.0,
+    sampled_actions: torch.Tensor | None = None,
 ) -> Losses:
     """Losses of a :class:`~zerokv.model.world_model.SequenceOutput` ``out`` (B rows, K+1 steps).
 
     target_latents [B, K, E] (target encoder on o_1..o_K), rewards/value_targets/mask [B, K+1],
-    policy_targets [B, K+1, A]. Computed in float32 whatever the dtype of ``out`` (bfloat16 under
+    policy_targets [B, K+1, A]; continuous: policy_targets [B, K+1, N] over ``sampled_actions
+    [B, K+1, N, D]`` (N samples per position) and policy_logits [B, K+1, 2D]. Computed in float32 whatever the dtype of ``out`` (bfloat16 under
     the learner's autocast).
     """
     b, steps = mask.shape
@@ -64,9 +69,15 @@ def unizero_losses(
     reward_labels = smooth_labels(scalar_to_support(rewards, support_size), label_smoothing)
     value_ce = -(value_labels * F.log_softmax(out.value_logits.float(), -1)).sum(-1)
     reward_ce = -(reward_labels * F.log_softmax(out.reward_logits.float(), -1)).sum(-1)
-    log_pi = F.log_softmax(out.policy_logits.float(), -1)
-    policy_ce = -(policy_targets * log_pi).sum(-1)
-    entropy = -(log_pi.exp() * log_pi).sum(-1)
+    if sampled_actions is None:
+        log_pi = F.log_softmax(out.policy_logits.float(), -1)
+        policy_ce = -(policy_targets * log_pi).sum(-1)
+        entropy = -(log_pi.exp() * log_pi).sum(-1)
+    else:
+        mean, std = gaussian.split(out.policy_logits.float())  # [B, K+1, D] each
+        log_pi = gaussian.log_prob(mean.unsqueeze(2), std.unsqueeze(2), sampled_actions.float())  # [B, K+1, N]
+        policy_ce = -(policy_targets * log_pi).sum(-1)
+        entropy = gaussian.entropy(std)
     # ô_{t+1} from the action token at step t, against the target latent of o_{t+1}.
     pred = out.next_latent[:, :-1].float().reshape(b, steps - 1, -1, group_size)
     target = target_latents.float().reshape(b, steps - 1, -1, group_size)

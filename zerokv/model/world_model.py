@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from zerokv.model import inputs
+from zerokv.model import action_inputs, inputs
 from zerokv.model.compiled import RecurrentStep
 from zerokv.model.config import WorldModelConfig
 from zerokv.model.context import KeyHash, default_key_hash
@@ -81,10 +81,10 @@ class WorldModel(SeedsNames, CacheSnapshots, PretrainedMixin, WeightsMixin, nn.M
         if share_weights_with is None:
             e = config.embed_dim
             self.encoder = make_encoder(config)
-            self.action_embedding = nn.Embedding(config.action_space_size, e)
+            self.action_embedding = action_inputs.embedding(config)  # a table, or a projection of vectors
             self.transformer = Transformer(config)
             self.head_value = mlp_head(e, config.support_bins)
-            self.head_policy = mlp_head(e, config.action_space_size)
+            self.head_policy = mlp_head(e, config.policy_size)
             self.head_reward = mlp_head(e, config.support_bins)
             self.head_latent = nn.Sequential(mlp_head(e, e), SimNorm(config.latent_group_size))
             self.to(config.device, config.torch_dtype)
@@ -150,16 +150,16 @@ class WorldModel(SeedsNames, CacheSnapshots, PretrainedMixin, WeightsMixin, nn.M
         obs = inputs.observations(obs, cfg.observation_shape, steps=False, name="obs")
         b = obs.shape[0]
         env_ids = inputs.env_ids(env_ids, b, cfg.env_num, unique=True)
-        actions = inputs.actions(last_actions, b, cfg.action_space_size, name="last_actions", allow_no_action=True)
+        actions, marks = action_inputs.checked(cfg, last_actions, b, name="last_actions", allow_no_action=True)
         inputs.finite(obs, env_ids, "obs")
         latents = self.encoder(obs.to(cfg.device, cfg.torch_dtype))  # (B, E)
         inputs.finite(latents, env_ids, LATENT_OF_OBS)  # before the search starts: a refusal leaves no trace
-        pasts = self.context_cache.previous_roots(env_ids, actions)
+        pasts = self.context_cache.previous_roots(env_ids, marks)
         extend = [i for i in range(b) if pasts[i] is not None]
         fresh = [i for i in range(b) if pasts[i] is None]
         groups = []
         if extend:
-            act = self.action_embedding(torch.as_tensor([actions[i] for i in extend], device=latents.device))
+            act = self.action_embedding(action_inputs.as_tensor(cfg, [actions[i] for i in extend], latents.device))
             tokens = torch.stack([act, latents[extend]], dim=1)  # (n, 2, E): [a_{t-1}, o_t]
             groups.append(_RootGroup(extend, tokens, [pasts[i] for i in extend]))
         if fresh:
@@ -187,11 +187,7 @@ class WorldModel(SeedsNames, CacheSnapshots, PretrainedMixin, WeightsMixin, nn.M
         obs = inputs.observations(observations, cfg.observation_shape, steps=True, name="observations")
         b, t = obs.shape[:2]  # (B, T, *obs_shape)
         env_ids = inputs.env_ids(env_ids, b, cfg.env_num, unique=True)
-        acts = inputs.integers(actions, "actions")
-        if acts.size != b * (t - 1):
-            raise ValueError(f"{acts.size} actions for {b} histories of {t} observations (need [B, T-1])")
-        acts = acts.reshape(b, t - 1)
-        inputs.actions(acts.reshape(-1), acts.size, cfg.action_space_size, name="actions", allow_no_action=False)
+        acts = action_inputs.history(cfg, actions, b, t)
         lengths = inputs.history_lengths(lengths, b, t)
         inputs.finite(obs, env_ids, "observations", used=torch.from_numpy(np.arange(t) >= t - lengths[:, None]))
         obs = obs.to(cfg.device, cfg.torch_dtype)
@@ -203,7 +199,7 @@ class WorldModel(SeedsNames, CacheSnapshots, PretrainedMixin, WeightsMixin, nn.M
             tokens = latents.new_zeros(len(rows), 2 * n - 1, cfg.embed_dim)  # [o, a, o, …, o]
             tokens[:, 0::2] = latents
             if n > 1:
-                tokens[:, 1::2] = self.action_embedding(torch.as_tensor(acts[rows, t - n:], device=obs.device))
+                tokens[:, 1::2] = self.action_embedding(action_inputs.as_tensor(cfg, acts[rows, t - n:], obs.device))
             root_latents[rows] = latents[:, -1]
             groups.append(_RootGroup(rows, tokens))
         return self._store_roots(env_ids, root_latents, groups, rebuilt=True)
@@ -215,7 +211,7 @@ class WorldModel(SeedsNames, CacheSnapshots, PretrainedMixin, WeightsMixin, nn.M
         cfg, b = self.config, len(env_ids)
         inputs.finite(latents, env_ids, LATENT_OF_OBS)
         value_logits = latents.new_zeros(b, cfg.support_bins)
-        policy_logits = latents.new_zeros(b, cfg.action_space_size)
+        policy_logits = latents.new_zeros(b, cfg.policy_size)
         # Check, then change: every group runs (groups have distinct token counts, so their
         # batches never share a gather buffer) and is checked finite before any root is stored.
         batches = []
@@ -248,7 +244,8 @@ class WorldModel(SeedsNames, CacheSnapshots, PretrainedMixin, WeightsMixin, nn.M
             raise ValueError(f"{len(env_ids)} env_ids, {len(observations)} histories, {len(actions)} action lists")
         if not max((len(o) for o in observations), default=0):
             return
-        obs, acts, lengths = inputs.right_aligned(observations, actions, self.config.observation_shape)
+        obs, acts, lengths = inputs.right_aligned(observations, actions, self.config.observation_shape,
+                                                  self.config.action_dim)
         self.initial_inference_from_history(obs, acts, env_ids=env_ids, lengths=lengths)
 
     @torch.no_grad()
@@ -270,12 +267,12 @@ class WorldModel(SeedsNames, CacheSnapshots, PretrainedMixin, WeightsMixin, nn.M
             raise ValueError("recurrent_inference before any root: call initial_inference first (or pass env_ids)")
         env_ids = self._nodes.root_envs if env_ids is None else inputs.env_ids(env_ids, None, cfg.env_num, unique=False)
         latent = inputs.latent(latent_state, env_ids, cfg.embed_dim).to(cfg.device, cfg.torch_dtype)
-        actions = inputs.actions(action, len(env_ids), cfg.action_space_size, name="action", allow_no_action=False)
+        actions, _ = action_inputs.checked(cfg, action, len(env_ids), name="action", allow_no_action=False)
         ids = self._nodes.check(parent_ids, child_ids, env_ids)
         parents, children = (None, None) if ids is None else ids
         batch = self.context_cache.expand(latent, env_ids, parents)
         next_latent, value_logits, policy_logits, reward_logits = self._step(
-            batch, torch.as_tensor(actions, device=latent.device))
+            batch, action_inputs.as_tensor(cfg, actions, latent.device))
         inputs.finite(torch.cat([next_latent, value_logits, policy_logits, reward_logits], 1), env_ids,
                       "the model's outputs (next latent, logits)")  # checked before anything is stored
         self.context_cache.store_children(batch, env_ids, next_latent, children)
@@ -289,7 +286,8 @@ class WorldModel(SeedsNames, CacheSnapshots, PretrainedMixin, WeightsMixin, nn.M
 
     # ------------------------------------------------------------------------ training
     def forward_sequence(self, obs: torch.Tensor, actions: torch.Tensor) -> SequenceOutput:
-        """Teacher-forced pass over ``obs [B, K+1, *obs_shape]`` and ``actions [B, K+1]``.
+        """Teacher-forced pass over ``obs [B, K+1, *obs_shape]`` and ``actions [B, K+1]`` (int64; continuous:
+        ``[B, K+1, D]`` float32 in [-1, 1]).
 
         The training pass: float32 models only (bfloat16 is a search-only mode; AdamW steps on
         bfloat16 weights would round most updates away).
@@ -299,11 +297,12 @@ class WorldModel(SeedsNames, CacheSnapshots, PretrainedMixin, WeightsMixin, nn.M
                 f"forward_sequence on a model of dtype={self.config.dtype!r}; training needs dtype='float32' "
                 "(bfloat16 is search-only: train a float32 model and copy it with load_weights_from)"
             )
-        b, steps = actions.shape
+        b, steps = actions.shape[:2]
         if 2 * steps > self.config.max_tokens:
             raise ValueError(f"{steps} steps need {2 * steps} tokens > max_tokens={self.config.max_tokens}")
         latents = self.encoder(obs.flatten(0, 1)).view(b, steps, -1)
-        tokens = torch.stack([latents, self.action_embedding(actions)], dim=2).flatten(1, 2)  # (B, 2(K+1), E)
+        act = self.action_embedding(action_inputs.sequence(self.config, actions))
+        tokens = torch.stack([latents, act], dim=2).flatten(1, 2)  # (B, 2(K+1), E)
         pos = torch.arange(2 * steps, device=obs.device).expand(b, -1)
         h = self.transformer(tokens, pos)
         h_obs, h_act = h[:, 0::2], h[:, 1::2]

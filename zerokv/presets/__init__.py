@@ -15,8 +15,10 @@ from typing import Literal, get_args
 
 __all__ = ["PRESETS", "Preset", "describe_presets", "preset_path"]
 
-Preset = Literal["cartpole", "acrobot", "lunarlander", "atari", "atari100k", "atari100k-cpu", "memory"]
-"""The preset names (``--preset`` lists them); ``atari`` is UniZero on ALE/Pong-v5."""
+Preset = Literal["cartpole", "acrobot", "lunarlander", "atari", "atari100k", "atari100k-cpu", "memory", "pendulum",
+                 "dmc"]
+"""The preset names (``--preset`` lists them); ``atari`` is UniZero on ALE/Pong-v5, ``pendulum`` and
+``dmc`` are Sampled UniZero (continuous actions) on Pendulum-v1 and the DeepMind Control Suite."""
 PRESETS: tuple[str, ...] = get_args(Preset)
 MEASURED = "measured.yaml"
 

@@ -4,7 +4,7 @@
     agent = zerokv.Agent.load("runs/cartpole")            # a run directory, a checkpoint or an export
     env = agent.make_env()
     obs, _ = env.reset(seed=0)
-    action = agent.predict(obs)                          # one env: an int
+    action = agent.predict(obs)                          # one env: an int (continuous: a float32 vector [D])
     obs, reward, terminated, truncated, _ = env.step(action)
     if terminated or truncated:
         agent.reset()                                    # the next observation starts an episode
@@ -34,7 +34,7 @@ from zerokv.rl.config import TrainConfig
 from zerokv.rl.envs import check_env_id, make_env
 from zerokv.rl.factory import env_options, search_config
 from zerokv.rl.observations import observations_as_float
-from zerokv.search import SearchConfig, SearchOutput, plan
+from zerokv.search import SampledSearchOutput, SearchConfig, SearchOutput, plan
 
 __all__ = ["Agent", "TrainedPolicy", "load_policy", "resolve_policy_path"]
 
@@ -130,9 +130,11 @@ class Agent:
         self.search: SearchConfig = search_config(self.train_config)
         self.rng = np.random.default_rng(seed)
         self._model: WorldModel | None = None
-        self.last_search: SearchOutput | None = None
+        self.last_search: SearchOutput | SampledSearchOutput | None = None
         """The latest ``predict``'s search (root values, visit counts, search policy per env)."""
-        self._last = np.zeros(0, np.int64)  # [N]: action since each env's previous search (NO_ACTION: a start)
+        # Per env, the action since its previous search (NO_ACTION: a start): int64 [N], or (continuous)
+        # a list of N float32 vectors [D] and NO_ACTIONs.
+        self._last: np.ndarray | list = np.zeros(0, np.int64)
         self.model_config(1)  # the file's model config is checked now (unknown fields, bad values) ...
         self._model_for(1)  # ... and against its weights' sizes, before anything plays
 
@@ -178,7 +180,9 @@ class Agent:
     # ------------------------------------------------------------------ acting
     def predict(self, obs, deterministic: bool = True):
         """Action(s) for ``obs``: one observation ``[*observation_shape]`` -> an int; a batch
-        ``[N, *observation_shape]`` (env i in row i, every call) -> an int64 array ``[N]``.
+        ``[N, *observation_shape]`` (env i in row i, every call) -> an int64 array ``[N]``. A
+        continuous agent (bounded ``Box`` actions) gives float32 vectors: ``[D]``, or ``[N, D]``,
+        in [-1, 1] (the env made by :meth:`make_env` rescales them into its bounds).
 
         ``deterministic``: the most visited root action (greedy evaluation, as ``zerokv eval``
         plays); False samples from the visit counts at ``temperature``. A batch of another size
@@ -194,24 +198,28 @@ class Agent:
                              f"[N, {', '.join(map(str, shape))}] (N envs)")
         model = self._model_for(obs.shape[0])
         out = plan(model, observations_as_float(obs, self.device), config=self.search, rng=self.rng,
-                   last_actions=self._last.tolist(), add_noise=False,
+                   last_actions=list(self._last) if model.config.continuous else self._last.tolist(), add_noise=False,
                    temperature=0.0 if deterministic else self.temperature)
-        self._last = np.asarray(out.action, np.int64)
+        continuous = model.config.continuous
+        actions = np.array(out.action, np.float32 if continuous else np.int64)  # [N, D] or [N]
+        self._last = list(actions) if continuous else actions
         self.last_search = out
-        return int(out.action[0]) if single else self._last.copy()
+        if single:
+            return actions[0] if continuous else int(actions[0])
+        return actions.copy()
 
     def reset(self, env_ids: Iterable[int] | int | None = None) -> None:
         """The next observation of these envs (all if None) starts an episode: their context
         is not extended with the previous one's."""
         if env_ids is None:
-            self._last[:] = NO_ACTION
-            return
+            env_ids = range(len(self._last))
         ids = [env_ids] if isinstance(env_ids, int | np.integer) else [int(e) for e in env_ids]
         for e in ids:
             if not 0 <= e < len(self._last):
                 raise ValueError(f"env id {e}; this agent acts for {len(self._last)} env(s): 0 … "
                                  f"{len(self._last) - 1}")
-        self._last[ids] = NO_ACTION
+        for e in ids:
+            self._last[e] = NO_ACTION
 
     def _model_for(self, envs: int) -> WorldModel:
         """The searching model for ``envs`` envs, built (or rebuilt for a new batch size) with the
@@ -228,5 +236,5 @@ class Agent:
             check_weights(weights, {k: tuple(v.shape) for k, v in model.state_dict().items()}, self.policy.source)
             model.load_state_dict(weights)
             self._model = model
-            self._last = np.full(envs, NO_ACTION, np.int64)
+            self._last = [NO_ACTION] * envs if config.continuous else np.full(envs, NO_ACTION, np.int64)
         return self._model

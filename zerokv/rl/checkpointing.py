@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from zerokv.rl.checkpoint import checkpoint_path, prune_checkpoints, save_checkpoint
-from zerokv.rl.factory import model_config_dict
+from zerokv.rl.factory import check_same_actions, model_config_dict
 from zerokv.rl.snapshot import list_snapshots, restore_replay, snapshot_path, write_snapshot
 
 __all__ = ["CHECKPOINT_SCHEMA", "Checkpointing"]
@@ -66,6 +66,7 @@ class Checkpointing:
 
     def restore(self, state: dict) -> str:
         """Continues from a training checkpoint's ``state``; returns what became of replay."""
+        check_same_actions(state["model_config"], self.model_config, "the checkpoint")
         self.learner.load_state_dict(state["learner"])
         torch.set_rng_state(state["torch_rng"])
         counters = state["counters"]

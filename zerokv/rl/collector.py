@@ -62,16 +62,17 @@ class EnvTrack:
 
     episode: int = 0
     """Episodes started so far (the current one's index)."""
-    episode_actions: list[int] = field(default_factory=list)
-    """Actions since the current episode's reset (replayed on resume)."""
+    episode_actions: list = field(default_factory=list)
+    """Actions since the current episode's reset (replayed on resume): ints, or float32 vectors [D]."""
     episode_return: float = 0.0
     """Raw (unclipped) return of the current episode so far."""
     history_obs: deque = field(default_factory=deque)
     """Recent root observations (for rebuilding the root context)."""
     history_actions: deque = field(default_factory=deque)
     """Actions between them."""
-    pending_action: int = NO_ACTION
-    """Action taken since the last root: the next initial_inference extends with it."""
+    pending_action: int | np.ndarray = NO_ACTION
+    """Action taken since the last root: the next initial_inference extends with it (a vector [D]
+    for continuous actions)."""
     segment: GameSegment | None = None
     cut_pending: bool = False
     """The open segment is full; close it with the next root value as its bootstrap."""
@@ -134,7 +135,7 @@ class Collector:
 
     def _new_segment(self) -> GameSegment:
         cfg = self.world_model.config
-        return GameSegment(cfg.observation_shape, cfg.action_space_size, self.obs.dtype)
+        return GameSegment(cfg.observation_shape, cfg.action_space_size, self.obs.dtype, action_dim=cfg.action_dim)
 
     # ---------------------------------------------------------------------- step
     def step(self, temperature: float) -> StepResult:
@@ -158,11 +159,13 @@ class Collector:
         lives = _lives(info, self.num_envs)
         finished = []
         done = np.logical_or(terminated, truncated)
+        sampled = getattr(out, "sampled_actions", None)  # [B, K, D] in a continuous search, else None
         for i, t in enumerate(self.tracks):
-            a = int(actions[i])
+            a = int(actions[i]) if sampled is None else actions[i].copy()
             if not len(t.segment):
                 t.segment.weights_version = self.weights_version
-            t.segment.append(self.obs[i], a, float(stored[i]), float(out.root_value[i]), out.search_policy[i])
+            t.segment.append(self.obs[i], a, float(stored[i]), float(out.root_value[i]), out.search_policy[i],
+                             None if sampled is None else sampled[i])
             t.episode_actions.append(a)
             t.episode_return += float(rewards[i])
             t.history_actions.append(a)
@@ -193,7 +196,7 @@ class Collector:
         """After a weight update (caches cleared): rebuild each env's root context, or not."""
         if not self.keep_root_context:
             return
-        rows = [i for i, t in enumerate(self.tracks) if t.pending_action != NO_ACTION and t.history_obs]
+        rows = [i for i, t in enumerate(self.tracks) if _has_action(t.pending_action) and t.history_obs]
         if rows:
             self.world_model.rebuild_root_contexts(
                 rows, [observations_as_float(np.stack(self.tracks[i].history_obs)).numpy() for i in rows],
@@ -207,11 +210,13 @@ class Collector:
         for t in self.tracks:
             steps = t.segment.open_steps()
             tracks.append({
-                "episode": t.episode, "episode_actions": list(t.episode_actions),
-                "episode_return": t.episode_return, "pending_action": t.pending_action,
+                "episode": t.episode, "episode_actions": [_plain(a) for a in t.episode_actions],
+                "episode_return": t.episode_return, "pending_action": _plain(t.pending_action),
                 "cut_pending": t.cut_pending, "lives": t.lives,
-                "history_actions": list(t.history_actions), "history_length": len(t.history_obs),
-                "segment_actions": [s.action for s in steps],
+                "history_actions": [_plain(a) for a in t.history_actions], "history_length": len(t.history_obs),
+                "segment_actions": [_plain(s.action) for s in steps],
+                "segment_sampled_actions": torch.as_tensor(np.stack([s.sampled_actions for s in steps]))
+                if steps and steps[0].sampled_actions is not None else None,
                 "segment_rewards": torch.tensor([s.reward for s in steps], dtype=torch.float32),
                 "segment_root_values": torch.tensor([s.root_value for s in steps], dtype=torch.float32),
                 "segment_policies": torch.as_tensor(np.stack([s.policy for s in steps])) if steps else None,
@@ -225,16 +230,19 @@ class Collector:
             mask = np.zeros(self.num_envs, bool)
             mask[i] = True
             self._reset(mask)
-            recent = self._replay_episode(i, s["episode_actions"])
-            t.episode_actions = list(s["episode_actions"])
-            t.episode_return, t.pending_action = s["episode_return"], s["pending_action"]
+            episode_actions = [_restore(a) for a in s["episode_actions"]]
+            recent = self._replay_episode(i, episode_actions)
+            t.episode_actions = episode_actions
+            t.episode_return, t.pending_action = s["episode_return"], _restore(s["pending_action"])
             t.cut_pending, t.lives = s["cut_pending"], s["lives"]
             t.history_obs.extend(recent[len(recent) - s["history_length"]:])
-            t.history_actions.extend(s["history_actions"])
+            t.history_actions.extend(_restore(a) for a in s["history_actions"])
             seg_obs = recent[len(recent) - len(s["segment_actions"]):]
+            sampled = s.get("segment_sampled_actions")
             for j, a in enumerate(s["segment_actions"]):
-                t.segment.append(seg_obs[j], int(a), float(s["segment_rewards"][j]),
-                                 float(s["segment_root_values"][j]), s["segment_policies"][j].numpy())
+                t.segment.append(seg_obs[j], _restore(a), float(s["segment_rewards"][j]),
+                                 float(s["segment_root_values"][j]), s["segment_policies"][j].numpy(),
+                                 None if sampled is None else sampled[j].numpy())
 
     def _replay_episode(self, i: int, actions: list[int]) -> list[np.ndarray]:
         """Steps env `i` (just reset with its episode seed) through `actions` — gymnasium envs
@@ -246,6 +254,21 @@ class Collector:
 
     def close(self) -> None:
         self.envs.close()
+
+
+def _has_action(action) -> bool:
+    """True unless ``action`` is ``NO_ACTION`` (a continuous action is a vector, never NO_ACTION)."""
+    return not isinstance(action, (int, np.integer)) or action != NO_ACTION
+
+
+def _plain(action):
+    """An action as a checkpoint stores it: an int, or a list of floats (continuous)."""
+    return int(action) if isinstance(action, (int, np.integer)) else [float(x) for x in action]
+
+
+def _restore(action):
+    """The inverse of :func:`_plain`: an int, or a float32 vector."""
+    return int(action) if isinstance(action, (int, np.integer)) else np.asarray(action, np.float32)
 
 
 def _lives(info: dict, num_envs: int) -> np.ndarray:

@@ -40,8 +40,8 @@ class TrainConfig:
     """Train a UniZero agent on a gymnasium env. Defaults suit CartPole-v1 on 2 CPU cores."""
 
     env: str = "CartPole-v1"
-    """Gymnasium env id (Discrete actions, Box observations; Atari ids need zerokv[atari]); a
-    ``module:EnvName`` id (it imports module) only when typed here (see --allow-env-import)."""
+    """Gymnasium env id (Discrete or bounded Box actions, Box observations; Atari ids need zerokv[atari],
+    dm_control/... ids zerokv[dmc]); a ``module:EnvName`` id only when typed here (see --allow-env-import)."""
     allow_env_import: bool = False
     """Honour a ``module:EnvName`` env id read from a --config file or --resume checkpoint (it imports,
     i.e. runs, that module: only for files you trust). Never read from a file itself."""
@@ -58,10 +58,8 @@ class TrainConfig:
     """A YAML or TOML file whose keys override these defaults and the preset (CLI flags override
     the file); --config FILE and --config=FILE alike."""
     preset: Preset | None = None
-    """A config shipped with zerokv (zerokv/presets/NAME.yaml): atari (UniZero on ALE/Pong-v5),
-    atari100k (the Atari 100k protocol on PongNoFrameskip-v4 with UniZero's network), atari100k-cpu
-    (the same with a smaller world model), memory (UniZero on
-    VisualMatch at memory length 60); --config and flags override it."""
+    """A config shipped with zerokv (zerokv/presets/NAME.yaml; --list-presets shows each, its env and
+    what it reached); --config and flags override it."""
     device: DeviceName = "cpu"
     """Torch device."""
     threads: int = 2
@@ -87,12 +85,15 @@ class TrainConfig:
     leaves_per_call: int = 1
     """Leaves per env in each batched model call of a search (>1: multi-leaf search with virtual
     visits; fewer, wider calls, a slightly different search policy; see zerokv.search.mcts)."""
+    num_sampled_actions: int = 20
+    """Continuous actions: K actions sampled at each search node (Sampled MuZero)."""
+    action_repeat: int = 1
+    """Non-Atari envs: repeat each action this many env steps (UniZero uses 2 on DMC)."""
     segment_length: int = 50
     """Steps per game segment pushed to the replay buffer."""
     vector_env: VectorEnvMode = "sync"
-    """How the collector's and evaluator's envs step: "sync" (one process, in turn) or "async"
-    (gymnasium's AsyncVectorEnv: one process per env, stepped in parallel; pays where env steps
-    are slow, e.g. Atari, and the CPU has cores to spare). The results are the same."""
+    """How the collector's and evaluator's envs step: "sync" (one process, in turn) or "async" (one process
+    per env, in parallel: pays where env steps are slow and cores are spare). The results are the same."""
     search_dtype: Dtype = "float32"
     """Dtype of the model the searches use (collection and evaluation): "float32", or
     "bfloat16" for a bf16 copy of the float32 training model, refreshed after every weight update
@@ -273,7 +274,8 @@ class TrainConfig:
         positive = ("total_env_steps", "num_envs", "num_simulations", "leaves_per_call", "segment_length",
                     "history_steps", "embed_dim", "num_layers", "num_heads", "context_length", "support_size",
                     "batch_size", "unroll_steps", "td_steps", "collect_steps", "replay_capacity", "eval_episodes",
-                    "checkpoint_every", "threads", "reanalyze_batch", "encoder_channels", "encoder_blocks")
+                    "checkpoint_every", "threads", "reanalyze_batch", "encoder_channels", "encoder_blocks",
+                    "num_sampled_actions", "action_repeat", "frame_skip", "keep_checkpoints")
         for name in positive:
             check_positive_int(name, getattr(self, name))
         check_int("seed", self.seed, low=0)
@@ -343,8 +345,6 @@ class TrainConfig:
         for name in ("clip_rewards", "terminal_on_life_loss"):
             if getattr(self, name) is not None:
                 check_bool(name, getattr(self, name))
-        check_positive_int("frame_skip", self.frame_skip)
-        check_positive_int("keep_checkpoints", self.keep_checkpoints)
         if self.sticky_action_prob is not None:
             check_float("sticky_action_prob", self.sticky_action_prob, low=0.0, high=1.0,
                         note=" (or None: the env id's own)")

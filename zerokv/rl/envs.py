@@ -1,4 +1,6 @@
-"""Environment construction: any gymnasium env with `Discrete` actions and a `Box` observation.
+"""Environment construction: any gymnasium env with `Discrete` or bounded rank-1 `Box` actions
+(:mod:`zerokv.rl.action_spaces`: continuous actions are rescaled to [-1, 1]) and a `Box` observation
+(DMC's dict observations, through shimmy's `dm_control/...` ids, are flattened).
 
 Every env made here returns observations of shape `EnvSpec.observation_shape` and dtype
 `EnvSpec.observation_dtype`:
@@ -32,6 +34,12 @@ from gymnasium import spaces
 
 import zerokv.envs  # registers zerokv's own ids: the memory tasks
 from zerokv.checks import check_bool, check_choice, check_float, check_positive_int, install_hint
+from zerokv.rl.action_spaces import (
+    action_dim,
+    action_space_problem,
+    continuous_wrappers,
+    repeat_actions,
+)
 
 __all__ = ["DEFAULT_ENV_OPTIONS", "VECTOR_ENV_MODES", "EnvOptions", "EnvSpec", "VectorEnvMode", "check_env_id", "env_spec",
            "is_atari", "make_env", "make_vector_env", "registered_sticky_prob", "replay_actions"]
@@ -70,9 +78,13 @@ class EnvOptions:
     memory_length: int | None = None
     """The memory tasks' (zerokv/VisualMatch-v0, zerokv/KeyToDoor-v0) distractor-phase length; None:
     the env's default (30). Other envs refuse a value."""
+    action_repeat: int = 1
+    """Non-Atari envs: each agent action is taken this many env steps, rewards summed (UniZero
+    uses 2 on DMC; Atari's frame skip is `frame_skip`)."""
 
     def __post_init__(self) -> None:
         check_positive_int("frame_skip", self.frame_skip, owner="EnvOptions")
+        check_positive_int("action_repeat", self.action_repeat, owner="EnvOptions")
         if self.max_episode_frames is not None:
             check_positive_int("max_episode_frames", self.max_episode_frames, owner="EnvOptions")
         if self.memory_length is not None:
@@ -95,11 +107,13 @@ class EnvSpec:
     observation_shape: tuple[int, ...]
     """`(D,)` for vector observations or `(C, H, W)` for images."""
     action_space_size: int
-    """Number of discrete actions A; actions are `0..A-1`."""
+    """Number of discrete actions A; actions are `0..A-1` (0 for continuous actions)."""
     reward_threshold: float | None = None
     """The return at which gymnasium calls the env solved (475 for CartPole-v1), if registered."""
     observation_dtype: str = "float32"
     """"float32", or "uint8" for Atari frames in [0, 255]."""
+    action_dim: int = 0
+    """0 for discrete actions; D for a continuous `Box((D,))`, rescaled to [-1, 1]^D."""
 
 
 def is_atari(env_id: str) -> bool:
@@ -153,13 +167,27 @@ def check_env_id(env_id: object, *, source: str, allow_import: bool = False) -> 
         )
     if is_atari(env_id):
         _register_ale(env_id)
+    if env_id.startswith("dm_control/"):
+        _register_dmc(env_id)
     if env_id not in gymnasium.envs.registry:
         raise ValueError(f"env id {env_id!r} in {source} is not in gymnasium's registry; use a registered id such "
                          f"as {EXAMPLE_ENV_ID!r} or, with zerokv[atari], 'ALE/Pong-v5'")
     return env_id
 
 
+def _register_dmc(env_id: str) -> None:
+    """Imports shimmy (the `dmc` extra), which registers the `dm_control/...` ids with gymnasium."""
+    try:
+        import shimmy
+    except ImportError as e:
+        raise ImportError(f"env {env_id!r} is a DeepMind Control Suite env and needs the optional extra "
+                          f"shimmy[dm-control]: {install_hint('dmc')}  (missing: {e.name})") from e
+    gymnasium.register_envs(shimmy)
+
+
 def _make_raw(env_id: str, **kwargs: object) -> gymnasium.Env:
+    if env_id.startswith("dm_control/"):
+        _register_dmc(env_id)
     if kwargs.get("render_mode") is None:
         kwargs.pop("render_mode", None)
     try:
@@ -172,11 +200,12 @@ def _make_raw(env_id: str, **kwargs: object) -> gymnasium.Env:
 
 
 def _check_spaces(env_id: str, env: gymnasium.Env) -> None:
-    """Raises ValueError (after closing `env`) unless it has Discrete actions and a rank-1/3 Box."""
+    """Raises ValueError (after closing `env`) unless it has Discrete or bounded rank-1 Box actions
+    and a rank-1/3 Box observation."""
     act, obs = env.action_space, env.observation_space
-    problem = None
-    if not isinstance(act, spaces.Discrete) or int(act.start) != 0:
-        problem = f"action space {act}; zerokv needs gymnasium.spaces.Discrete(n) starting at 0"
+    problem = action_space_problem(act)
+    if problem is not None:
+        pass
     elif not isinstance(obs, spaces.Box):
         problem = f"observation space {obs}; zerokv needs a gymnasium.spaces.Box"
     elif len(obs.shape) not in (1, 3):
@@ -239,8 +268,10 @@ def make_env(env_id: str, seed: int | None = None, *, options: EnvOptions = DEFA
                                  f"({', '.join(zerokv.envs.ENV_IDS)}) take one")
             extra["memory_length"] = options.memory_length
         env = _make_raw(env_id, render_mode=render_mode, **extra)
+        if isinstance(env.action_space, spaces.Box) and action_space_problem(env.action_space) is None:
+            env = continuous_wrappers(env)  # flattens DMC's dict observations before the check
         _check_spaces(env_id, env)
-        env = gymnasium.wrappers.DtypeObservation(env, np.float32)
+        env = gymnasium.wrappers.DtypeObservation(repeat_actions(env, options.action_repeat), np.float32)
     if seed is not None:
         env.reset(seed=seed)
         env.action_space.seed(seed)
@@ -252,11 +283,12 @@ def env_spec(env_id: str, options: EnvOptions = DEFAULT_ENV_OPTIONS) -> EnvSpec:
     """The `EnvSpec` of `make_env(env_id, options=options)` (made once and closed; cached)."""
     env = make_env(env_id, options=options)
     try:
-        assert isinstance(env.action_space, spaces.Discrete)
+        continuous = action_dim(env.action_space)
         return EnvSpec(
             env_id=env_id,
             observation_shape=tuple(int(d) for d in env.observation_space.shape),
-            action_space_size=int(env.action_space.n),
+            action_space_size=0 if continuous else int(env.action_space.n),
+            action_dim=continuous,
             reward_threshold=None if env.spec is None else env.spec.reward_threshold,
             observation_dtype=np.dtype(env.observation_space.dtype).name,
         )
@@ -293,7 +325,7 @@ class _Replayable(gymnasium.Wrapper):
         recent: deque[np.ndarray] = deque(maxlen=keep)
         for a in actions:
             recent.append(self._last_obs)
-            self.step(int(a))
+            self.step(np.asarray(a, np.float32) if np.ndim(a) else int(a))  # a continuous action is a vector
         return list(recent), self._last_obs
 
 

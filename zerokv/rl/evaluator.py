@@ -68,18 +68,19 @@ def evaluate_episodes(
         steps = np.zeros(episodes, np.int64)
         active = np.ones(episodes, bool)
         ended = np.zeros(episodes, bool)  # by the env itself (not by max_steps)
-        last = np.full(episodes, NO_ACTION)
+        last: list = [NO_ACTION] * episodes  # per env: an int, or a float32 vector [D] (continuous)
         rng = np.random.default_rng(seed)
         while active.any():
             rows = np.flatnonzero(active)
             out = plan(model, observations_as_float(obs[rows], cfg.device), config=search, rng=rng,
-                       env_ids=rows.tolist(), last_actions=last[rows].tolist(), add_noise=False, temperature=0.0)
-            actions = np.zeros(episodes, np.int64)
+                       env_ids=rows.tolist(), last_actions=[last[r] for r in rows], add_noise=False, temperature=0.0)
+            actions = np.zeros((episodes, cfg.action_dim), np.float32) if cfg.continuous else np.zeros(episodes, np.int64)
             actions[rows] = out.action
             obs, rewards, terminated, truncated, _ = envs.step(actions)
             returns[rows] += rewards[rows]
             steps[rows] += 1
-            last[rows] = out.action
+            for j, r in enumerate(rows.tolist()):
+                last[r] = out.action[j]
             ended[rows] |= terminated[rows] | truncated[rows]
             active &= ~ended
             if max_steps is not None:

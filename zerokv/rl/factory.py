@@ -16,15 +16,15 @@ from zerokv.rl.envs import EnvOptions, env_spec, is_atari, registered_sticky_pro
 from zerokv.rl.replay import ReplayBuffer
 from zerokv.search import SearchConfig
 
-__all__ = ["env_options", "make_collector", "make_replay", "model_config_dict", "resolve_env_defaults",
-           "search_config", "temperature", "world_model_config"]
+__all__ = ["check_same_actions", "env_options", "make_collector", "make_replay", "model_config_dict",
+           "resolve_env_defaults", "search_config", "temperature", "world_model_config"]
 
 
 def env_options(cfg: TrainConfig) -> EnvOptions:
-    """The Atari emulator settings of a run."""
+    """The env settings of a run (Atari emulator, memory length, action repeat)."""
     return EnvOptions(frame_skip=cfg.frame_skip, sticky_action_prob=cfg.sticky_action_prob,
                       full_action_space=cfg.full_action_space, max_episode_frames=cfg.max_episode_frames,
-                      memory_length=cfg.memory_length)
+                      memory_length=cfg.memory_length, action_repeat=cfg.action_repeat)
 
 
 def resolve_env_defaults(cfg: TrainConfig) -> TrainConfig:
@@ -42,10 +42,18 @@ def resolve_env_defaults(cfg: TrainConfig) -> TrainConfig:
 
 
 def world_model_config(cfg: TrainConfig) -> WorldModelConfig:
-    """The float32 training model's config (the searches may use a copy in ``cfg.search_dtype``)."""
+    """The float32 training model's config (the searches may use a copy in ``cfg.search_dtype``).
+
+    Continuous actions: ``action_dim`` D and ``action_space_size`` K = ``num_sampled_actions``, the
+    width of the search policies replay stores (a continuous run does not reanalyse: refused)."""
     spec = env_spec(cfg.env, env_options(cfg))
+    if spec.action_dim and cfg.reanalyze_per_iteration:
+        raise ValueError(f"reanalyze_per_iteration={cfg.reanalyze_per_iteration} with the continuous-action env "
+                         f"{cfg.env!r}: reanalysis of sampled searches is not supported; use 0")
     return WorldModelConfig(
-        observation_shape=spec.observation_shape, action_space_size=spec.action_space_size,
+        observation_shape=spec.observation_shape,
+        action_space_size=cfg.num_sampled_actions if spec.action_dim else spec.action_space_size,
+        action_dim=spec.action_dim,
         embed_dim=cfg.embed_dim, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
         context_length=cfg.context_length, max_tokens=max(cfg.context_length, 2 * (cfg.unroll_steps + 1)),
         env_num=cfg.num_envs, num_simulations=cfg.num_simulations, support_size=cfg.support_size,
@@ -53,6 +61,18 @@ def world_model_config(cfg: TrainConfig) -> WorldModelConfig:
         compile=cfg.compile,
         encoder=cfg.encoder, encoder_channels=cfg.encoder_channels, encoder_blocks=cfg.encoder_blocks,
     )
+
+
+def check_same_actions(saved_model_config: dict, model_config: WorldModelConfig, where: str) -> None:
+    """Refuse a checkpoint's weights (``saved_model_config``, as stored) for a model of another
+    action kind: discrete weights cannot act in a continuous env, nor the other way round."""
+    saved = saved_model_config.get("action_dim", 0)  # absent in checkpoints from before continuous actions
+    if isinstance(saved, bool) or not isinstance(saved, int) or saved < 0:
+        raise ValueError(f"{where}: model_config action_dim={saved!r}; expected an int >= 0")
+    if saved != model_config.action_dim:
+        kind = lambda d: f"continuous actions (action_dim={d})" if d else "discrete actions (action_dim=0)"  # noqa: E731
+        raise ValueError(f"{where} holds a model for {kind(saved)}; this env has {kind(model_config.action_dim)}: "
+                         "a discrete checkpoint cannot be resumed on a continuous env, nor the reverse")
 
 
 def model_config_dict(model_config: WorldModelConfig) -> dict:
@@ -63,7 +83,7 @@ def model_config_dict(model_config: WorldModelConfig) -> dict:
 def search_config(cfg: TrainConfig) -> SearchConfig:
     return SearchConfig(num_simulations=cfg.num_simulations, discount=cfg.discount,
                         dirichlet_alpha=cfg.dirichlet_alpha, exploration_fraction=cfg.exploration_fraction,
-                        leaves_per_call=cfg.leaves_per_call)
+                        leaves_per_call=cfg.leaves_per_call, num_sampled_actions=cfg.num_sampled_actions)
 
 
 def temperature(cfg: TrainConfig, env_steps: int) -> float:
@@ -77,7 +97,7 @@ def make_replay(cfg: TrainConfig, model_config: WorldModelConfig) -> ReplayBuffe
     return ReplayBuffer(cfg.replay_capacity, model_config.observation_shape, model_config.action_space_size,
                         observation_dtype=spec.observation_dtype, unroll_steps=cfg.unroll_steps,
                         td_steps=cfg.td_steps, discount=cfg.discount, seed=cfg.seed,
-                        sampling=cfg.replay_sampling)
+                        sampling=cfg.replay_sampling, action_dim=model_config.action_dim)
 
 
 def make_collector(cfg: TrainConfig, search_model, sink: SegmentSink, *, seed: int) -> Collector:

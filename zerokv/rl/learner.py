@@ -13,6 +13,7 @@ import torch
 
 from zerokv.checks import check_choice, check_float, check_positive_int
 from zerokv.model.config import DTYPES
+from zerokv.model.losses import LossWeights
 from zerokv.model.support import support_to_scalar
 from zerokv.rl.compiled import compile_update_parts
 from zerokv.rl.observations import observations_as_float
@@ -21,6 +22,8 @@ from zerokv.rl.replay import Batch
 ValueBootstrap = Literal["online", "target"]
 """Which network's value of o_{t+n} the fresh n-step value targets bootstrap from."""
 VALUE_BOOTSTRAPS: tuple[str, ...] = get_args(ValueBootstrap)
+CONTINUOUS_ENTROPY_WEIGHT = 5e-2
+"""Entropy bonus of a continuous (Gaussian) policy, as LightZero's Sampled UniZero on DMC."""
 
 
 class PhaseTimer:
@@ -99,8 +102,13 @@ class Learner:
     def __init__(self, model, *, learning_rate: float, weight_decay: float, grad_clip: float,
                  target_update_rate: float, fresh_value_targets: bool = False, td_steps: int | None = None,
                  value_bootstrap: ValueBootstrap = "online", target_label_smoothing: float = 0.0,
-                 dtype: str = "float32", compile: bool = False) -> None:
+                 dtype: str = "float32", compile: bool = False, entropy_weight: float | None = None) -> None:
+        """``entropy_weight``: of the policy's entropy bonus; None: UniZero's, 1e-4 for discrete
+        actions and 5e-2 for continuous ones (LightZero's Sampled UniZero DMC setting)."""
         self.model = model
+        if entropy_weight is None:
+            entropy_weight = CONTINUOUS_ENTROPY_WEIGHT if model.config.continuous else LossWeights().entropy
+        self.loss_weights = LossWeights(entropy=entropy_weight)
         self.value_bootstrap = check_choice("value_bootstrap", value_bootstrap, VALUE_BOOTSTRAPS, owner="Learner")
         self.label_smoothing = check_float("target_label_smoothing", target_label_smoothing, low=0.0, high=1.0,
                                            high_open=True, owner="Learner")
@@ -173,8 +181,8 @@ class Learner:
         cfg = self.model.config
         device = cfg.device
         obs = observations_as_float(batch.obs, device)  # (B, K+1, *obs_shape) float32; uint8 frames / 255
-        actions = torch.as_tensor(batch.actions, device=device)
-        b, steps = actions.shape
+        actions = torch.as_tensor(batch.actions, device=device)  # [B, K+1] int64, or [B, K+1, D] float32
+        b, steps = actions.shape[:2]
         with self._autocast():
             with self._phase("forward"):
                 out = self.parts.forward(obs, actions)
@@ -187,7 +195,9 @@ class Learner:
                 out, target_latents=target_latents.float(), rewards=torch.as_tensor(batch.rewards, device=device),
                 value_targets=value_targets, policy_targets=torch.as_tensor(batch.policy_targets, device=device),
                 mask=torch.as_tensor(batch.mask, device=device), support_size=cfg.support_size,
-                group_size=cfg.latent_group_size, label_smoothing=self.label_smoothing,
+                group_size=cfg.latent_group_size, label_smoothing=self.label_smoothing, weights=self.loss_weights,
+                sampled_actions=None if batch.sampled_actions is None
+                else torch.as_tensor(batch.sampled_actions, device=device),
             )
         with self._phase("backward"):
             self.optimizer.zero_grad(set_to_none=True)

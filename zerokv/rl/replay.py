@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from zerokv.checks import check_choice, check_float, check_int, check_positive_int
-from zerokv.rl.replay_records import Histories, Positions, ReplayContents, SegmentTable
+from zerokv.rl.replay_records import Batch, Histories, Positions, ReplayContents, SegmentTable
 from zerokv.rl.segment import GameSegment, Step, n_step_bootstrap, n_step_value_targets
 
 __all__ = ["REPLAY_SAMPLINGS", "Batch", "GameSegment", "Histories", "Positions", "ReplayBuffer", "ReplayContents",
@@ -47,39 +47,8 @@ def check_sampling(sampling: str, *, unroll_steps: int, segment_length: int) -> 
     return sampling
 
 SNAPSHOT_FIELDS = ("obs", "actions", "rewards", "root_values", "policies")
-"""Per-step arrays a snapshot must hold; the others are derived from them and the segment table."""
-
-
-@dataclass(slots=True)
-class Batch:
-    """A training batch of B rows of K+1 consecutive positions t..t+K (K = unroll_steps).
-
-    Positions past their segment's end have mask 0 and are padded as noted per field.
-    """
-
-    obs: np.ndarray
-    """`[B, K+1, *obs_shape]` in the buffer's observation dtype (uint8 frames or float32):
-    o_t..o_{t+K}; past the end, the last observation."""
-    actions: np.ndarray
-    """`[B, K+1]` int64: a_{t+k} taken after o_{t+k}; past the end, a random valid action."""
-    rewards: np.ndarray
-    """`[B, K+1]` float32: r_{t+k} received after a_{t+k}; 0 past the end."""
-    value_targets: np.ndarray
-    """`[B, K+1]` float32: n-step targets z_{t+k} (see `n_step_value_targets`); 0 past the end."""
-    policy_targets: np.ndarray
-    """`[B, K+1, A]` float32: search policies pi_{t+k}; uniform past the end."""
-    mask: np.ndarray
-    """`[B, K+1]` float32: 1 for real steps, 0 past the end."""
-    weights: np.ndarray
-    """`[B]` float32 loss weights: all ones (uniform sampling)."""
-    bootstrap_obs: np.ndarray | None = None
-    """`[B, K+1, *obs_shape]` like `obs`: o_{m} of each position's n-step target (any observation
-    where `bootstrap_scale` is 0), for re-estimating the bootstrap value with the current network."""
-    value_known: np.ndarray | None = None
-    """`[B, K+1]` float32: the n-step target without the in-segment bootstrap term; 0 past the end."""
-    bootstrap_scale: np.ndarray | None = None
-    """`[B, K+1]` float32: g^(m-j) where the bootstrap state is in the segment, else 0, so that
-    value_targets = value_known + bootstrap_scale * (stored root value of o_m)."""
+"""Per-step arrays a snapshot must hold; the others are derived from them and the segment table.
+A continuous buffer holds `sampled_actions` too (`ReplayBuffer.snapshot_fields`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,11 +95,13 @@ class ReplayBuffer:
         discount: float = 0.997,
         seed: int = 0,
         sampling: ReplaySampling = "uniform",
+        action_dim: int = 0,
     ) -> None:
         for name, value in (("capacity_steps", capacity_steps), ("action_space_size", action_space_size),
                             ("td_steps", td_steps)):
             check_positive_int(name, value, owner="ReplayBuffer")
         check_int("unroll_steps", unroll_steps, low=0, owner="ReplayBuffer")
+        self.action_dim = check_int("action_dim", action_dim, low=0, owner="ReplayBuffer")
         check_float("discount", discount, low=0.0, high=1.0, owner="ReplayBuffer")
         self.sampling = check_choice("sampling", sampling, REPLAY_SAMPLINGS, owner="ReplayBuffer")
         self.capacity_steps = capacity_steps
@@ -144,7 +115,10 @@ class ReplayBuffer:
         c = capacity_steps
         # np.zeros maps pages lazily: an empty 100k-step Atari ring costs nothing until written.
         self._obs = np.zeros((c, *self.observation_shape), self.observation_dtype)
-        self._actions = np.zeros(c, np.int32)
+        d = self.action_dim
+        # Actions in their own dtype and shape: int32 indices, or float32 vectors [D] in [-1, 1].
+        self._actions = np.zeros((c, d), np.float32) if d else np.zeros(c, np.int32)
+        self._sampled_actions = np.zeros((c, action_space_size, d), np.float32) if d else None
         self._rewards = np.zeros(c, np.float32)
         self._root_values = np.zeros(c, np.float32)
         self._policies = np.zeros((c, action_space_size), np.float32)
@@ -167,11 +141,18 @@ class ReplayBuffer:
         return len(self._segments)
 
     @property
+    def snapshot_fields(self) -> tuple[str, ...]:
+        """The per-step arrays a snapshot of this buffer holds."""
+        return SNAPSHOT_FIELDS + (("sampled_actions",) if self.action_dim else ())
+
+    @property
     def bytes_per_step(self) -> int:
         """Bytes of one stored step over every per-step array (frame, action, reward, root value,
         policy, target parts, offsets)."""
         arrays = (self._obs, self._actions, self._rewards, self._root_values, self._policies,
                   self._known, self._scale, self._offset, self._left)
+        if self._sampled_actions is not None:
+            arrays += (self._sampled_actions,)
         return sum(a.itemsize * int(np.prod(a.shape[1:], dtype=np.int64)) for a in arrays)
 
     @property
@@ -189,8 +170,9 @@ class ReplayBuffer:
         start = self._tail
         for name, values in (("obs", segment.obs), ("actions", segment.actions),
                              ("rewards", segment.rewards), ("root_values", segment.root_values),
-                             ("policies", segment.policies)):
-            self._write(getattr(self, f"_{name}"), start, values)
+                             ("policies", segment.policies), ("sampled_actions", segment.sampled_actions)):
+            if values is not None:
+                self._write(getattr(self, f"_{name}"), start, values)
         self._derive(start, length, segment.rewards, segment.bootstrap_value)
         self._segments.append(_Segment(start, length, segment.terminated, segment.bootstrap_value,
                                        segment.weights_version))
@@ -211,6 +193,9 @@ class ReplayBuffer:
         if segment.action_space_size != self.action_space_size:
             raise ValueError(f"segment action_space_size {segment.action_space_size} != "
                              f"buffer action_space_size {self.action_space_size}")
+        if segment.action_dim != self.action_dim:
+            raise ValueError(f"segment action_dim {segment.action_dim} != buffer action_dim {self.action_dim} "
+                             "(0: discrete actions)")
         if len(segment) > self.capacity_steps:
             raise ValueError(f"segment of {len(segment)} steps exceeds capacity_steps={self.capacity_steps}")
 
@@ -243,7 +228,10 @@ class ReplayBuffer:
         else:  # "segment_start": the drawn segments' first steps
             starts = np.fromiter((s.start for s in self._segments), np.int64, len(self._segments))
             start = starts[self._rng.integers(len(starts), size=batch_size)]
-        pad_actions = self._rng.integers(num_actions, size=(batch_size, self.unroll_steps + 1))
+        if self.action_dim:
+            pad_actions = self._rng.uniform(-1.0, 1.0, size=(batch_size, self.unroll_steps + 1, self.action_dim))
+        else:
+            pad_actions = self._rng.integers(num_actions, size=(batch_size, self.unroll_steps + 1))
         k = np.arange(self.unroll_steps + 1)                          # [K+1]
         left = self._left[start][:, None]                             # [B, 1] steps after t
         real = k <= left                                              # [B, K+1]
@@ -251,15 +239,20 @@ class ReplayBuffer:
         boot = (start[:, None] + np.minimum(k + self.td_steps, left)) % c  # o_m of each target
         known = np.where(real, self._known[idx], np.float32(0))
         scale = np.where(real, self._scale[idx], np.float32(0))
+        if self.action_dim:
+            actions = np.where(real[..., None], self._actions[idx], pad_actions).astype(np.float32)
+        else:
+            actions = np.where(real, self._actions[idx], pad_actions).astype(np.int64)
         return Batch(
             obs=self._obs[idx],
-            actions=np.where(real, self._actions[idx], pad_actions).astype(np.int64),
+            actions=actions,
             rewards=np.where(real, self._rewards[idx], np.float32(0)),
             value_targets=known + scale * self._root_values[boot],
             policy_targets=np.where(real[..., None], self._policies[idx], np.float32(1.0 / num_actions)),
             mask=real.astype(np.float32),
             weights=np.ones(batch_size, np.float32),
             bootstrap_obs=self._obs[boot], value_known=known, bootstrap_scale=scale,
+            sampled_actions=None if self._sampled_actions is None else self._sampled_actions[idx],
         )
 
     def _check_not_empty(self) -> None:
@@ -288,7 +281,10 @@ class ReplayBuffer:
         obs = self._obs[idx]
         obs[~real] = 0
         # Column j < H holds the action taken after column j's observation: real where that one is.
-        actions = np.where(real[:, :-1], self._actions[idx[:, :-1]], 0).astype(np.int64)
+        if self.action_dim:
+            actions = np.where(real[:, :-1, None], self._actions[idx[:, :-1]], 0).astype(np.float32)
+        else:
+            actions = np.where(real[:, :-1], self._actions[idx[:, :-1]], 0).astype(np.int64)
         return Histories(obs, actions, real_back[:, 0].astype(np.int64) + 1)
 
     def update_targets(self, positions: Positions, policies: np.ndarray, root_values: np.ndarray) -> float:
@@ -311,7 +307,7 @@ class ReplayBuffer:
         views: dict[str, tuple[np.ndarray, ...]] = {}
         start = self._segments[0].start if self._segments else 0
         first = min(self._num_steps, self.capacity_steps - start)
-        for name in SNAPSHOT_FIELDS:
+        for name in self.snapshot_fields:
             ring = getattr(self, f"_{name}")
             parts = (ring[start:start + first], ring[:self._num_steps - first])
             views[name] = tuple(p for p in parts if len(p)) or (ring[:0],)
@@ -335,7 +331,7 @@ class ReplayBuffer:
                              f"{lengths.min(initial=0)}) do not fit capacity_steps={self.capacity_steps}")
         self._segments.clear()
         self._num_steps = self._tail = 0
-        for name in SNAPSHOT_FIELDS:
+        for name in self.snapshot_fields:
             fill(name, getattr(self, f"_{name}")[:total])
         start = 0
         for length, terminated, bootstrap, version in zip(

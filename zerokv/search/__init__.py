@@ -11,6 +11,7 @@ from zerokv.search.records import (
     RootFnOutput,
     SearchOutput,
 )
+from zerokv.search.sampled import SampledSearchOutput, sample_actions, sampled_search
 from zerokv.search.tree import NO_PARENT, ROOT_INDEX, UNVISITED
 
 __all__ = [
@@ -24,10 +25,13 @@ __all__ = [
     "RecurrentFn",
     "RecurrentFnOutput",
     "RootFnOutput",
+    "SampledSearchOutput",
     "SearchConfig",
     "SearchOutput",
     "model_recurrent_fn",
     "muzero_search",
     "plan",
+    "sample_actions",
+    "sampled_search",
     "search_from_roots",
 ]

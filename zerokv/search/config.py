@@ -39,12 +39,19 @@ class SearchConfig:
     leaves_per_call: int = 1
     """Leaves expanded per tree in each batched model call (> 1: multi-leaf mode with virtual
     visits, which changes the search policy; 1 is the standard search)."""
+    num_sampled_actions: int = 20
+    """K, the actions sampled at each node of a continuous-action search (Sampled MuZero);
+    unused by discrete searches."""
+    sample_temperature: float = 1.0
+    """tau > 0 of a continuous search's sampling distribution beta: the policy's Gaussian with its
+    standard deviation times tau (1: beta is the policy itself, and the corrected prior
+    beta-hat/beta * pi is uniform over the K samples); see ``zerokv.search.sampled``."""
 
     def __post_init__(self) -> None:
         owner, put = "SearchConfig", object.__setattr__  # frozen: store the normalised values
-        for name in ("num_simulations", "leaves_per_call"):
+        for name in ("num_simulations", "leaves_per_call", "num_sampled_actions"):
             put(self, name, check_positive_int(name, getattr(self, name), owner=owner))
-        for name in ("pb_c_base", "pb_c_init", "dirichlet_alpha"):
+        for name in ("pb_c_base", "pb_c_init", "dirichlet_alpha", "sample_temperature"):
             put(self, name, check_float(name, getattr(self, name), low=0.0, low_open=True, owner=owner))
         for name in ("discount", "exploration_fraction"):
             put(self, name, check_float(name, getattr(self, name), low=0.0, high=1.0, owner=owner))

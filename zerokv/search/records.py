@@ -43,7 +43,8 @@ class Expansion:
 
     Attributes:
         parent_latent: [R, E...] latent state of each row's parent node (the model's device).
-        action: [R] int64, the action taken from the parent.
+        action: [R] int64, the action taken from the parent ([R, D] float32 vectors in a continuous
+            search's requests to the model, see ``zerokv.search.sampled``).
         parent_id: [R] int64, the parent's node id in its tree.
         child_id: [R] int64, the new node's id in its tree.
         tree_index: [R] int64, the tree (root row of ``RootFnOutput``) each row belongs to.
