@@ -42,7 +42,8 @@ def test_rows_start_at_segment_first_steps_with_segments_alike():
     ids = batch.obs[:, 0, 0].astype(int)
     np.testing.assert_array_equal(batch.mask.sum(1), np.where(ids == 1, 3, 5))  # each row its whole segment
     rows = reference_batch(segments, [(i, 0) for i in ids[:50]], 4, 2, 0.9, NUM_ACTIONS)
-    first_50 = type(batch)(**{name: getattr(batch, name)[:50] for name in batch.__slots__})
+    first_50 = type(batch)(**{name: None if getattr(batch, name) is None else getattr(batch, name)[:50]
+                              for name in batch.__slots__})
     assert_rows_match(first_50, rows, NUM_ACTIONS)
 
 
