@@ -16,7 +16,7 @@ README line, if it does (a smaller budget; never another behaviour). Shrunk here
   (100,000 steps and three full Pong games otherwise), into runs/pong.
 * `pip install .`: into a fresh venv that reuses .venv's dependencies (--no-deps --no-index
   --no-build-isolation: no download of torch and the rest).
-* `bash scripts/test.sh` and `pytest -m "not slow"`: not run here; `.ci/run` runs the whole
+* `bash scripts/test.sh` (with or without `-m "not slow"`): not run here; `.ci/run` runs the whole
   suite just before this script.
 
 Commands run in a scratch directory (runs/, videos/, exported/ land there), with .venv/bin
@@ -334,7 +334,7 @@ PLAN: dict[str, Rule] = {
     "zerokv bench --quick": Rule(check=ok("paged")),
     "agent = zerokv.Agent.load(\"runs/cartpole\")": Rule(runner=with_suffix(AGENT_CHECK),
                                                           check=ok("agent played an episode")),
-    ".venv/bin/python -m pytest -m 'not slow'": Rule(skip=".ci/run runs the whole suite just before this script"),
+    "bash scripts/test.sh -m 'not slow'": Rule(skip=".ci/run runs the whole suite just before this script"),
 }
 STATE: dict[str, object] = {}  # what one step leaves for the next: where the run stopped, its config
 
