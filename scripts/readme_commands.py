@@ -334,7 +334,7 @@ PLAN: dict[str, Rule] = {
     "zerokv bench --quick": Rule(check=ok("paged")),
     "agent = zerokv.Agent.load(\"runs/cartpole\")": Rule(runner=with_suffix(AGENT_CHECK),
                                                           check=ok("agent played an episode")),
-    "bash scripts/test.sh -m 'not slow'": Rule(skip=".ci/run runs the whole suite just before this script"),
+    "bash scripts/test.sh -m 'not slow' -n auto": Rule(skip=".ci/run runs the whole suite just before this script"),
 }
 STATE: dict[str, object] = {}  # what one step leaves for the next: where the run stopped, its config
 

@@ -24,6 +24,7 @@ def tiny(length: int):
                                env_num=3, num_simulations=3)
 
 
+@pytest.mark.slow
 def test_every_backend_is_exact_with_a_full_window(tmp_path):
     result = run_contexts([6, 12], ["none", "legacy", "manager", "paged"], Budget(searches=2, warmup=1),
                           model=tiny, progress=False)

@@ -28,6 +28,7 @@ def tiny(out, **overrides) -> TrainConfig:
     return TrainConfig(**base)
 
 
+@pytest.mark.slow
 def test_a_continuous_run_trains_resumes_and_the_agent_plays_it(tmp_path):
     out = tmp_path / "pendulum"
     result = train(tiny(out))

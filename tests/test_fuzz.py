@@ -201,6 +201,7 @@ def plan_call(data, rng, wm, ref, spec: Spec, fault: str | None) -> None:
         spec.new_search(envs, sims=sims)
 
 
+@pytest.mark.slow  # 40 generated call sequences per backend, each against the reference
 @pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("backend", ["legacy", "manager", "paged"])
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,

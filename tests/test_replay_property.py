@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from replayutil import assert_rows_match, reference_batch
@@ -119,6 +120,7 @@ def run_ops(capacity: int, ops: list[tuple], tmp: Path) -> None:
         check_contents(buffer, model)
 
 
+@pytest.mark.slow  # 80 generated programs, each with snapshot round trips on disk
 @settings(max_examples=80, deadline=None)
 @given(capacity=st.integers(1, 16), ops=OPS)
 def test_replay_matches_model(capacity, ops):

@@ -33,6 +33,7 @@ def _matches_reference(model: WorldModel) -> bool:
     return all(torch.equal(mine[k], v.to(mine[k].dtype)) for k, v in reference.items())
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(field=st.sampled_from(FIELDS), value=VALUES)
 def test_a_mutated_config_json_is_refused_or_loads_the_reference(tmp_path_factory, field, value):
@@ -49,6 +50,7 @@ def test_a_mutated_config_json_is_refused_or_loads_the_reference(tmp_path_factor
     assert _matches_reference(model)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(position=st.integers(0, 10**6), flip=st.integers(1, 255))
 def test_a_mutated_checkpoint_byte_is_refused(tmp_path_factory, position, flip):
@@ -60,6 +62,7 @@ def test_a_mutated_checkpoint_byte_is_refused(tmp_path_factory, position, flip):
         load_checkpoint(path)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(section=st.sampled_from(["model_config", "config"]), value=VALUES, data=st.data())
 def test_a_checkpoint_with_a_mutated_field_and_a_recomputed_hash_is_refused_or_exports_the_reference(
@@ -100,6 +103,7 @@ def test_a_replay_snapshot_with_an_unparsable_npy_header_is_refused(tmp_path):
         assert target.num_steps == 0
 
 
+@pytest.mark.slow
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_a_mutated_replay_snapshot_is_refused_and_leaves_replay_whole(tmp_path_factory, data):

@@ -137,7 +137,8 @@ class RecurrentStep:
         self.compile = compile
         self.report = CompileReport()
         self._graph = torch.compile(self._paged_graph, dynamic=False, fullgraph=True) if compile else None
-        self._recompiles0 = _recompiles()
+        # Dynamo is imported only for a compiled step: the import alone costs about a second.
+        self._recompiles0 = _recompiles() if compile else 0
 
     def __call__(self, batch, actions: torch.Tensor) -> RecurrentHeads:
         """``batch``: the backend's context batch of B rows (2 free token slots); ``actions (B,)`` int64."""
