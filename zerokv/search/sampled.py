@@ -30,35 +30,31 @@ import numpy as np
 from zerokv.model.gaussian import LOG_STD_MAX, LOG_STD_MIN
 from zerokv.search.config import SearchConfig
 from zerokv.search.mcts import muzero_search
-from zerokv.search.records import Expansion, RecurrentFn, RecurrentFnOutput, RootFnOutput
+from zerokv.search.records import (
+    Expansion,
+    RecurrentFn,
+    RecurrentFnOutput,
+    RootFnOutput,
+    SearchOutput,
+)
 
 __all__ = ["SampledSearchOutput", "sample_actions", "sampled_search"]
 
 
 @dataclass(frozen=True, slots=True)
-class SampledSearchOutput:
-    """Result of ``sampled_search`` for B envs, K sampled root actions of D entries.
+class SampledSearchOutput(SearchOutput):
+    """``SearchOutput`` of ``sampled_search`` for B envs, K sampled root actions of D entries: the
+    discrete search's record over the root's K samples, with the samples themselves.
 
-    Attributes:
+    Attributes (besides ``SearchOutput``'s, whose ``visit_counts`` and ``search_policy`` are
+    [B, K] over the root's samples):
         action: [B, D] float32 in [-1, 1], the chosen action (one of the root's samples).
         action_index: [B] int64, its index among the root's samples.
         sampled_actions: [B, K, D] float32, the root's sampled actions.
-        visit_counts: [B, K] int64, visits of the root's children (each row sums to num_simulations).
-        root_value: [B] float32, search value of the root.
-        search_policy: [B, K] float32, visit distribution over the root's samples (training target).
-        model_seconds, bookkeeping_seconds, max_depth, model_calls: as in ``SearchOutput``.
     """
 
-    action: np.ndarray
     action_index: np.ndarray
     sampled_actions: np.ndarray
-    visit_counts: np.ndarray
-    root_value: np.ndarray
-    search_policy: np.ndarray
-    model_seconds: float
-    bookkeeping_seconds: float
-    max_depth: int
-    model_calls: int
 
 
 def sample_actions(rng: np.random.Generator, policy_params: np.ndarray, k: int,
@@ -120,9 +116,6 @@ def sampled_search(
     discrete_root = dataclasses.replace(root, policy_logits=root_log_prior)
     out = muzero_search(discrete_root, expand, config, rng=rng, add_noise=add_noise, temperature=temperature)
     rows = np.arange(batch)
-    return SampledSearchOutput(
-        action=table[rows, 0, out.action].copy(), action_index=out.action, sampled_actions=table[:, 0].copy(),
-        visit_counts=out.visit_counts, root_value=out.root_value, search_policy=out.search_policy,
-        model_seconds=out.model_seconds, bookkeeping_seconds=out.bookkeeping_seconds,
-        max_depth=out.max_depth, model_calls=out.model_calls,
-    )
+    discrete = {f.name: getattr(out, f.name) for f in dataclasses.fields(out)}
+    return SampledSearchOutput(**{**discrete, "action": table[rows, 0, out.action].copy()},
+                               action_index=out.action, sampled_actions=table[:, 0].copy())
