@@ -153,13 +153,7 @@ def run(args: BenchArgs) -> BenchResult:
     if storage is not None:
         result.meta["storage"] = run_storage(configs, budget, dtypes=storage, roots=storage_roots, seed=args.seed)
         print("\n" + render_storage(result.meta["storage"]), flush=True)
-    if args.json:
-        write_json(result, args.json)
-        print(f"wrote {args.json}")
-    if args.plot:
-        write_plot(result, args.plot)
-        print(f"wrote {args.plot}")
-    return result
+    return write_outputs(result, args, write_plot)
 
 
 def run_contexts_command(args: BenchArgs) -> BenchResult:
@@ -182,13 +176,7 @@ def run_contexts_command(args: BenchArgs) -> BenchResult:
     result.meta["quick"] = args.quick
     print(render(result), flush=True)
     print("\n" + render_contexts(result), flush=True)
-    if args.json:
-        write_json(result, args.json)
-        print(f"wrote {args.json}")
-    if args.plot:
-        write_contexts_plot(result, args.plot)
-        print(f"wrote {args.plot}")
-    return result
+    return write_outputs(result, args, write_contexts_plot)
 
 
 def run_soak_command(args: BenchArgs) -> BenchResult:
@@ -216,7 +204,15 @@ def run_soak_command(args: BenchArgs) -> BenchResult:
         "configs": list(configs), "cpu": cpu_name(), "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     })
+    return write_outputs(result, args)
+
+
+def write_outputs(result: BenchResult, args: BenchArgs, plot=None) -> BenchResult:
+    """Write ``--json`` (and ``--plot`` with ``plot(result, path)``, where the mode has one); say where."""
     if args.json:
         write_json(result, args.json)
         print(f"wrote {args.json}")
+    if args.plot and plot is not None:
+        plot(result, args.plot)
+        print(f"wrote {args.plot}")
     return result
