@@ -158,6 +158,14 @@ def test_the_default_search_uses_the_training_model_itself(tmp_path):
     assert trainer.search_model is trainer.model and trainer.model.config.dtype == "float32"
 
 
+def test_a_trainer_gives_the_process_back_its_torch_thread_count(tmp_path):
+    assert torch.get_num_threads() == 1  # tests/conftest.py
+    trainer = Trainer(tiny(tmp_path / "threads", threads=2))
+    assert torch.get_num_threads() == 2
+    trainer.close()
+    assert torch.get_num_threads() == 1
+
+
 @pytest.mark.slow
 def test_cli_train_then_eval(tmp_path, capsys):
     cfg = tiny(tmp_path / "cli")

@@ -88,6 +88,7 @@ class Trainer(Checkpointing):
     def __init__(self, cfg: TrainConfig, *, explicit: Collection[str] | None = None) -> None:
         """``explicit``: the fields the user set (see ``resume_config``; None: those off their defaults)."""
         cfg = with_out(cfg)  # a new runs/{env}__{seed}__{time} unless --out is given
+        self._threads_before = torch.get_num_threads()  # torch's thread count is the process's: put back by close
         self.run_dir = RunDir(cfg.out)
         self.run_dir.open(resume=cfg.resume, overwrite=cfg.overwrite)
         try:
@@ -149,12 +150,14 @@ class Trainer(Checkpointing):
         return self.wall_before + time.monotonic() - self.session_start
 
     def close(self) -> None:
-        """Closes the envs and releases the run directory (``run`` does it when it ends)."""
+        """Closes the envs, releases the run directory and gives the process back its torch thread
+        count (``run`` does it when it ends)."""
         try:
             if getattr(self, "source", None) is not None:
                 self.source.close()
         finally:
             self.run_dir.close()
+            torch.set_num_threads(self._threads_before)
 
     def _make_source(self) -> CollectionSource:
         """Collection in this process, or on ``cfg.collectors`` Ray actors."""
