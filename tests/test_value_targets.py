@@ -9,6 +9,7 @@ import torch
 
 from zerokv import WorldModel, WorldModelConfig
 from zerokv.rl import Learner
+from zerokv.rl.learner import ROW_BUCKET, bootstrap_values
 from zerokv.rl.replay import (
     Batch,
     GameSegment,
@@ -126,3 +127,32 @@ def test_fresh_targets_equal_stored_ones_when_stored_values_are_the_networks():
         batch = buffer.sample(32)
         fresh = value_targets(learner(model, fresh=True), batch)
         np.testing.assert_allclose(fresh * batch.mask, batch.value_targets, rtol=1e-5, atol=1e-5)
+
+
+
+def test_bootstrap_passes_run_on_whole_row_buckets_and_give_each_rows_value():
+    """The bootstrap encoder and value passes see a multiple of ROW_BUCKET rows whatever the batch
+    holds (oneDNN caches a kernel per row count), and the padding changes no row's target."""
+    model = tiny_model(env_num=4)
+    obs = np.random.default_rng(2).random((4, 3), dtype=np.float32)
+    buffer = ReplayBuffer(100, (3,), 2, unroll_steps=2, td_steps=2, discount=0.5, seed=3)
+    buffer.add(segment(obs, [0.0] * 4, terminated=False))
+    # td_steps=None: no latent reused from the unrolled window, every bootstrap row is encoded
+    learn = Learner(model, learning_rate=1e-3, weight_decay=0.0, grad_clip=1.0, target_update_rate=0.1,
+                    fresh_value_targets=True, td_steps=None)
+    rows_seen: list[int] = []
+    hooks = [m.register_forward_pre_hook(lambda _m, args: rows_seen.append(args[0].shape[0]))
+             for m in (model.encoder, model.transformer)]
+    try:
+        for size in (3, 7, 32):
+            batch = buffer.sample(size)
+            rows_seen.clear()
+            fresh = value_targets(learn, batch)
+            boot = rows_seen[1:]  # the first call is value_targets' own encoding of batch.obs
+            assert boot and all(n % ROW_BUCKET == 0 for n in boot), rows_seen
+            v = bootstrap_values(model, torch.as_tensor(batch.bootstrap_obs.reshape(-1, 3)))  # every row, unpadded
+            v = v.numpy().reshape(batch.bootstrap_scale.shape)
+            np.testing.assert_allclose(fresh, batch.value_known + batch.bootstrap_scale * v, rtol=1e-5, atol=1e-5)
+    finally:
+        for h in hooks:
+            h.remove()

@@ -61,6 +61,23 @@ def latent_values(model, latents: torch.Tensor) -> torch.Tensor:
     return support_to_scalar(model.head_value(h[:, 0]).float(), model.config.support_size)
 
 
+ROW_BUCKET = 64
+"""Row counts that vary from update to update are padded up to a multiple of this. oneDNN builds
+and caches a kernel for each shape it meets (up to 1,024 of them), so a different count at every
+update filled that cache with hundreds of MB (a CartPole run's RSS grew by ~700 MB); a few
+buckets keep it to a few kernels, for at most 63 rows of extra work per call."""
+
+
+def in_row_buckets(fn, x: torch.Tensor) -> torch.Tensor:
+    """``fn(x)`` for a row-wise ``fn``, with ``x (N, …)`` padded by zero rows to a multiple of
+    :data:`ROW_BUCKET` and the output cut back to its first N rows."""
+    n = x.shape[0]
+    pad = -n % ROW_BUCKET
+    if pad:
+        x = torch.cat([x, x.new_zeros(pad, *x.shape[1:])])
+    return fn(x)[:n]
+
+
 def bootstrap_values(model, obs: torch.Tensor) -> torch.Tensor:
     """:func:`latent_values` of observations ``obs (N, *obs_shape)``."""
     with torch.no_grad():
@@ -153,7 +170,8 @@ class Learner:
         rows = scale.flatten().nonzero().squeeze(1)  # flat positions b·(K+1) + k with a bootstrap term
         values = torch.zeros(scale.numel(), dtype=torch.float32, device=device)
         if rows.numel():
-            values[rows] = latent_values(net, self._bootstrap_latents(batch, rows, latents, net.encoder).float())
+            boot = self._bootstrap_latents(batch, rows, latents, net.encoder).float()
+            values[rows] = in_row_buckets(lambda x: latent_values(net, x), boot)
         return known + scale * values.view_as(scale)
 
     def _bootstrap_latents(self, batch: Batch, rows: torch.Tensor, latents: torch.Tensor, encoder) -> torch.Tensor:
@@ -174,7 +192,7 @@ class Learner:
             out[reuse] = latents.flatten(0, 1)[rows[reuse] + n]
         if not reuse.all():
             chosen = boot_obs[rows[~reuse].cpu().numpy()]
-            out[~reuse] = encoder(observations_as_float(chosen, latents.device))
+            out[~reuse] = in_row_buckets(encoder, observations_as_float(chosen, latents.device))
         return out
 
     def update(self, batch: Batch) -> dict[str, float]:
