@@ -324,6 +324,7 @@ def test_resume_runs_with_the_saved_config(tmp_path):
     assert result.env_steps == 24
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
     assert saved["learning_rate"] == 2e-3 and saved["total_env_steps"] == 24
+    assert saved["resume"] is False  # how this invocation opened the run is not one of its settings
     assert load_checkpoint(latest_checkpoint(tmp_path / "r" / "checkpoints"))["config"]["learning_rate"] == 2e-3
 
 

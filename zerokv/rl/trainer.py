@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -215,7 +215,9 @@ class Trainer(Checkpointing):
             print(f"resumed from {path} at {self.env_steps} env steps"
                   + (f"; dropped {dropped} progress.csv rows written after it" if dropped else ""))
             print(replay_note)
-        self.run_dir.write_config(self.cfg.to_dict())
+        # the run's settings, not how this invocation opened it: a resumed run's config.json (used
+        # as --config for a new run) must not ask for a resume or an overwrite
+        self.run_dir.write_config(replace(self.cfg, resume=False, overwrite=False).to_dict())
         print(f"config (saved in {self.out / 'config.json'}):\n" + self.cfg.to_yaml().rstrip())
         self.source.start(env_steps=self.env_steps, run_id=self.run_id)
 
