@@ -220,8 +220,8 @@ def check_resumed(result: Run, work: Path) -> None:
     check(f"ckpt_{at:09d}.pt at {at} env steps" in result.out, f"did not resume from ckpt_{at:09d}.pt at {at} env steps")
     check("changed from" not in result.out, "a resume without flags changed the config")
     saved, now = STATE["config"], json.loads((run_dir / "config.json").read_text())
-    changed = sorted(k for k in saved.keys() | now.keys() if k != "resume" and saved.get(k) != now.get(k))
-    check(not changed, f"config.json changed on a resume without flags: {changed}")  # resume: how it started
+    changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+    check(not changed, f"config.json changed on a resume without flags: {changed}")
     steps = progress_steps(run_dir)
     check(steps == sorted(set(steps)) and steps[-1] == STEPS and at in steps,
           f"progress.csv env steps {steps}: expected increasing, through {at}, ending at {STEPS}")
