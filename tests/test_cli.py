@@ -320,3 +320,15 @@ def test_play_and_export_help_is_readable(command, capsys):
     out = capsys.readouterr().out
     assert exc.value.code == 0 and "  --checkpoint STR\n" in out and "(required)" in out
     assert "{None}" not in out and "|STR" not in out and "╭" not in out
+
+
+def test_plot_help_is_readable_with_its_positional_runs(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main(["plot", "--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and out.startswith("usage: zerokv plot [--help] [FLAGS] RUNS...\n")
+    assert "positional arguments:\n  RUNS...\n      Run directories" in out and "  --labels STR [STR ...]\n" in out
+    assert "{None}" not in out and "|STR" not in out and "╭" not in out
+    with pytest.raises(SystemExit) as exc:  # a typo still gets its one line, with the nearest flag
+        main(["plot", str(tmp_path), "--lables", "a"])
+    assert "--labels" in one_error_line(capsys, exc, "plot")

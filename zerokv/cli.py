@@ -53,12 +53,11 @@ class UsageError(Exception):
     """A command line zerokv or tyro refused; the message is one line."""
 
 
-def parse(cls, argv: Sequence[str], prog: str, *, debug: bool = False, own_help: bool = True, **kwargs):
+def parse(cls, argv: Sequence[str], prog: str, *, debug: bool = False, **kwargs):
     """``tyro.cli(cls, args=argv, prog=prog, **kwargs)``, but a refused command line raises
     :class:`UsageError` with tyro's message on one line (unless ``debug``: tyro's own box), and
-    ``--help`` prints zerokv's readable help (``own_help``; tyro's for commands with positional
-    arguments)."""
-    if own_help and ("-h" in argv or "--help" in argv):
+    ``--help`` prints zerokv's readable help."""
+    if "-h" in argv or "--help" in argv:
         print(render_help(cls, prog))
         raise SystemExit(0)
     unknown = unknown_flag(argv, cls)
@@ -164,7 +163,7 @@ def _enjoy(argv: list[str], debug: bool) -> None:
 def _plot(argv: list[str], debug: bool) -> None:
     from zerokv.rl.plot import PlotArgs, plot
 
-    plot(parse(PlotArgs, argv, "zerokv plot", debug=debug, own_help=False))
+    plot(parse(PlotArgs, argv, "zerokv plot", debug=debug))
 
 
 def _export(argv: list[str], debug: bool) -> None:

@@ -19,6 +19,8 @@ import typing
 from collections.abc import Sequence
 from functools import cache
 
+import tyro
+
 __all__ = ["TRAIN_SECTIONS", "explicit_fields", "field_docs", "render_help", "unknown_flag"]
 
 TRAIN_SECTIONS: dict[str, tuple[str, ...]] = {
@@ -136,6 +138,9 @@ def _metavar(hint) -> str:
     hint = inner if inner is not None else hint
     if typing.get_origin(hint) is typing.Literal:
         return "{" + ",".join(str(v) for v in typing.get_args(hint)) + "}"
+    if typing.get_origin(hint) is tuple and typing.get_args(hint)[1:] == (Ellipsis,):  # tuple[X, ...]
+        item = _metavar(typing.get_args(hint)[0])
+        return f"{item} [{item} ...]"
     return {int: "INT", float: "FLOAT", str: "STR"}.get(hint, "VALUE")
 
 
@@ -149,17 +154,31 @@ def _default_text(value, grouped: bool = True) -> str:
     return f" (default: {value})"
 
 
+def _is_positional(hint) -> bool:
+    """A field annotated ``tyro.conf.Positional[...]``: given without a flag."""
+    return typing.get_origin(hint) is typing.Annotated and tyro.conf.Positional in hint.__metadata__
+
+
 def render_help(cls, prog: str, sections: dict[str, tuple[str, ...]] | None = None,
                 default=None) -> str:
-    """``prog --help`` for dataclass ``cls``: its docstring, then each section's flags with a
-    readable value name, the field's docstring and its default (from ``default`` if given)."""
+    """``prog --help`` for dataclass ``cls``: its docstring, its positional arguments, then each
+    section's flags with a readable value name, the field's docstring and its default (from
+    ``default`` if given)."""
     width = min(HELP_WIDTH, max(60, _terminal_width()))
-    fields = [f.name for f in dataclasses.fields(cls)]
+    docs, hints = field_docs(cls), _hints(cls)
+    positional = [f.name for f in dataclasses.fields(cls) if _is_positional(hints[f.name])]
+    fields = [f.name for f in dataclasses.fields(cls) if f.name not in positional]
     sections = dict(sections or {"options": tuple(fields)})
     placed = {name for names in sections.values() for name in names}
     sections["other"] = tuple(name for name in fields if name not in placed)
-    docs, hints = field_docs(cls), _hints(cls)
-    lines = [f"usage: {prog} [--help] [FLAGS]", "", (inspect.getdoc(cls) or "").strip()]
+    usage = " ".join([f"usage: {prog} [--help] [FLAGS]", *(f"{name.upper()}..." for name in positional)])
+    lines = [usage, "", (inspect.getdoc(cls) or "").strip()]
+    if positional:
+        lines += ["", "positional arguments:"]
+        for name in positional:
+            lines.append(f"  {name.upper()}...")
+            lines += textwrap.wrap(docs.get(name, ""), width, initial_indent=" " * 6, subsequent_indent=" " * 6,
+                                   break_on_hyphens=False, break_long_words=False)
     for title, names in sections.items():
         names = [name for name in names if name in fields]
         if not names:
